@@ -1,1 +1,3 @@
-return 0;
+using EmbeddingCache.Server.Hosting;
+
+return await ServerHost.RunAsync(args);

@@ -1,0 +1,50 @@
+using EmbeddingCache.Storage;
+
+namespace EmbeddingCache.Engine;
+
+/// <summary>Where a returned row came from; the numbers match the wire enum.</summary>
+public enum RowSource : byte
+{
+    /// <summary>Not cached and not computed: the row is zero-filled.</summary>
+    Missing = 1,
+    /// <summary>Served from the cache.</summary>
+    Cached = 2,
+    /// <summary>Computed for this request and written back.</summary>
+    Computed = 3,
+}
+
+/// <summary>Rows packed little-endian, row-major, as they travel on the wire.</summary>
+public sealed record PackedVectors(int Count, int Dims, VectorDType DType, byte[] Data)
+{
+    /// <summary>Bytes of one element of <paramref name="dtype"/>.</summary>
+    public static int ElementSize(VectorDType dtype) => dtype == VectorDType.Float16 ? 2 : 4;
+}
+
+/// <summary>Embed: one vector per text, computing and writing back the misses.</summary>
+public sealed record EmbedCommand(
+    string Model, VectorKind Kind, IReadOnlyList<string> Texts, IReadOnlyList<string> Ids,
+    VectorDType DType, bool CacheOnly);
+
+/// <summary>Get: cached vectors by ids or by texts, never computing.</summary>
+public sealed record GetCommand(
+    string Model, VectorKind Kind, IReadOnlyList<string> Ids, IReadOnlyList<string> Texts, VectorDType DType);
+
+/// <summary>Put: vectors made elsewhere, stored under ids and/or texts.</summary>
+public sealed record PutCommand(
+    string Model, VectorKind Kind, IReadOnlyList<string> Ids, IReadOnlyList<string> Texts,
+    int Count, int Dims, VectorDType DType, ReadOnlyMemory<byte> Data);
+
+/// <summary>Where a request's time went, for the caller to see why a call was slow.</summary>
+public readonly record struct RequestTimings(TimeSpan Lookup, TimeSpan Compute, TimeSpan Write);
+
+/// <summary>Rows in input order, with their sources.</summary>
+public sealed record LookupResult(PackedVectors Vectors, RowSource[] Sources, string Fingerprint, RequestTimings Timings)
+{
+    /// <summary>How many rows have <paramref name="source"/>.</summary>
+    public int CountOf(RowSource source) => Sources.Count(s => s == source);
+}
+
+/// <summary>One model as ListModels shows it.</summary>
+public sealed record ModelStatus(
+    string Name, int Dims, bool CanCompute, string Fingerprint, long QueryRows, long DocumentRows,
+    long Bytes, long Hits, long Misses, string? Error);

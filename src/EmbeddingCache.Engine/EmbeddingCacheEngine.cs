@@ -1,0 +1,409 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Numerics.Tensors;
+using EmbeddingCache.Inference;
+using EmbeddingCache.Storage;
+using Microsoft.Extensions.Logging;
+
+namespace EmbeddingCache.Engine;
+
+/// <summary>
+/// The cache itself: looks rows up in storage, sends the distinct misses to the model's batcher (once,
+/// even when several requests miss the same key), writes them back durably, and answers in input order.
+/// </summary>
+public sealed class EmbeddingCacheEngine : IAsyncDisposable
+{
+    private readonly EngineOptions options;
+    private readonly ArtifactsRoot root;
+    private readonly ModelCatalog catalog;
+    private readonly ILogger logger;
+    private volatile bool stopping;
+
+    private EmbeddingCacheEngine(EngineOptions options, ArtifactsRoot root, ILoggerFactory loggerFactory)
+    {
+        this.options = options;
+        this.root = root;
+        catalog = new ModelCatalog(root, options, loggerFactory);
+        logger = loggerFactory.CreateLogger<EmbeddingCacheEngine>();
+    }
+
+    /// <summary>Opens the artifacts root (taking its writer lock) and returns an engine over it.</summary>
+    public static EmbeddingCacheEngine Open(EngineOptions options, ILoggerFactory loggerFactory)
+    {
+        if (options.Validate() is { } problem) throw new ArgumentException(problem, nameof(options));
+        var root = ArtifactsRoot.Open(Path.GetFullPath(options.ArtifactsDirectory), options.Storage, loggerFactory);
+        return new EmbeddingCacheEngine(options, root, loggerFactory);
+    }
+
+    /// <summary>The artifacts root the engine serves.</summary>
+    public string ArtifactsDirectory => root.RootDirectory;
+
+    /// <summary>True once every model in <see cref="EngineOptions.PreloadModels"/> is loaded and warmed.</summary>
+    public bool Ready { get; private set; }
+
+    /// <summary>Loads and warms the preloaded models so that the first real request is not slow.</summary>
+    public async Task LoadPreloadedModelsAsync(CancellationToken cancellationToken)
+    {
+        foreach (var name in options.PreloadModels)
+        {
+            await catalog.GetAsync(name, cancellationToken).ConfigureAwait(false);
+        }
+        Ready = true;
+    }
+
+    /// <summary>Refuses new requests with UNAVAILABLE; requests already running finish.</summary>
+    public void BeginShutdown() => stopping = true;
+
+    /// <summary>One vector per text: hits from the cache, the distinct misses computed once and written back.</summary>
+    public async Task<LookupResult> EmbedAsync(EmbedCommand command, CancellationToken cancellationToken)
+    {
+        ThrowIfStopping();
+        RequestValidation.Texts(command.Texts, options);
+        if (command.Ids.Count != 0)
+        {
+            if (command.Ids.Count != command.Texts.Count)
+            {
+                CacheRequestException.ThrowInvalid("ids",
+                    $"ids has {command.Ids.Count} entries but texts has {command.Texts.Count}; give one id per text, or none");
+            }
+            RequestValidation.Ids(command.Ids, options);
+        }
+        var model = await catalog.GetAsync(command.Model, cancellationToken).ConfigureAwait(false);
+
+        long started = Stopwatch.GetTimestamp();
+        var store = model.Cache[command.Kind];
+        long generation = store.Generation;
+        int count = command.Texts.Count;
+        var inputs = new string[count];
+        var keys = new ContentKey[count];
+        for (int i = 0; i < count; i++)
+        {
+            inputs[i] = model.TokenizerInput(command.Kind, command.Texts[i]);
+            keys[i] = ContentKey.FromText(inputs[i]);
+        }
+        var output = new RowWriter(count, store.Dims, command.DType);
+        var found = new bool[count];
+        int hits = store.Gather(keys, command.DType, output.Data, found);
+        var sources = new RowSource[count];
+        for (int i = 0; i < count; i++) sources[i] = found[i] ? RowSource.Cached : RowSource.Missing;
+        var lookupTime = Stopwatch.GetElapsedTime(started);
+
+        var misses = DistinctMisses(keys, found);
+        model.Count(hits, count - hits);
+        TimeSpan computeTime = default, writeTime = default;
+        if (misses.Count > 0 && !command.CacheOnly)
+        {
+            if (!model.CanCompute)
+            {
+                CacheRequestException.Throw(CacheErrorKind.FailedPrecondition,
+                    $"model '{model.Name}' is store-only (its vectors were Put, it has no ONNX model folder) and " +
+                    $"{misses.Count} of the texts are not cached: Put their vectors first, or send cache_only to get the hits alone");
+            }
+            long computeStarted = Stopwatch.GetTimestamp();
+            var computed = await ComputeOnceAsync(model, command.Kind, misses.Select(m => (keys[m], inputs[m])).ToArray(), cancellationToken)
+                .ConfigureAwait(false);
+            computeTime = Stopwatch.GetElapsedTime(computeStarted);
+            var vectorOf = new Dictionary<ContentKey, float[]>(misses.Count);
+            for (int m = 0; m < misses.Count; m++) vectorOf[keys[misses[m]]] = computed[m];
+            for (int i = 0; i < count; i++)
+            {
+                if (!found[i])
+                {
+                    output.Write(i, vectorOf[keys[i]]);
+                    sources[i] = RowSource.Computed;
+                }
+            }
+            long writeStarted = Stopwatch.GetTimestamp();
+            await WriteBackAsync(model, store, generation, keys, command.Ids, i => !found[i] ? vectorOf[keys[i]] : null)
+                .ConfigureAwait(false);
+            writeTime = Stopwatch.GetElapsedTime(writeStarted);
+        }
+        else if (command.Ids.Count != 0)
+        {
+            long writeStarted = Stopwatch.GetTimestamp();
+            await WriteBackAsync(model, store, generation, keys, command.Ids, _ => null).ConfigureAwait(false);
+            writeTime = Stopwatch.GetElapsedTime(writeStarted);
+        }
+        return new LookupResult(output.ToPacked(), sources, model.Definition?.Fingerprint ?? model.Cache.Fingerprint,
+            new RequestTimings(lookupTime, computeTime, writeTime));
+    }
+
+    /// <summary>Cached vectors by ids or by texts; missing rows are zero-filled.</summary>
+    public async Task<LookupResult> GetAsync(GetCommand command, CancellationToken cancellationToken)
+    {
+        ThrowIfStopping();
+        if (command.Ids.Count != 0 && command.Texts.Count != 0)
+        {
+            CacheRequestException.ThrowInvalid("ids", "give either ids or texts, not both");
+        }
+        RequestValidation.Ids(command.Ids, options);
+        RequestValidation.Texts(command.Texts, options);
+        var model = await catalog.GetAsync(command.Model, cancellationToken).ConfigureAwait(false);
+
+        long started = Stopwatch.GetTimestamp();
+        var store = model.Cache[command.Kind];
+        int count = command.Ids.Count + command.Texts.Count;
+        var output = new RowWriter(count, store.Dims, command.DType);
+        var found = new bool[count];
+        int hits;
+        if (command.Ids.Count != 0)
+        {
+            hits = store.GatherByIds(command.Ids, command.DType, output.Data, found);
+        }
+        else
+        {
+            var keys = new ContentKey[count];
+            for (int i = 0; i < count; i++) keys[i] = ContentKey.FromText(model.TokenizerInput(command.Kind, command.Texts[i]));
+            hits = store.Gather(keys, command.DType, output.Data, found);
+        }
+        model.Count(hits, count - hits);
+        var sources = new RowSource[count];
+        for (int i = 0; i < count; i++) sources[i] = found[i] ? RowSource.Cached : RowSource.Missing;
+        return new LookupResult(output.ToPacked(), sources, model.Definition?.Fingerprint ?? model.Cache.Fingerprint,
+            new RequestTimings(Stopwatch.GetElapsedTime(started), default, default));
+    }
+
+    /// <summary>Stores vectors made elsewhere; an unknown model name becomes a store-only model.</summary>
+    public async Task<int> PutAsync(PutCommand command, CancellationToken cancellationToken)
+    {
+        ThrowIfStopping();
+        if (command.Ids.Count == 0 && command.Texts.Count == 0)
+        {
+            CacheRequestException.ThrowInvalid("ids", "give ids and/or texts, one per vector row, to store the vectors under");
+        }
+        foreach (var (field, entries) in new[] { ("ids", command.Ids), ("texts", command.Texts) })
+        {
+            if (entries.Count != 0 && entries.Count != command.Count)
+            {
+                CacheRequestException.ThrowInvalid(field,
+                    $"{field} has {entries.Count} entries but vectors.count is {command.Count}; give one per row");
+            }
+        }
+        RequestValidation.Ids(command.Ids, options);
+        RequestValidation.Texts(command.Texts, options);
+        if (command.Dims < 1 || command.Dims > options.MaxDims)
+        {
+            CacheRequestException.ThrowInvalid("vectors.dims", $"vectors.dims is {command.Dims}; it must be between 1 and {options.MaxDims}");
+        }
+        long expectedBytes = (long)command.Count * command.Dims * PackedVectors.ElementSize(command.DType);
+        if (command.Data.Length != expectedBytes)
+        {
+            CacheRequestException.ThrowInvalid("vectors.data",
+                $"vectors.data has {command.Data.Length} bytes but count {command.Count} x dims {command.Dims} x " +
+                $"{PackedVectors.ElementSize(command.DType)} bytes ({command.DType}) is {expectedBytes}");
+        }
+        var rows = RequestValidation.FiniteRows(command.Data.Span, command.Count, command.Dims, command.DType);
+
+        var model = await catalog.GetOrCreateStoreOnlyAsync(command.Model, command.Dims, cancellationToken).ConfigureAwait(false);
+        if (model.Cache.Dims != command.Dims)
+        {
+            CacheRequestException.ThrowInvalid("vectors.dims",
+                $"model '{model.Name}' has {model.Cache.Dims} dims but the vectors have {command.Dims}");
+        }
+        var batch = new RowBatch(command.Dims, command.Count);
+        for (int i = 0; i < command.Count; i++)
+        {
+            ContentKey? key = command.Texts.Count != 0
+                ? ContentKey.FromText(model.TokenizerInput(command.Kind, command.Texts[i]))
+                : null;
+            batch.Add(key, command.Ids.Count != 0 ? command.Ids[i] : null, rows.AsSpan(i * command.Dims, command.Dims));
+        }
+        return await AppendAsync(model.Cache[command.Kind], batch, AppendMode.Overwrite, expectedGeneration: -1).ConfigureAwait(false);
+    }
+
+    /// <summary>Drops a model's cache (one kind, or all when <paramref name="kind"/> is null) atomically.</summary>
+    public async Task<InvalidationResult> InvalidateAsync(string model, VectorKind? kind, CancellationToken cancellationToken)
+    {
+        ThrowIfStopping();
+        var served = await catalog.GetAsync(model, cancellationToken).ConfigureAwait(false);
+        var result = served.Cache.Invalidate(kind);
+        logger.CacheInvalidated(model, kind?.ToString() ?? "all kinds", result.RowsRemoved, result.BytesRemoved);
+        return result;
+    }
+
+    /// <summary>Every model known, loaded or not.</summary>
+    public IReadOnlyList<ModelStatus> ListModels()
+    {
+        var models = new List<ModelStatus>();
+        foreach (var name in catalog.KnownNames())
+        {
+            var loaded = catalog.Loaded(name);
+            var cache = loaded?.Cache ?? root.OpenCache(name);
+            bool hasFolder = BuiltInModels.IsBuiltIn(name) || Directory.Exists(Path.Combine(root.ModelsDirectory, name));
+            models.Add(new ModelStatus(
+                name,
+                cache?.Dims ?? 0,
+                CanCompute: loaded?.CanCompute ?? (hasFolder && catalog.LoadError(name) is null),
+                loaded?.Definition?.Fingerprint ?? cache?.Fingerprint ?? "",
+                cache?[VectorKind.Query].RowCount ?? 0,
+                cache?[VectorKind.Document].RowCount ?? 0,
+                cache?.ByteCount ?? 0,
+                loaded?.Hits ?? 0,
+                loaded?.Misses ?? 0,
+                catalog.LoadError(name)));
+        }
+        return models;
+    }
+
+    /// <summary>Indexes of the first occurrence of each distinct key that was not found.</summary>
+    private static List<int> DistinctMisses(ContentKey[] keys, bool[] found)
+    {
+        var misses = new List<int>();
+        HashSet<ContentKey>? seen = null;
+        for (int i = 0; i < keys.Length; i++)
+        {
+            if (found[i]) continue;
+            seen ??= [];
+            if (seen.Add(keys[i])) misses.Add(i);
+        }
+        return misses;
+    }
+
+    /// <summary>
+    /// Computes each key once: keys another request is computing are awaited, the rest go to the batcher
+    /// as one group. If the request we waited on was cancelled, we compute the key ourselves.
+    /// </summary>
+    private static async Task<float[][]> ComputeOnceAsync(
+        ServedModel model, VectorKind kind, (ContentKey Key, string Input)[] misses, CancellationToken cancellationToken)
+    {
+        var results = new Task<float[]>[misses.Length];
+        var mine = new List<(int Index, TaskCompletionSource<float[]> Promise)>();
+        for (int m = 0; m < misses.Length; m++)
+        {
+            var promise = new TaskCompletionSource<float[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+            var inFlight = model.InFlight.GetOrAdd((kind, misses[m].Key), promise.Task);
+            if (inFlight == promise.Task) mine.Add((m, promise));
+            results[m] = inFlight;
+        }
+        if (mine.Count > 0)
+        {
+            await ComputeAndPublishAsync(model, kind, misses, mine, cancellationToken).ConfigureAwait(false);
+        }
+        var vectors = new float[misses.Length][];
+        for (int m = 0; m < misses.Length; m++)
+        {
+            try
+            {
+                vectors[m] = await results[m].WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                // The request computing this key was cancelled; ours was not, so compute it ourselves.
+                vectors[m] = (await ComputeOnceAsync(model, kind, [misses[m]], cancellationToken).ConfigureAwait(false))[0];
+            }
+        }
+        return vectors;
+    }
+
+    private static async Task ComputeAndPublishAsync(
+        ServedModel model, VectorKind kind, (ContentKey Key, string Input)[] misses,
+        List<(int Index, TaskCompletionSource<float[]> Promise)> mine, CancellationToken cancellationToken)
+    {
+        int dims = model.Batcher!.Encoder.Dims;
+        var flat = new float[mine.Count * dims];
+        try
+        {
+            await model.Batcher.EncodeAsync(mine.Select(x => misses[x.Index].Input).ToArray(), flat, cancellationToken)
+                .ConfigureAwait(false);
+            for (int j = 0; j < mine.Count; j++) mine[j].Promise.SetResult(flat.AsSpan(j * dims, dims).ToArray());
+        }
+        catch (OperationCanceledException e)
+        {
+            foreach (var (_, promise) in mine) promise.TrySetCanceled(e.CancellationToken);
+            throw;
+        }
+        catch (EncoderSaturatedException e)
+        {
+            foreach (var (_, promise) in mine) promise.TrySetException(e);
+            CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
+                $"the encoder of '{model.Name}' is saturated ({e.Message}); retry later or send fewer texts at once", e);
+        }
+        catch (Exception e)
+        {
+            foreach (var (_, promise) in mine) promise.TrySetException(e);
+            throw;
+        }
+        finally
+        {
+            foreach (var (index, promise) in mine) model.InFlight.TryRemove(new((kind, misses[index].Key), promise.Task));
+        }
+    }
+
+    /// <summary>
+    /// Writes computed rows, and rows whose id is not yet recorded, once per (key, id). Skipped without
+    /// error when the cache was invalidated meanwhile: nothing of the old generation enters the new one.
+    /// </summary>
+    private async Task WriteBackAsync(
+        ServedModel model, VectorStore store, long generation, ContentKey[] keys, IReadOnlyList<string> ids,
+        Func<int, float[]?> computedRow)
+    {
+        var batch = new RowBatch(store.Dims, keys.Length);
+        var written = new HashSet<(ContentKey, string?)>();
+        float[]? scratch = null;
+        bool[]? present = null;
+        for (int i = 0; i < keys.Length; i++)
+        {
+            string? id = ids.Count != 0 ? ids[i] : null;
+            var vector = computedRow(i);
+            if (vector is null && id is null) continue;
+            if (!written.Add((keys[i], id))) continue;
+            if (vector is null)
+            {
+                // A cached row that gains an id: copy the stored float32 row, never the (maybe float16) reply.
+                scratch ??= new float[store.Dims];
+                present ??= new bool[1];
+                store.Gather([keys[i]], VectorDType.Float32, MemoryMarshal.AsBytes(scratch.AsSpan()), present);
+                if (!present[0]) continue;
+                vector = scratch;
+            }
+            batch.Add(keys[i], id, vector);
+        }
+        if (batch.Count == 0) return;
+        int stored = await AppendAsync(store, batch, AppendMode.IfAbsent, generation).ConfigureAwait(false);
+        if (stored == 0 && store.Generation != generation) logger.WriteBackSkipped(model.Name, batch.Count);
+    }
+
+    private static async Task<int> AppendAsync(VectorStore store, RowBatch batch, AppendMode mode, long expectedGeneration)
+    {
+        try
+        {
+            return await store.AppendAsync(batch, mode, expectedGeneration).ConfigureAwait(false);
+        }
+        catch (StorageFullException e)
+        {
+            CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
+                $"the disk holding the cache is full, nothing of this request was stored: {e.Message}; free space and retry", e);
+            return 0;
+        }
+    }
+
+    private void ThrowIfStopping()
+    {
+        if (stopping) CacheRequestException.Throw(CacheErrorKind.Unavailable, "the server is shutting down; retry on another server or after restart");
+    }
+
+    /// <summary>Stops the batchers, flushes storage and releases the artifacts root.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        stopping = true;
+        await catalog.DisposeAsync().ConfigureAwait(false);
+        root.Dispose();
+    }
+
+    /// <summary>Response rows being filled in the requested dtype.</summary>
+    private sealed class RowWriter(int count, int dims, VectorDType dtype)
+    {
+        private readonly int rowBytes = dims * PackedVectors.ElementSize(dtype);
+
+        public byte[] Data { get; } = new byte[(long)count * dims * PackedVectors.ElementSize(dtype)];
+
+        public void Write(int row, ReadOnlySpan<float> vector)
+        {
+            var destination = Data.AsSpan(row * rowBytes, rowBytes);
+            if (dtype == VectorDType.Float16) TensorPrimitives.ConvertToHalf(vector, MemoryMarshal.Cast<byte, Half>(destination));
+            else MemoryMarshal.AsBytes(vector).CopyTo(destination);
+        }
+
+        public PackedVectors ToPacked() => new(count, dims, dtype, Data);
+    }
+}

@@ -1,0 +1,50 @@
+using EmbeddingCache.Inference;
+using EmbeddingCache.Storage;
+
+namespace EmbeddingCache.Engine;
+
+/// <summary>
+/// Every setting of the cache engine, with its default. To add one: give it a property here with the
+/// default on it, validate it in <see cref="Validate"/>, and say in its doc what the default means.
+/// </summary>
+public sealed class EngineOptions
+{
+    /// <summary>The artifacts root: models/, embeddings/ and logs/ live under it.</summary>
+    public string ArtifactsDirectory { get; set; } = "artifacts";
+
+    /// <summary>Models loaded (and warmed) at start-up; health reports SERVING once they are ready.</summary>
+    public List<string> PreloadModels { get; set; } = [BuiltInModels.MiniLM];
+
+    /// <summary>Texts (or ids, or rows) in one request; more is RESOURCE_EXHAUSTED.</summary>
+    public int MaxRowsPerRequest { get; set; } = 65_536;
+
+    /// <summary>UTF-16 characters in one text; a longer text is RESOURCE_EXHAUSTED (the model reads at most 512 tokens anyway).</summary>
+    public int MaxTextLength { get; set; } = 1 << 20;
+
+    /// <summary>Longest id accepted.</summary>
+    public int MaxIdLength { get; set; } = 1024;
+
+    /// <summary>Widest vector a store-only model may be created with.</summary>
+    public int MaxDims { get; set; } = 65_536;
+
+    /// <summary>Storage settings: durability policy and segment size.</summary>
+    public StorageOptions Storage { get; set; } = new();
+
+    /// <summary>ONNX Runtime and batcher settings.</summary>
+    public EncoderOptions Encoder { get; set; } = new();
+
+    /// <summary>Null when the options are usable, otherwise what is wrong.</summary>
+    public string? Validate()
+    {
+        if (string.IsNullOrWhiteSpace(ArtifactsDirectory)) return "ArtifactsDirectory is empty";
+        if (MaxRowsPerRequest < 1) return "MaxRowsPerRequest must be at least 1";
+        if (MaxTextLength < 1) return "MaxTextLength must be at least 1";
+        if (MaxIdLength < 1) return "MaxIdLength must be at least 1";
+        if (MaxDims < 1) return "MaxDims must be at least 1";
+        foreach (var model in PreloadModels)
+        {
+            if (ModelName.Problem(model) is { } problem) return $"PreloadModels: {problem}";
+        }
+        return null;
+    }
+}

@@ -1,0 +1,128 @@
+using EmbeddingCache.Engine;
+using EmbeddingCache.Protocol.V1;
+using EmbeddingCache.Storage;
+using Google.Protobuf;
+using Grpc.Core;
+using Wire = EmbeddingCache.Protocol.V1;
+
+namespace EmbeddingCache.Server.Services;
+
+/// <summary>The EmbeddingCache gRPC service: validates the wire enums, maps messages to engine calls and back.</summary>
+internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.EmbeddingCache.EmbeddingCacheBase
+{
+    public override async Task<EmbedResponse> Embed(EmbedRequest request, ServerCallContext context)
+    {
+        var result = await engine.EmbedAsync(
+            new EmbedCommand(request.Model, RequiredKind(request.Kind), request.Texts, request.Ids,
+                ToStorage(request.Dtype, "dtype"), request.CacheOnly),
+            context.CancellationToken).ConfigureAwait(false);
+        AddTimings(context, result.Timings);
+        var response = new EmbedResponse
+        {
+            Vectors = ToWire(result.Vectors),
+            Fingerprint = result.Fingerprint,
+            CachedCount = (uint)result.CountOf(Engine.RowSource.Cached),
+            ComputedCount = (uint)result.CountOf(Engine.RowSource.Computed),
+            MissingCount = (uint)result.CountOf(Engine.RowSource.Missing),
+        };
+        AddSources(response.Sources, result.Sources);
+        return response;
+    }
+
+    public override async Task<GetResponse> Get(GetRequest request, ServerCallContext context)
+    {
+        var result = await engine.GetAsync(
+            new GetCommand(request.Model, RequiredKind(request.Kind), request.Ids, request.Texts, ToStorage(request.Dtype, "dtype")),
+            context.CancellationToken).ConfigureAwait(false);
+        AddTimings(context, result.Timings);
+        int missing = result.CountOf(Engine.RowSource.Missing);
+        var response = new GetResponse
+        {
+            Vectors = ToWire(result.Vectors),
+            FoundCount = (uint)(result.Sources.Length - missing),
+            MissingCount = (uint)missing,
+        };
+        AddSources(response.Sources, result.Sources);
+        return response;
+    }
+
+    public override async Task<PutResponse> Put(PutRequest request, ServerCallContext context)
+    {
+        var vectors = request.Vectors ?? throw Invalid("vectors", "vectors is missing: send count, dims, dtype and the packed data");
+        int stored = await engine.PutAsync(
+            new PutCommand(request.Model, RequiredKind(request.Kind), request.Ids, request.Texts,
+                (int)Math.Min(vectors.Count, int.MaxValue), (int)Math.Min(vectors.Dims, int.MaxValue),
+                ToStorage(vectors.Dtype, "vectors.dtype"), vectors.Data.Memory),
+            context.CancellationToken).ConfigureAwait(false);
+        return new PutResponse { Stored = (uint)stored };
+    }
+
+    public override async Task<InvalidateResponse> Invalidate(InvalidateRequest request, ServerCallContext context)
+    {
+        VectorKind? kind = request.Kind == Kind.Unspecified ? null : RequiredKind(request.Kind);
+        var result = await engine.InvalidateAsync(request.Model, kind, context.CancellationToken).ConfigureAwait(false);
+        return new InvalidateResponse { RowsRemoved = (ulong)result.RowsRemoved, BytesRemoved = (ulong)result.BytesRemoved };
+    }
+
+    public override Task<ListModelsResponse> ListModels(ListModelsRequest request, ServerCallContext context)
+    {
+        var response = new ListModelsResponse();
+        foreach (var model in engine.ListModels())
+        {
+            response.Models.Add(new ModelInfo
+            {
+                Name = model.Name,
+                Dims = (uint)model.Dims,
+                CanCompute = model.CanCompute,
+                Fingerprint = model.Fingerprint,
+                QueryRows = (ulong)model.QueryRows,
+                DocumentRows = (ulong)model.DocumentRows,
+                Bytes = (ulong)model.Bytes,
+                Hits = (ulong)model.Hits,
+                Misses = (ulong)model.Misses,
+                Error = model.Error ?? "",
+            });
+        }
+        return Task.FromResult(response);
+    }
+
+    private static VectorKind RequiredKind(Kind kind) => kind switch
+    {
+        Kind.Query => VectorKind.Query,
+        Kind.Document => VectorKind.Document,
+        Kind.Unspecified => throw Invalid("kind", "kind is unspecified: set KIND_QUERY or KIND_DOCUMENT"),
+        _ => throw Invalid("kind", $"kind {(int)kind} is unknown: set KIND_QUERY or KIND_DOCUMENT"),
+    };
+
+    private static VectorDType ToStorage(DType dtype, string field) => dtype switch
+    {
+        DType.Unspecified or DType.Float32 => VectorDType.Float32,
+        DType.Float16 => VectorDType.Float16,
+        _ => throw Invalid(field, $"{field} {(int)dtype} is unknown: use DTYPE_FLOAT32 or DTYPE_FLOAT16"),
+    };
+
+    private static Vectors ToWire(PackedVectors vectors) => new()
+    {
+        Count = (uint)vectors.Count,
+        Dims = (uint)vectors.Dims,
+        Dtype = vectors.DType == VectorDType.Float16 ? DType.Float16 : DType.Float32,
+        Data = UnsafeByteOperations.UnsafeWrap(vectors.Data),
+    };
+
+    private static void AddSources(Google.Protobuf.Collections.RepeatedField<Wire.RowSource> target, Engine.RowSource[] sources)
+    {
+        target.Capacity = sources.Length;
+        foreach (var source in sources) target.Add((Wire.RowSource)source);
+    }
+
+    /// <summary>Where the time went, in trailing metadata: a researcher sees why a call was slow.</summary>
+    private static void AddTimings(ServerCallContext context, RequestTimings timings)
+    {
+        context.ResponseTrailers.Add("embcache-lookup-us", ((long)timings.Lookup.TotalMicroseconds).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        context.ResponseTrailers.Add("embcache-compute-us", ((long)timings.Compute.TotalMicroseconds).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        context.ResponseTrailers.Add("embcache-write-us", ((long)timings.Write.TotalMicroseconds).ToString(System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    private static CacheRequestException Invalid(string field, string message) =>
+        new(CacheErrorKind.InvalidArgument, message, field);
+}

@@ -1,0 +1,140 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+using EmbeddingCache.Protocol.V1;
+using Grpc.Health.V1;
+using Grpc.Net.Client;
+
+namespace EmbeddingCache.FunctionalTests.Infrastructure;
+
+/// <summary>
+/// The real embcache executable in its own process on 127.0.0.1 with a free port, so that tests talk to it
+/// over real HTTP/2 and can kill it with SIGKILL. Its log is kept and shown when a test fails.
+/// </summary>
+public sealed partial class ServerProcess : IAsyncDisposable
+{
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(120);
+    private readonly Process process;
+    private readonly ConcurrentQueue<string> log = new();
+    private readonly TaskCompletionSource<string> listening = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private GrpcChannel? channel;
+
+    private ServerProcess(string artifactsDirectory, IEnumerable<string> extraArgs)
+    {
+        ArtifactsDirectory = artifactsDirectory;
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "embcache.dll"));
+        foreach (var arg in new[] { "--urls", "http://127.0.0.1:0", "--artifacts", artifactsDirectory }.Concat(extraArgs))
+        {
+            start.ArgumentList.Add(arg);
+        }
+        start.Environment["DOTNET_ENVIRONMENT"] = "Production";
+        process = new Process { StartInfo = start, EnableRaisingEvents = true };
+        process.OutputDataReceived += (_, e) => OnLine(e.Data);
+        process.ErrorDataReceived += (_, e) => OnLine(e.Data);
+        process.Exited += (_, _) => listening.TrySetException(
+            new InvalidOperationException($"embcache exited with code {process.ExitCode} before listening:\n{Log}"));
+    }
+
+    public string ArtifactsDirectory { get; }
+
+    public string Address { get; private set; } = "";
+
+    public int ProcessId => process.Id;
+
+    public bool HasExited => process.HasExited;
+
+    /// <summary>Everything the server printed so far.</summary>
+    public string Log => string.Join('\n', log);
+
+    public EmbeddingCache.Protocol.V1.EmbeddingCache.EmbeddingCacheClient Client { get; private set; } = null!;
+
+    public GrpcChannel Channel => channel!;
+
+    /// <summary>Starts the server and returns once health says SERVING (models loaded and warmed).</summary>
+    public static async Task<ServerProcess> StartAsync(string artifactsDirectory, params string[] extraArgs)
+    {
+        var server = new ServerProcess(artifactsDirectory, extraArgs);
+        server.process.Start();
+        server.process.BeginOutputReadLine();
+        server.process.BeginErrorReadLine();
+        try
+        {
+            server.Address = await server.listening.Task.WaitAsync(StartTimeout);
+            server.channel = GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions
+            {
+                MaxReceiveMessageSize = null,
+                MaxSendMessageSize = null,
+            });
+            server.Client = new EmbeddingCache.Protocol.V1.EmbeddingCache.EmbeddingCacheClient(server.channel);
+            await server.WaitUntilServingAsync();
+            return server;
+        }
+        catch
+        {
+            await server.DisposeAsync();
+            throw;
+        }
+    }
+
+    private async Task WaitUntilServingAsync()
+    {
+        var health = new Health.HealthClient(channel);
+        var deadline = Stopwatch.StartNew();
+        // Polls a condition under a deadline; the server answers NOT_SERVING until its models are warm.
+        using var cancel = new CancellationTokenSource(StartTimeout);
+        var call = health.Check(new HealthCheckRequest(), cancellationToken: cancel.Token);
+        while (call.Status != HealthCheckResponse.Types.ServingStatus.Serving)
+        {
+            if (process.HasExited) throw new InvalidOperationException($"embcache exited while loading models:\n{Log}");
+            if (deadline.Elapsed > StartTimeout) throw new TimeoutException($"embcache not SERVING after {StartTimeout}:\n{Log}");
+            await Task.Delay(50, cancel.Token);
+            call = health.Check(new HealthCheckRequest(), cancellationToken: cancel.Token);
+        }
+    }
+
+    private void OnLine(string? line)
+    {
+        if (line is null) return;
+        log.Enqueue(line);
+        var match = ListeningLine().Match(line);
+        if (match.Success) listening.TrySetResult(match.Groups[1].Value);
+    }
+
+    /// <summary>SIGKILL: no shutdown code runs, as in a crash or power loss.</summary>
+    public async Task KillAsync()
+    {
+        if (!process.HasExited) process.Kill();
+        await process.WaitForExitAsync();
+    }
+
+    /// <summary>SIGTERM-like graceful stop through the host: requests drain, storage flushes.</summary>
+    public async Task StopAsync()
+    {
+        if (!process.HasExited)
+        {
+            Posix.Terminate(process.Id);
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            await process.WaitForExitAsync(timeout.Token);
+        }
+    }
+
+    /// <summary>Log lines at error level or worse that the test did not expect.</summary>
+    public IReadOnlyList<string> ErrorLines() =>
+        log.Where(l => l.Contains(" fail: ", StringComparison.Ordinal) || l.Contains(" crit: ", StringComparison.Ordinal)).ToList();
+
+    public async ValueTask DisposeAsync()
+    {
+        channel?.Dispose();
+        await KillAsync();
+        process.Dispose();
+    }
+
+    [GeneratedRegex(@"Now listening on: (http://127\.0\.0\.1:\d+)")]
+    private static partial Regex ListeningLine();
+}

@@ -1,0 +1,35 @@
+using Xunit.Abstractions;
+
+namespace EmbeddingCache.FunctionalTests.Infrastructure;
+
+/// <summary>
+/// Base of tests that run real servers: a temporary artifacts directory per test, every server started
+/// through <see cref="StartServerAsync"/> is stopped afterwards and its log shown in the test output.
+/// </summary>
+public abstract class ServerTest(ITestOutputHelper output) : IAsyncLifetime
+{
+    private readonly List<ServerProcess> servers = [];
+
+    protected TempDirectory Artifacts { get; } = new();
+
+    protected ITestOutputHelper Output { get; } = output;
+
+    protected async Task<ServerProcess> StartServerAsync(params string[] extraArgs)
+    {
+        var server = await ServerProcess.StartAsync(Artifacts.Path, extraArgs);
+        servers.Add(server);
+        return server;
+    }
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        foreach (var server in servers)
+        {
+            await server.DisposeAsync();
+            Output.WriteLine($"--- embcache log (pid {server.ProcessId}) ---\n{server.Log}");
+        }
+        Artifacts.Dispose();
+    }
+}

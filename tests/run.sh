@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs what the tests use (Debian's python3 with
+# numpy and msgpack, which is what our users open the cache files with), then builds and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(python3 python3-numpy python3-msgpack python3-grpcio python3-protobuf)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "Installing Debian packages the tests need: ${missing[*]}"
+  sudo=""
+  [[ $(id -u) == 0 ]] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+dotnet test EmbeddingCache.sln -c Release 2>&1 | tee "$log" || status=$?
+
+# One closing line over every test assembly, e.g. "total: 57 passed, 0 failed".
+awk '/(Passed|Failed)!/ {
+       for (i = 1; i <= NF; i++) { if ($i == "Failed:") f += $(i+1); if ($i == "Passed:") p += $(i+1) }
+     }
+     END { printf "total: %d passed, %d failed\n", p, f }' FS='[ ,]+' "$log"
+exit "$status"

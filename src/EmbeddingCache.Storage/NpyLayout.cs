@@ -16,7 +16,7 @@ internal sealed class NpyLayout
 
     private const int PreambleLength = 10; // magic (6) + version (2) + header length (2)
     private const int Alignment = 64;
-    private static ReadOnlySpan<byte> Magic => "\x93NUMPY"u8;
+    private static ReadOnlySpan<byte> Magic => [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
 
     private readonly byte[] _template;
 

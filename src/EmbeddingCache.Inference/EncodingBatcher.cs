@@ -256,6 +256,18 @@ public sealed class EncodingBatcher : IAsyncDisposable
             {
                 var planned = BatchPlanner.NextBatchSize(lengths.AsSpan(start, window.Count - start), _options.TokenBudget, _options.MaxBatchSize);
                 BatchGate?.Wait();
+                if (Volatile.Read(ref _stopping))
+                {
+                    var error = new ObjectDisposedException(GetType().FullName, "The batcher was stopped before these texts were encoded.");
+                    for (var i = start; i < window.Count; i++)
+                    {
+                        window[i].Request.Fail(error);
+                        Finish(window[i], dropped: true);
+                    }
+
+                    return;
+                }
+
                 var size = 0;
                 for (var i = start; i < start + planned; i++)
                 {

@@ -1,0 +1,62 @@
+namespace EmbeddingCache.Inference;
+
+/// <summary>
+/// How a model is run: ONNX Runtime threads and how the batcher forms batches. The defaults suit a CPU
+/// server with a few cores and BERT-sized models.
+/// </summary>
+public sealed class EncoderOptions
+{
+    /// <summary>ONNX Runtime intra-op threads; 0 (the default) uses one per core.</summary>
+    public int IntraOpThreads { get; set; }
+
+    /// <summary>
+    /// Padded tokens per batch (batch size times its longest member). 16384 keeps a batch's activations
+    /// small enough for the CPU caches to matter while amortising the per-run overhead.
+    /// </summary>
+    public int TokenBudget { get; set; } = 16384;
+
+    /// <summary>The most texts in one batch, whatever their length. 64 by default.</summary>
+    public int MaxBatchSize { get; set; } = 64;
+
+    /// <summary>
+    /// How long the batcher waits for more work before running a partial batch. 2 ms by default: small next
+    /// to a batch's run time, long enough for concurrent callers' texts to meet.
+    /// </summary>
+    public TimeSpan MaxBatchDelay { get; set; } = TimeSpan.FromMilliseconds(2);
+
+    /// <summary>
+    /// The most texts waiting in one batcher; beyond it callers get <see cref="EncoderSaturatedException"/>
+    /// instead of growing the queue. 100,000 by default.
+    /// </summary>
+    public int MaxQueuedTexts { get; set; } = 100_000;
+
+    internal int EffectiveIntraOpThreads => IntraOpThreads > 0 ? IntraOpThreads : Environment.ProcessorCount;
+
+    internal void Validate()
+    {
+        if (IntraOpThreads < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(IntraOpThreads), IntraOpThreads, "Must be 0 (one per core) or more.");
+        }
+
+        if (TokenBudget < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(TokenBudget), TokenBudget, "Must be positive.");
+        }
+
+        if (MaxBatchSize < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxBatchSize), MaxBatchSize, "Must be positive.");
+        }
+
+        if (MaxBatchDelay < TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxBatchDelay), MaxBatchDelay, "Must not be negative.");
+        }
+
+        if (MaxQueuedTexts < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxQueuedTexts), MaxQueuedTexts, "Must be positive.");
+        }
+    }
+}

@@ -1,0 +1,473 @@
+using System.Buffers;
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+
+namespace EmbeddingCache.Inference;
+
+/// <summary>
+/// One per loaded model: gathers the texts of all concurrent callers, sorts them by token count so that batches
+/// carry little padding, cuts them into batches by <see cref="EncoderOptions.TokenBudget"/>, runs them on the
+/// encoder and hands each caller its rows in input order.
+/// </summary>
+/// <remarks>
+/// Callers tokenize their own texts before queueing them, so tokenization overlaps the batch ONNX Runtime is
+/// running. The worker takes the queue in windows (in arrival order) and sorts within a window, so a long text
+/// cannot be passed over forever by shorter ones. The batcher does not own the encoder.
+/// </remarks>
+public sealed class EncodingBatcher : IAsyncDisposable
+{
+    // How many batches' worth of queued texts are sorted together: more sorts better, fewer keeps latency fair.
+    private const int WindowBatches = 16;
+
+    private readonly EncoderOptions _options;
+    private readonly ILogger _logger;
+    private readonly object _gate = new();
+    private readonly Queue<WorkItem> _pending = new();
+    private readonly Thread _worker;
+    private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _queuedTexts;
+    private long _pendingTokens;
+    private bool _stopping;
+    private long _batches;
+    private long _texts;
+    private long _dropped;
+
+    /// <summary>Starts the batcher's worker thread for <paramref name="encoder"/>.</summary>
+    public EncodingBatcher(TextEncoder encoder, EncoderOptions options, ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        options.Validate();
+        Encoder = encoder;
+        _options = options;
+        _logger = loggerFactory.CreateLogger<EncodingBatcher>();
+        _worker = new Thread(Run) { IsBackground = true, Name = $"encode {encoder.Model.Name}" };
+        _worker.Start();
+    }
+
+    /// <summary>The encoder the batches run on.</summary>
+    public TextEncoder Encoder { get; }
+
+    /// <summary>Texts admitted and not yet encoded or dropped.</summary>
+    public int QueuedTexts => Volatile.Read(ref _queuedTexts);
+
+    /// <summary>Batches run so far.</summary>
+    public long BatchesRun => Interlocked.Read(ref _batches);
+
+    /// <summary>Texts encoded so far.</summary>
+    public long TextsEncoded => Interlocked.Read(ref _texts);
+
+    /// <summary>Texts dropped before they started because their caller cancelled or an earlier batch of theirs failed.</summary>
+    public long TextsDropped => Interlocked.Read(ref _dropped);
+
+    /// <summary>Test hook: when set, the worker waits on it before each batch.</summary>
+    internal ManualResetEventSlim? BatchGate { get; set; }
+
+    /// <summary>
+    /// Encodes <paramref name="texts"/> (exact tokenizer inputs) into <paramref name="output"/>,
+    /// <c>texts.Count * Dims</c> floats in input order. Completes when every row is written.
+    /// </summary>
+    /// <exception cref="EncoderSaturatedException">Queueing the texts would exceed <see cref="EncoderOptions.MaxQueuedTexts"/> (in the task).</exception>
+    /// <exception cref="OperationCanceledException">The caller cancelled: its texts that had not started are dropped and its output is not written afterwards.</exception>
+    public Task EncodeAsync(IReadOnlyList<string> texts, Memory<float> output, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        var dims = Encoder.Dims;
+        if (output.Length < texts.Count * dims)
+        {
+            throw new ArgumentException($"Needs {texts.Count * dims} floats for {texts.Count} texts of {dims} dims; got {output.Length}.", nameof(output));
+        }
+
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return Task.FromCanceled(cancellationToken);
+        }
+
+        if (texts.Count == 0)
+        {
+            return Task.CompletedTask;
+        }
+
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_stopping, this);
+            if (_queuedTexts + (long)texts.Count > _options.MaxQueuedTexts)
+            {
+                return Task.FromException(new EncoderSaturatedException(
+                    $"Model {Encoder.Model.Name} has {_queuedTexts} texts queued; {texts.Count} more would pass the limit of {_options.MaxQueuedTexts}. Retry later or send fewer texts at once."));
+            }
+
+            _queuedTexts += texts.Count;
+        }
+
+        var request = new Request(output, texts.Count, dims);
+        var items = new WorkItem[texts.Count];
+        var made = 0;
+        long tokens = 0;
+        try
+        {
+            for (; made < items.Length; made++)
+            {
+                items[made] = new WorkItem(request, made, Encoder.Tokenize(texts[made]));
+                tokens += items[made].Length;
+            }
+        }
+        catch
+        {
+            for (var i = 0; i < made; i++)
+            {
+                items[i].Tokens.Release();
+            }
+
+            lock (_gate)
+            {
+                _queuedTexts -= texts.Count;
+            }
+
+            throw;
+        }
+
+        var enqueuedAt = Stopwatch.GetTimestamp();
+        lock (_gate)
+        {
+            if (_stopping)
+            {
+                foreach (var item in items)
+                {
+                    item.Tokens.Release();
+                }
+
+                _queuedTexts -= texts.Count;
+                throw new ObjectDisposedException(GetType().FullName);
+            }
+
+            foreach (var item in items)
+            {
+                item.EnqueuedAt = enqueuedAt;
+                _pending.Enqueue(item);
+            }
+
+            _pendingTokens += tokens;
+            Monitor.Pulse(_gate);
+        }
+
+        request.WatchCancellation(cancellationToken);
+        return request.Task;
+    }
+
+    /// <summary>
+    /// Stops the worker: texts that have not started fail with <see cref="ObjectDisposedException"/>, the batch in
+    /// progress finishes. The encoder is left open.
+    /// </summary>
+    public async ValueTask DisposeAsync()
+    {
+        lock (_gate)
+        {
+            _stopping = true;
+            Monitor.PulseAll(_gate);
+        }
+
+        await _stopped.Task.ConfigureAwait(false);
+    }
+
+    private void Run()
+    {
+        var window = new List<WorkItem>();
+        try
+        {
+            while (TakeWindow(window))
+            {
+                RunWindow(window);
+                window.Clear();
+            }
+        }
+        finally
+        {
+            FailAbandoned();
+            InferenceLog.BatcherStopped(_logger, Encoder.Model.Name, BatchesRun, TextsEncoded);
+            _stopped.TrySetResult();
+        }
+    }
+
+    /// <summary>Waits for work (and up to MaxBatchDelay for a full batch), then takes a window of it in arrival order.</summary>
+    private bool TakeWindow(List<WorkItem> window)
+    {
+        lock (_gate)
+        {
+            while (_pending.Count == 0 && !_stopping)
+            {
+                Monitor.Wait(_gate);
+            }
+
+            if (_stopping)
+            {
+                return false;
+            }
+
+            var deadline = _pending.Peek().EnqueuedAt + (long)(_options.MaxBatchDelay.TotalSeconds * Stopwatch.Frequency);
+            while (!_stopping && _pending.Count < _options.MaxBatchSize && _pendingTokens < _options.TokenBudget)
+            {
+                var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline);
+                if (wait <= TimeSpan.Zero)
+                {
+                    break;
+                }
+
+                Monitor.Wait(_gate, wait);
+            }
+
+            if (_stopping)
+            {
+                return false;
+            }
+
+            var maxTexts = WindowBatches * _options.MaxBatchSize;
+            var maxTokens = (long)WindowBatches * _options.TokenBudget;
+            long tokens = 0;
+            while (_pending.Count > 0 && window.Count < maxTexts && (window.Count == 0 || tokens + _pending.Peek().Length <= maxTokens))
+            {
+                var item = _pending.Dequeue();
+                tokens += item.Length;
+                window.Add(item);
+            }
+
+            _pendingTokens -= tokens;
+            return true;
+        }
+    }
+
+    private void RunWindow(List<WorkItem> window)
+    {
+        window.Sort(static (a, b) => a.Length.CompareTo(b.Length));
+        var dims = Encoder.Dims;
+        var lengths = ArrayPool<int>.Shared.Rent(window.Count);
+        var batch = ArrayPool<TokenizedText>.Shared.Rent(Math.Min(window.Count, _options.MaxBatchSize));
+        var members = ArrayPool<WorkItem>.Shared.Rent(Math.Min(window.Count, _options.MaxBatchSize));
+        var rows = ArrayPool<float>.Shared.Rent(Math.Min(window.Count, _options.MaxBatchSize) * dims);
+        try
+        {
+            for (var i = 0; i < window.Count; i++)
+            {
+                lengths[i] = window[i].Length;
+            }
+
+            for (var start = 0; start < window.Count;)
+            {
+                var planned = BatchPlanner.NextBatchSize(lengths.AsSpan(start, window.Count - start), _options.TokenBudget, _options.MaxBatchSize);
+                BatchGate?.Wait();
+                if (Volatile.Read(ref _stopping))
+                {
+                    var error = new ObjectDisposedException(GetType().FullName, "The batcher was stopped before these texts were encoded.");
+                    for (var i = start; i < window.Count; i++)
+                    {
+                        window[i].Request.Fail(error);
+                        Finish(window[i], dropped: true);
+                    }
+
+                    return;
+                }
+
+                var size = 0;
+                for (var i = start; i < start + planned; i++)
+                {
+                    var item = window[i];
+                    if (item.Request.IsDone)
+                    {
+                        Finish(item, dropped: true);
+                    }
+                    else
+                    {
+                        members[size] = item;
+                        batch[size++] = item.Tokens;
+                    }
+                }
+
+                start += planned;
+                if (size > 0)
+                {
+                    RunBatch(members.AsSpan(0, size), batch.AsSpan(0, size), rows.AsSpan(0, size * dims));
+                }
+            }
+        }
+        finally
+        {
+            Array.Clear(batch);
+            Array.Clear(members);
+            ArrayPool<int>.Shared.Return(lengths);
+            ArrayPool<TokenizedText>.Shared.Return(batch);
+            ArrayPool<WorkItem>.Shared.Return(members);
+            ArrayPool<float>.Shared.Return(rows);
+        }
+    }
+
+    private void RunBatch(ReadOnlySpan<WorkItem> members, ReadOnlySpan<TokenizedText> batch, Span<float> rows)
+    {
+        var dims = Encoder.Dims;
+        try
+        {
+            Encoder.EncodeBatch(batch, rows);
+        }
+        catch (Exception e)
+        {
+            InferenceLog.BatchFailed(_logger, e, Encoder.Model.Name, members.Length);
+            foreach (var item in members)
+            {
+                item.Request.Fail(e);
+                Finish(item, dropped: true);
+            }
+
+            return;
+        }
+
+        Interlocked.Increment(ref _batches);
+        for (var i = 0; i < members.Length; i++)
+        {
+            members[i].Request.Deliver(members[i].Index, rows.Slice(i * dims, dims));
+            Finish(members[i], dropped: false);
+        }
+    }
+
+    private void Finish(WorkItem item, bool dropped)
+    {
+        item.Tokens.Release();
+        Interlocked.Increment(ref dropped ? ref _dropped : ref _texts);
+        lock (_gate)
+        {
+            _queuedTexts--;
+        }
+    }
+
+    private void FailAbandoned()
+    {
+        List<WorkItem> abandoned;
+        lock (_gate)
+        {
+            _stopping = true;
+            abandoned = [.. _pending];
+            _pending.Clear();
+            _pendingTokens = 0;
+        }
+
+        var error = new ObjectDisposedException(GetType().FullName, "The batcher was stopped before these texts were encoded.");
+        foreach (var item in abandoned)
+        {
+            item.Request.Fail(error);
+            Finish(item, dropped: true);
+        }
+    }
+
+    /// <summary>One text of a request, with its tokens, waiting for a batch.</summary>
+    private sealed class WorkItem(Request request, int index, TokenizedText tokens)
+    {
+        public TokenizedText Tokens = tokens;
+
+        public Request Request { get; } = request;
+
+        public int Index { get; } = index;
+
+        public int Length { get; } = tokens.Length;
+
+        public long EnqueuedAt { get; set; }
+    }
+
+    /// <summary>
+    /// One caller's call: its output and how many rows are missing. Rows are written under the request's lock and
+    /// only while it is not done, so nothing touches the caller's memory after its task completed.
+    /// </summary>
+    private sealed class Request(Memory<float> output, int count, int dims)
+    {
+        private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly Lock _lock = new();
+        private int _missing = count;
+        private bool _done;
+        private CancellationTokenRegistration _registration;
+
+        public Task Task => _completion.Task;
+
+        public bool IsDone
+        {
+            get
+            {
+                lock (_lock)
+                {
+                    return _done;
+                }
+            }
+        }
+
+        public void WatchCancellation(CancellationToken cancellationToken)
+        {
+            if (!cancellationToken.CanBeCanceled)
+            {
+                return;
+            }
+
+            var registration = cancellationToken.Register(static (state, token) => ((Request)state!).Cancel(token), this);
+            lock (_lock)
+            {
+                if (_done)
+                {
+                    registration.Unregister();
+                }
+                else
+                {
+                    _registration = registration;
+                }
+            }
+        }
+
+        public void Deliver(int index, ReadOnlySpan<float> row)
+        {
+            lock (_lock)
+            {
+                if (_done)
+                {
+                    return;
+                }
+
+                row.CopyTo(output.Span.Slice(index * dims, dims));
+                if (--_missing > 0)
+                {
+                    return;
+                }
+
+                _done = true;
+                _registration.Unregister();
+            }
+
+            _completion.TrySetResult();
+        }
+
+        public void Fail(Exception error)
+        {
+            lock (_lock)
+            {
+                if (_done)
+                {
+                    return;
+                }
+
+                _done = true;
+                _registration.Unregister();
+            }
+
+            _completion.TrySetException(error);
+        }
+
+        private void Cancel(CancellationToken token)
+        {
+            lock (_lock)
+            {
+                if (_done)
+                {
+                    return;
+                }
+
+                _done = true;
+            }
+
+            _completion.TrySetCanceled(token);
+        }
+    }
+}

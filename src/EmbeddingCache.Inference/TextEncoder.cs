@@ -1,0 +1,440 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Numerics.Tensors;
+using Microsoft.Extensions.Logging;
+using Microsoft.ML.OnnxRuntime;
+
+namespace EmbeddingCache.Inference;
+
+/// <summary>
+/// One model's ONNX Runtime session and tokenizer: turns texts into sentence vectors exactly as
+/// sentence-transformers does (token ids checked against Hugging Face, pooling and normalisation as configured).
+/// Thread-safe; one instance per model is enough.
+/// </summary>
+public sealed class TextEncoder : IDisposable
+{
+    private const string InputIdsName = "input_ids";
+    private const string AttentionMaskName = "attention_mask";
+    private const string TokenTypeIdsName = "token_type_ids";
+
+    // Token-level outputs, pooled here; the first present wins. A pooled output is used only when none exists,
+    // because BERT exports also carry a tanh "pooler_output" that is not the sentence vector.
+    private static readonly string[] TokenOutputNames = ["last_hidden_state", "token_embeddings"];
+    private static readonly string[] SentenceOutputNames = ["sentence_embedding"];
+
+    private readonly InferenceSession _session;
+    private readonly RunOptions _runOptions;
+    private readonly WordPieceTokenizer _tokenizer;
+    private readonly EncoderOptions _options;
+    private readonly string[] _inputNames;
+    private readonly bool _feedsTokenTypes;
+    private readonly string[] _outputNames;
+    private readonly bool _outputIsPooled;
+    private long _texts;
+    private long _tokens;
+    private long _paddedTokens;
+    private long _inferenceTicks;
+    private volatile bool _disposed;
+
+    private TextEncoder(ModelDefinition model, InferenceSession session, WordPieceTokenizer tokenizer, EncoderOptions options, string[] inputNames, string outputName, bool outputIsPooled, int dims)
+    {
+        Model = model;
+        _session = session;
+        _runOptions = new RunOptions();
+        _tokenizer = tokenizer;
+        _options = options;
+        _inputNames = inputNames;
+        _feedsTokenTypes = inputNames.Length == 3;
+        _outputNames = [outputName];
+        _outputIsPooled = outputIsPooled;
+        Dims = dims;
+    }
+
+    /// <summary>The model folder this encoder runs.</summary>
+    public ModelDefinition Model { get; }
+
+    /// <summary>The width of the sentence vectors, from the model's output shape (or a trial run when it is symbolic).</summary>
+    public int Dims { get; private set; }
+
+    /// <summary>The most tokens a text is given, [CLS] and [SEP] included.</summary>
+    public int MaxTokens => _tokenizer.MaxTokens;
+
+    /// <summary>Texts encoded so far.</summary>
+    public long TextsEncoded => Interlocked.Read(ref _texts);
+
+    /// <summary>Real tokens (no padding) encoded so far.</summary>
+    public long TokensEncoded => Interlocked.Read(ref _tokens);
+
+    /// <summary>Token positions run through the model so far, padding included; with <see cref="TokensEncoded"/> it shows the padding waste.</summary>
+    public long PaddedTokensEncoded => Interlocked.Read(ref _paddedTokens);
+
+    /// <summary>Time spent inside ONNX Runtime so far.</summary>
+    public TimeSpan InferenceTime => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _inferenceTicks));
+
+    /// <summary>Opens the model's ONNX session and tokenizer.</summary>
+    /// <exception cref="ModelFolderException">The ONNX file or the tokenizer cannot be used; the message names the file.</exception>
+    public static TextEncoder Load(ModelDefinition model, EncoderOptions options, ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        options.Validate();
+        var started = Stopwatch.GetTimestamp();
+        var tokenizer = WordPieceTokenizer.Load(model);
+
+        var threads = options.EffectiveIntraOpThreads;
+        InferenceSession session;
+        using (var sessionOptions = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            IntraOpNumThreads = threads,
+            InterOpNumThreads = 1,
+            EnableCpuMemArena = true,
+        })
+        {
+            try
+            {
+                session = new InferenceSession(model.OnnxPath, sessionOptions);
+            }
+            catch (OnnxRuntimeException e)
+            {
+                throw new ModelFolderException($"'{model.OnnxPath}' is not a model ONNX Runtime can load: {e.Message}", model.OnnxPath, e);
+            }
+        }
+
+        try
+        {
+            var inputNames = ChooseInputs(session, model);
+            var (outputName, outputIsPooled, declaredDims) = ChooseOutput(session, model);
+            var encoder = new TextEncoder(model, session, tokenizer, options, inputNames, outputName, outputIsPooled, declaredDims);
+            if (declaredDims <= 0)
+            {
+                encoder.Dims = encoder.DiscoverDims();
+            }
+
+            if (model.Settings.Dims is int stated && stated != encoder.Dims)
+            {
+                encoder.Dispose();
+                throw new ModelFolderException(
+                    $"Model folder '{model.Directory}' states {stated} dims but '{model.OnnxPath}' produces {encoder.Dims}.",
+                    Path.Combine(model.Directory, ModelDefinition.ManifestFileName));
+            }
+
+            InferenceLog.ModelLoaded(
+                loggerFactory.CreateLogger<TextEncoder>(), model.Name, encoder.Dims, string.Join(", ", inputNames), outputName,
+                model.Settings.Pooling, model.Settings.MaxTokens, threads, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+            return encoder;
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The number of tokens the model sees for <paramref name="text"/>: special tokens included, after truncation.</summary>
+    public int CountTokens(string text)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return _tokenizer.Count(text);
+    }
+
+    /// <summary>Encodes one short text so that ONNX Runtime has planned its memory before the first real request.</summary>
+    public void Warmup()
+    {
+        var vector = new float[Dims];
+        Encode(["warm-up"], vector);
+    }
+
+    /// <summary>
+    /// Encodes <paramref name="texts"/>, the exact tokenizer inputs (any prefix already applied), into
+    /// <paramref name="output"/>: <c>texts.Count * Dims</c> floats, row-major, in input order, pooled and
+    /// L2-normalised as the model's settings say. Texts are sorted by length and run in batches that respect
+    /// <see cref="EncoderOptions.TokenBudget"/>.
+    /// </summary>
+    public void Encode(IReadOnlyList<string> texts, Span<float> output)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (output.Length < texts.Count * Dims)
+        {
+            throw new ArgumentException($"Needs {texts.Count * Dims} floats for {texts.Count} texts of {Dims} dims; got {output.Length}.", nameof(output));
+        }
+
+        var count = texts.Count;
+        if (count == 0)
+        {
+            return;
+        }
+
+        var tokenized = ArrayPool<TokenizedText>.Shared.Rent(count);
+        var order = ArrayPool<int>.Shared.Rent(count);
+        var lengths = ArrayPool<int>.Shared.Rent(count);
+        var made = 0;
+        try
+        {
+            for (; made < count; made++)
+            {
+                tokenized[made] = Tokenize(texts[made]);
+                order[made] = made;
+                lengths[made] = tokenized[made].Length;
+            }
+
+            Array.Sort(lengths, order, 0, count);
+            var batch = ArrayPool<TokenizedText>.Shared.Rent(Math.Min(count, _options.MaxBatchSize));
+            var rows = ArrayPool<float>.Shared.Rent(Math.Min(count, _options.MaxBatchSize) * Dims);
+            try
+            {
+                for (var start = 0; start < count;)
+                {
+                    var size = BatchPlanner.NextBatchSize(lengths.AsSpan(start, count - start), _options.TokenBudget, _options.MaxBatchSize);
+                    for (var i = 0; i < size; i++)
+                    {
+                        batch[i] = tokenized[order[start + i]];
+                    }
+
+                    EncodeBatch(batch.AsSpan(0, size), rows.AsSpan(0, size * Dims));
+                    for (var i = 0; i < size; i++)
+                    {
+                        rows.AsSpan(i * Dims, Dims).CopyTo(output.Slice(order[start + i] * Dims, Dims));
+                    }
+
+                    start += size;
+                }
+            }
+            finally
+            {
+                Array.Clear(batch);
+                ArrayPool<TokenizedText>.Shared.Return(batch);
+                ArrayPool<float>.Shared.Return(rows);
+            }
+        }
+        finally
+        {
+            for (var i = 0; i < made; i++)
+            {
+                tokenized[i].Release();
+            }
+
+            Array.Clear(tokenized, 0, count);
+            ArrayPool<TokenizedText>.Shared.Return(tokenized);
+            ArrayPool<int>.Shared.Return(order);
+            ArrayPool<int>.Shared.Return(lengths);
+        }
+    }
+
+    /// <summary>Releases the ONNX Runtime session. Calls still running must have finished.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _session.Dispose();
+        _runOptions.Dispose();
+    }
+
+    internal TokenizedText Tokenize(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return TokenizedText.Create(_tokenizer, text);
+    }
+
+    /// <summary>Tokenizes into <paramref name="ids"/> (room for <see cref="MaxTokens"/>); for tests and tools.</summary>
+    internal int Tokenize(string text, Span<long> ids) => _tokenizer.Tokenize(text, ids);
+
+    /// <summary>
+    /// Runs one batch through the model, padded to its longest member, and writes the pooled rows in batch order
+    /// to <paramref name="output"/> (<c>batch.Length * Dims</c> floats).
+    /// </summary>
+    internal void EncodeBatch(ReadOnlySpan<TokenizedText> batch, Span<float> output)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var rows = batch.Length;
+        var width = 0;
+        long realTokens = 0;
+        foreach (var text in batch)
+        {
+            width = Math.Max(width, text.Length);
+            realTokens += text.Length;
+        }
+
+        var cells = rows * width;
+        var ids = ArrayPool<long>.Shared.Rent(cells);
+        var mask = ArrayPool<long>.Shared.Rent(cells);
+        var types = _feedsTokenTypes ? ArrayPool<long>.Shared.Rent(cells) : null;
+        var outputLength = _outputIsPooled ? rows * Dims : cells * Dims;
+        var hidden = ArrayPool<float>.Shared.Rent(outputLength);
+        try
+        {
+            for (var r = 0; r < rows; r++)
+            {
+                var tokens = batch[r].Ids;
+                var idRow = ids.AsSpan(r * width, width);
+                tokens.CopyTo(idRow);
+                idRow.Slice(tokens.Length).Fill(_tokenizer.PadId);
+                var maskRow = mask.AsSpan(r * width, width);
+                maskRow.Slice(0, tokens.Length).Fill(1);
+                maskRow.Slice(tokens.Length).Fill(0);
+            }
+
+            types?.AsSpan(0, cells).Clear();
+            long[] inputShape = [rows, width];
+            long[] outputShape = _outputIsPooled ? [rows, Dims] : [rows, width, Dims];
+            var started = Stopwatch.GetTimestamp();
+            using (var idsValue = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, ids.AsMemory(0, cells), inputShape))
+            using (var maskValue = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, mask.AsMemory(0, cells), inputShape))
+            using (var typesValue = types is null ? null : OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, types.AsMemory(0, cells), inputShape))
+            using (var outputValue = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, hidden.AsMemory(0, outputLength), outputShape))
+            {
+                OrtValue[] inputs = typesValue is null ? [idsValue, maskValue] : [idsValue, maskValue, typesValue];
+                _session.Run(_runOptions, _inputNames, inputs, _outputNames, [outputValue]);
+            }
+
+            Interlocked.Add(ref _inferenceTicks, Stopwatch.GetTimestamp() - started);
+            Pool(hidden.AsSpan(0, outputLength), batch, width, output);
+            Interlocked.Add(ref _texts, rows);
+            Interlocked.Add(ref _tokens, realTokens);
+            Interlocked.Add(ref _paddedTokens, cells);
+        }
+        finally
+        {
+            ArrayPool<long>.Shared.Return(ids);
+            ArrayPool<long>.Shared.Return(mask);
+            if (types is not null)
+            {
+                ArrayPool<long>.Shared.Return(types);
+            }
+
+            ArrayPool<float>.Shared.Return(hidden);
+        }
+    }
+
+    private void Pool(ReadOnlySpan<float> hidden, ReadOnlySpan<TokenizedText> batch, int width, Span<float> output)
+    {
+        var dims = Dims;
+        var settings = Model.Settings;
+        for (var r = 0; r < batch.Length; r++)
+        {
+            var row = output.Slice(r * dims, dims);
+            if (_outputIsPooled)
+            {
+                hidden.Slice(r * dims, dims).CopyTo(row);
+            }
+            else
+            {
+                var tokens = hidden.Slice(r * width * dims, width * dims);
+                if (settings.Pooling == PoolingMode.Cls)
+                {
+                    tokens.Slice(0, dims).CopyTo(row);
+                }
+                else
+                {
+                    // The attention mask is a prefix of ones, so the masked mean is the mean of the first Length rows.
+                    var length = batch[r].Length;
+                    tokens.Slice(0, dims).CopyTo(row);
+                    for (var t = 1; t < length; t++)
+                    {
+                        TensorPrimitives.Add(row, tokens.Slice(t * dims, dims), row);
+                    }
+
+                    TensorPrimitives.Divide(row, length, row);
+                }
+            }
+
+            if (settings.Normalize)
+            {
+                // As torch.nn.functional.normalize: a zero vector stays zero instead of becoming NaN.
+                var norm = TensorPrimitives.Norm(row);
+                TensorPrimitives.Divide(row, MathF.Max(norm, 1e-12f), row);
+            }
+        }
+    }
+
+    private int DiscoverDims()
+    {
+        Span<long> tokens = stackalloc long[MaxTokens];
+        var length = _tokenizer.Tokenize("dims", tokens);
+        long[] ids = tokens.Slice(0, length).ToArray();
+        var mask = new long[length];
+        Array.Fill(mask, 1L);
+        long[] shape = [1, length];
+        using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, shape);
+        using var maskValue = OrtValue.CreateTensorValueFromMemory(mask, shape);
+        using var typesValue = _feedsTokenTypes ? OrtValue.CreateTensorValueFromMemory(new long[length], shape) : null;
+        OrtValue[] inputs = typesValue is null ? [idsValue, maskValue] : [idsValue, maskValue, typesValue];
+        using var results = _session.Run(_runOptions, _inputNames, inputs, _outputNames);
+        var dims = results[0].GetTensorTypeAndShape().Shape;
+        return checked((int)dims[^1]);
+    }
+
+    private static string[] ChooseInputs(InferenceSession session, ModelDefinition model)
+    {
+        var declared = session.InputMetadata;
+        foreach (var required in new[] { InputIdsName, AttentionMaskName })
+        {
+            if (!declared.ContainsKey(required))
+            {
+                throw new ModelFolderException(
+                    $"'{model.OnnxPath}' has no '{required}' input (it has {string.Join(", ", declared.Keys)}); a BERT-style encoder export is expected.",
+                    model.OnnxPath);
+            }
+        }
+
+        var unknown = declared.Keys.Where(name => name is not (InputIdsName or AttentionMaskName or TokenTypeIdsName)).ToArray();
+        if (unknown.Length > 0)
+        {
+            throw new ModelFolderException($"'{model.OnnxPath}' asks for inputs this server cannot feed: {string.Join(", ", unknown)}.", model.OnnxPath);
+        }
+
+        foreach (var (name, metadata) in declared)
+        {
+            if (metadata.ElementType != typeof(long))
+            {
+                throw new ModelFolderException($"'{model.OnnxPath}' declares input '{name}' as {metadata.ElementType.Name}; int64 is expected.", model.OnnxPath);
+            }
+        }
+
+        return declared.ContainsKey(TokenTypeIdsName) ? [InputIdsName, AttentionMaskName, TokenTypeIdsName] : [InputIdsName, AttentionMaskName];
+    }
+
+    private static (string Name, bool IsPooled, int Dims) ChooseOutput(InferenceSession session, ModelDefinition model)
+    {
+        var declared = session.OutputMetadata;
+        foreach (var name in TokenOutputNames.Concat(SentenceOutputNames))
+        {
+            if (declared.TryGetValue(name, out var metadata))
+            {
+                return Describe(name, metadata);
+            }
+        }
+
+        // An export with other names: take its first [batch, seq, dims] output.
+        foreach (var (name, metadata) in declared)
+        {
+            if (metadata.Dimensions.Length == 3)
+            {
+                return Describe(name, metadata);
+            }
+        }
+
+        throw new ModelFolderException(
+            $"'{model.OnnxPath}' has no token-level output such as last_hidden_state (it has {string.Join(", ", declared.Keys)}).",
+            model.OnnxPath);
+
+        (string, bool, int) Describe(string name, NodeMetadata metadata)
+        {
+            if (metadata.ElementType != typeof(float) || metadata.Dimensions.Length is not (2 or 3))
+            {
+                throw new ModelFolderException(
+                    $"'{model.OnnxPath}' output '{name}' is {metadata.ElementType.Name}[{string.Join(", ", metadata.Dimensions)}]; float32 [batch, seq, dims] or [batch, dims] is expected.",
+                    model.OnnxPath);
+            }
+
+            return (name, metadata.Dimensions.Length == 2, metadata.Dimensions[^1]);
+        }
+    }
+}

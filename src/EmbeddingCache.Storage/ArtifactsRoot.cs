@@ -1,0 +1,238 @@
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Logging;
+
+namespace EmbeddingCache.Storage;
+
+/// <summary>
+/// An artifacts directory (<c>models/</c>, <c>embeddings/</c>, <c>logs/</c>) opened by its single writer.
+/// Caches are recovered lazily, on first use, from their sidecars only; opening the root reads no vectors.
+/// Dispose finishes queued appends, writes manifests, releases mappings and the lock.
+/// </summary>
+public sealed partial class ArtifactsRoot : IDisposable
+{
+    /// <summary>Longest accepted model name (it becomes a folder name).</summary>
+    public const int MaxModelNameLength = 128;
+
+    private readonly StorageOptions _options;
+    private readonly ILogger _logger;
+    private readonly RootLock _lock;
+    private readonly Lock _sync = new();
+    private readonly Dictionary<string, ModelCache> _caches = new(StringComparer.Ordinal);
+    private bool _disposed;
+
+    private ArtifactsRoot(string root, StorageOptions options, ILogger logger, RootLock rootLock)
+    {
+        RootDirectory = root;
+        ModelsDirectory = Path.Combine(root, "models");
+        EmbeddingsDirectory = Path.Combine(root, "embeddings");
+        LogsDirectory = Path.Combine(root, "logs");
+        _options = options;
+        _logger = logger;
+        _lock = rootLock;
+    }
+
+    /// <summary>The root, as a full path.</summary>
+    public string RootDirectory { get; }
+
+    /// <summary><c>models/</c>: model folders (not managed by the storage engine).</summary>
+    public string ModelsDirectory { get; }
+
+    /// <summary><c>embeddings/</c>: one folder per model cache.</summary>
+    public string EmbeddingsDirectory { get; }
+
+    /// <summary><c>logs/</c>: server and bulk-job logs.</summary>
+    public string LogsDirectory { get; }
+
+    /// <summary>
+    /// Opens (creating if needed) the artifacts directory and takes its single-writer lock.
+    /// </summary>
+    /// <exception cref="ArtifactsLockedException">Another writer holds it; the message names the holder.</exception>
+    public static ArtifactsRoot Open(string rootDirectory, StorageOptions options, ILoggerFactory loggerFactory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(rootDirectory);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        options.Validate();
+        if (!BitConverter.IsLittleEndian)
+        {
+            throw new PlatformNotSupportedException("The .npy segments are little-endian and mapped as they are; big-endian machines are not supported.");
+        }
+
+        string root = Path.GetFullPath(rootDirectory);
+        Directory.CreateDirectory(root);
+        var copy = new StorageOptions { Durability = options.Durability, SegmentRows = options.SegmentRows };
+        ILogger logger = loggerFactory.CreateLogger("EmbeddingCache.Storage");
+        var rootLock = RootLock.Acquire(root);
+        try
+        {
+            var artifacts = new ArtifactsRoot(root, copy, logger, rootLock);
+            Directory.CreateDirectory(artifacts.ModelsDirectory);
+            Directory.CreateDirectory(artifacts.EmbeddingsDirectory);
+            Directory.CreateDirectory(artifacts.LogsDirectory);
+            StorageLog.ArtifactsOpened(logger, root, Environment.ProcessId);
+            return artifacts;
+        }
+        catch
+        {
+            rootLock.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>True for a name that can be a model (and folder) name: <c>[A-Za-z0-9][A-Za-z0-9._-]*</c>, no <c>..</c>, at most 128 characters.</summary>
+    public static bool IsValidModelName(string? model) =>
+        model is { Length: > 0 and <= MaxModelNameLength } && ModelNamePattern().IsMatch(model) && !model.Contains("..", StringComparison.Ordinal);
+
+    /// <summary>Names of the folders under <c>embeddings/</c> that hold a cache, in ordinal order.</summary>
+    public IReadOnlyList<string> ListCaches()
+    {
+        lock (_sync)
+        {
+            ThrowIfDisposed();
+            var names = new SortedSet<string>(_caches.Keys, StringComparer.Ordinal);
+            foreach (string folder in Directory.EnumerateDirectories(EmbeddingsDirectory))
+            {
+                string name = Path.GetFileName(folder);
+                if (IsValidModelName(name) && File.Exists(Path.Combine(folder, CacheManifest.FileName)))
+                {
+                    names.Add(name);
+                }
+            }
+
+            return [.. names];
+        }
+    }
+
+    /// <summary>The cache of <paramref name="model"/> if one exists (recovered on first call), else null. Same instance every call.</summary>
+    /// <exception cref="ArgumentException">The name cannot be a model name.</exception>
+    public ModelCache? OpenCache(string model)
+    {
+        ValidateModelName(model);
+        lock (_sync)
+        {
+            ThrowIfDisposed();
+            return FindOrLoad(model);
+        }
+    }
+
+    /// <summary>
+    /// Opens or creates the cache of <paramref name="model"/>. If it holds vectors of another fingerprint, dims
+    /// or dtype, they are dropped atomically (logged with both fingerprints) and the manifest rewritten.
+    /// </summary>
+    public ModelCache CreateOrOpenCache(string model, CacheDescriptor descriptor)
+    {
+        ValidateModelName(model);
+        ArgumentNullException.ThrowIfNull(descriptor);
+        descriptor.Validate();
+        lock (_sync)
+        {
+            ThrowIfDisposed();
+            if (FindOrLoad(model) is { } existing)
+            {
+                existing.Apply(descriptor);
+                return existing;
+            }
+
+            string directory = Path.Combine(EmbeddingsDirectory, model);
+            if (Directory.Exists(directory))
+            {
+                SetAsideVectorsOfUnknownOrigin(model, directory);
+            }
+
+            ModelCache cache = ModelCache.Create(model, directory, descriptor, _options, _logger);
+            _caches.Add(model, cache);
+            return cache;
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        lock (_sync)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            foreach (ModelCache cache in _caches.Values)
+            {
+                cache.Shutdown();
+            }
+
+            _caches.Clear();
+            _lock.Dispose();
+        }
+    }
+
+    private ModelCache? FindOrLoad(string model)
+    {
+        if (_caches.TryGetValue(model, out ModelCache? cache))
+        {
+            return cache;
+        }
+
+        string directory = Path.Combine(EmbeddingsDirectory, model);
+        if (!Directory.Exists(directory))
+        {
+            return null;
+        }
+
+        string manifestPath = Path.Combine(directory, CacheManifest.FileName);
+        CacheManifest? manifest = CacheManifest.TryRead(manifestPath, model, out string? problem);
+        if (problem is not null)
+        {
+            Quarantine.Move(directory, model, "cache", manifestPath, $"manifest {problem}; the cache's vectors are set aside when it is next created", _logger);
+        }
+
+        if (manifest is null)
+        {
+            return null;
+        }
+
+        cache = ModelCache.Load(model, directory, manifest, _options, _logger);
+        _caches.Add(model, cache);
+        return cache;
+    }
+
+    /// <summary>
+    /// Without a readable manifest nobody knows which model made the vectors in a folder, so they may never be
+    /// served; they go to quarantine (not deleted: they are the user's data).
+    /// </summary>
+    private void SetAsideVectorsOfUnknownOrigin(string model, string directory)
+    {
+        foreach (VectorKind kind in (ReadOnlySpan<VectorKind>)[VectorKind.Query, VectorKind.Document])
+        {
+            string kindDirectory = Path.Combine(directory, CacheManifest.KindFolderName(kind));
+            if (!Directory.Exists(kindDirectory))
+            {
+                continue;
+            }
+
+            if (Directory.EnumerateFiles(kindDirectory, "*" + Segment.NpySuffix).Any())
+            {
+                Quarantine.Move(directory, model, "cache", kindDirectory, "vectors without a readable cache manifest: their model is unknown", _logger);
+            }
+            else
+            {
+                Directory.Delete(kindDirectory, recursive: true);
+            }
+        }
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    private static void ValidateModelName(string model)
+    {
+        if (!IsValidModelName(model))
+        {
+            throw new ArgumentException(
+                $"'{model}' is not a model name: use letters, digits, '.', '_' and '-', starting with a letter or digit, no '..', at most {MaxModelNameLength} characters.",
+                nameof(model));
+        }
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]*$", RegexOptions.CultureInvariant)]
+    private static partial Regex ModelNamePattern();
+}

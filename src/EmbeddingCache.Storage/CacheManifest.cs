@@ -1,0 +1,182 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace EmbeddingCache.Storage;
+
+/// <summary>
+/// <c>embeddings/&lt;model&gt;/manifest.json</c>: what the vectors are (dims, dtype, the fingerprint of the
+/// model that made them) and how many there are. Keys follow the research project's convention; keys
+/// this store does not know are kept when it rewrites the file.
+/// </summary>
+internal sealed class CacheManifest
+{
+    public const string FileName = "manifest.json";
+    public const int FormatVersion = 1;
+
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    private JsonObject? _original;
+
+    public required string ModelName { get; init; }
+
+    public required int Dims { get; set; }
+
+    public required VectorDType DType { get; set; }
+
+    public required string Fingerprint { get; set; }
+
+    public bool StoreOnly { get; set; }
+
+    public string? BaseModel { get; set; }
+
+    public string? HuggingFaceUrl { get; set; }
+
+    public DateTimeOffset CreatedAt { get; init; } = DateTimeOffset.UtcNow;
+
+    public CacheDescriptor ToDescriptor() => new()
+    {
+        Dims = Dims,
+        DType = DType,
+        Fingerprint = Fingerprint,
+        StoreOnly = StoreOnly,
+        BaseModel = BaseModel,
+        HuggingFaceUrl = HuggingFaceUrl,
+    };
+
+    /// <summary>Reads a manifest. Null with a null problem when there is none; null with a problem when it is unusable.</summary>
+    public static CacheManifest? TryRead(string path, string modelName, out string? problem)
+    {
+        problem = null;
+        byte[] content;
+        try
+        {
+            content = File.ReadAllBytes(path);
+        }
+        catch (FileNotFoundException)
+        {
+            return null;
+        }
+
+        try
+        {
+            if (JsonNode.Parse(content) is not JsonObject json)
+            {
+                problem = "not a JSON object";
+                return null;
+            }
+
+            int? version = (int?)json["format_version"];
+            if (version is not FormatVersion)
+            {
+                problem = $"format_version {version?.ToString(CultureInfo.InvariantCulture) ?? "missing"}, expected {FormatVersion}";
+                return null;
+            }
+
+            int? dims = (int?)json["dims"];
+            VectorDType? dtype = NpyLayout.ParseDescr((string?)json["dtype"]);
+            string? fingerprint = (string?)json["fingerprint"];
+            if (dims is not (>= 1 and <= CacheDescriptor.MaxDims) || dtype is null || fingerprint is null)
+            {
+                problem = "dims, dtype or fingerprint missing or out of range";
+                return null;
+            }
+
+            DateTimeOffset createdAt = DateTimeOffset.TryParse((string?)json["created_at"], CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var created)
+                ? created
+                : DateTimeOffset.UtcNow;
+            return new CacheManifest
+            {
+                ModelName = modelName,
+                Dims = dims.Value,
+                DType = dtype.Value,
+                Fingerprint = fingerprint,
+                StoreOnly = (bool?)json["store_only"] ?? false,
+                BaseModel = (string?)json["base_model"],
+                HuggingFaceUrl = (string?)json["huggingface_url"],
+                CreatedAt = createdAt,
+                _original = json,
+            };
+        }
+        catch (Exception exception) when (exception is JsonException or InvalidOperationException or FormatException)
+        {
+            problem = $"not valid JSON ({exception.Message})";
+            return null;
+        }
+    }
+
+    public void Write(string path, long queryRows, long documentRows, long bytes, int segmentRows)
+    {
+        JsonObject json = _original is null ? [] : (JsonObject)_original.DeepClone();
+        json["created_at"] = FormatTime(CreatedAt);
+        json["updated_at"] = FormatTime(DateTimeOffset.UtcNow);
+        json["model_name"] = ModelName;
+        json["base_model"] = BaseModel;
+        json["huggingface_url"] = HuggingFaceUrl;
+        json["size_mb"] = Math.Round(bytes / (1024.0 * 1024.0), 3);
+        json["bytes"] = bytes;
+        json["dims"] = Dims;
+        json["dtype"] = NpyLayout.DescrOf(DType);
+        json["fingerprint"] = Fingerprint;
+        json["store_only"] = StoreOnly;
+        json["format_version"] = FormatVersion;
+        json["counts"] = new JsonObject { ["query"] = queryRows, ["document"] = documentRows };
+        json["segment_rows"] = segmentRows;
+        _original = json;
+        AtomicFile.Write(path, Encoding.UTF8.GetBytes(json.ToJsonString(Indented) + "\n"));
+    }
+
+    public static string FormatTime(DateTimeOffset time) =>
+        time.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+
+    /// <summary>Writes a kind folder's own manifest: what its segment files hold.</summary>
+    public static void WriteKind(string path, VectorKind kind, NpyLayout layout, IReadOnlyList<Segment> segments)
+    {
+        var files = new JsonArray();
+        long rows = 0;
+        foreach (Segment segment in segments)
+        {
+            rows += segment.Rows;
+            files.Add(new JsonObject
+            {
+                ["file"] = Path.GetFileName(segment.NpyPath),
+                ["sidecar"] = Path.GetFileName(segment.SidecarPath),
+                ["rows"] = segment.Rows,
+                ["sealed"] = segment.IsSealed,
+            });
+        }
+
+        var json = new JsonObject
+        {
+            ["kind"] = KindFolderName(kind),
+            ["dims"] = layout.Dims,
+            ["dtype"] = NpyLayout.DescrOf(layout.DType),
+            ["rows"] = rows,
+            ["format_version"] = FormatVersion,
+            ["updated_at"] = FormatTime(DateTimeOffset.UtcNow),
+            ["segments"] = files,
+        };
+        AtomicFile.Write(path, Encoding.UTF8.GetBytes(json.ToJsonString(Indented) + "\n"));
+    }
+
+    /// <summary>True when a kind manifest parses as a JSON object; it is only informative, so that is all recovery checks.</summary>
+    public static bool IsReadableJson(string path)
+    {
+        try
+        {
+            return JsonNode.Parse(File.ReadAllBytes(path)) is JsonObject;
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+    }
+
+    public static string KindFolderName(VectorKind kind) => kind switch
+    {
+        VectorKind.Query => "query",
+        VectorKind.Document => "document",
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown vector kind."),
+    };
+}

@@ -1,0 +1,207 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+
+namespace EmbeddingCache.Storage;
+
+/// <summary>
+/// The cache of one model: <c>embeddings/&lt;model&gt;/</c> with its manifest and one
+/// <see cref="VectorStore"/> per kind. One instance per model per <see cref="ArtifactsRoot"/>.
+/// </summary>
+public sealed class ModelCache
+{
+    internal const string TrashPrefix = ".trash-";
+
+    private readonly string _directory;
+    private readonly StorageOptions _options;
+    private readonly ILogger _logger;
+    private readonly Lock _manifestLock = new();
+    private readonly CacheManifest _manifest;
+    private CacheDescriptor _descriptor;
+    private VectorStore _query = null!;
+    private VectorStore _document = null!;
+
+    private ModelCache(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger)
+    {
+        Name = name;
+        _directory = directory;
+        _manifest = manifest;
+        _descriptor = manifest.ToDescriptor();
+        _options = options;
+        _logger = logger;
+    }
+
+    /// <summary>The model name, which is also the folder name under <c>embeddings/</c>.</summary>
+    public string Name { get; }
+
+    /// <summary>Vector width.</summary>
+    public int Dims => Volatile.Read(ref _descriptor).Dims;
+
+    /// <summary>Storage element type.</summary>
+    public VectorDType DType => Volatile.Read(ref _descriptor).DType;
+
+    /// <summary>Fingerprint of the model that made the vectors; <c>""</c> for a store-only model.</summary>
+    public string Fingerprint => Volatile.Read(ref _descriptor).Fingerprint;
+
+    /// <summary>True when the server cannot compute this model's vectors.</summary>
+    public bool StoreOnly => Volatile.Read(ref _descriptor).StoreOnly;
+
+    /// <summary>The descriptor the cache currently holds, metadata included.</summary>
+    public CacheDescriptor Descriptor => Volatile.Read(ref _descriptor);
+
+    /// <summary>The store of one kind.</summary>
+    public VectorStore this[VectorKind kind] => kind switch
+    {
+        VectorKind.Query => _query,
+        VectorKind.Document => _document,
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown vector kind."),
+    };
+
+    /// <summary>Bytes of committed data on disk, both kinds.</summary>
+    public long ByteCount => _query.ByteCount + _document.ByteCount;
+
+    /// <summary>
+    /// Drops the vectors of one kind, or of both when <paramref name="kind"/> is null. Atomic per kind: the
+    /// folder is renamed aside in one step; reads running meanwhile see the old rows or none; appends of the
+    /// old generation write nothing.
+    /// </summary>
+    public InvalidationResult Invalidate(VectorKind? kind)
+    {
+        InvalidationResult result = default;
+        foreach (VectorStore store in Stores(kind))
+        {
+            InvalidationResult removed = store.Invalidate();
+            result = new InvalidationResult(result.RowsRemoved + removed.RowsRemoved, result.BytesRemoved + removed.BytesRemoved);
+        }
+
+        TryWriteManifest();
+        return result;
+    }
+
+    internal static ModelCache Load(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger)
+    {
+        long started = Stopwatch.GetTimestamp();
+        DeleteLeftoverTrash(directory, logger);
+        var cache = new ModelCache(name, directory, manifest, options, logger);
+        cache.OpenStores();
+        cache.TryWriteManifest();
+        StorageLog.CacheOpened(logger, name, cache._query.RowCount, cache._document.RowCount,
+            cache._query.SegmentCount + cache._document.SegmentCount, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        return cache;
+    }
+
+    internal static ModelCache Create(string name, string directory, CacheDescriptor descriptor, StorageOptions options, ILogger logger)
+    {
+        Directory.CreateDirectory(directory);
+        var manifest = new CacheManifest
+        {
+            ModelName = name,
+            Dims = descriptor.Dims,
+            DType = descriptor.DType,
+            Fingerprint = descriptor.Fingerprint,
+            StoreOnly = descriptor.StoreOnly,
+            BaseModel = descriptor.BaseModel,
+            HuggingFaceUrl = descriptor.HuggingFaceUrl,
+        };
+        var cache = new ModelCache(name, directory, manifest, options, logger);
+        cache.OpenStores();
+        cache.WriteManifest();
+        NativeFile.SyncDirectory(Path.GetDirectoryName(directory)!);
+        StorageLog.CacheCreated(logger, name, descriptor.Dims, NpyLayout.DescrOf(descriptor.DType), descriptor.Fingerprint);
+        return cache;
+    }
+
+    /// <summary>
+    /// Makes the cache hold <paramref name="descriptor"/>. Vectors made by another model (fingerprint), or of
+    /// another shape or type, are dropped first; the manifest is rewritten after, so a crash in between
+    /// leaves an old fingerprint over empty folders, never new fingerprint over old vectors.
+    /// </summary>
+    internal void Apply(CacheDescriptor descriptor)
+    {
+        CacheDescriptor current = Descriptor;
+        if (current.Fingerprint != descriptor.Fingerprint || current.Dims != descriptor.Dims || current.DType != descriptor.DType)
+        {
+            var layout = new NpyLayout(descriptor.Dims, descriptor.DType);
+            long rowsRemoved = _query.Reset(layout).RowsRemoved + _document.Reset(layout).RowsRemoved;
+            StorageLog.FingerprintChanged(_logger, Name, current.Fingerprint, descriptor.Fingerprint, current.Dims, descriptor.Dims,
+                NpyLayout.DescrOf(current.DType), NpyLayout.DescrOf(descriptor.DType), rowsRemoved);
+        }
+        else if (current.StoreOnly == descriptor.StoreOnly && current.BaseModel == descriptor.BaseModel && current.HuggingFaceUrl == descriptor.HuggingFaceUrl)
+        {
+            return;
+        }
+
+        lock (_manifestLock)
+        {
+            _manifest.Dims = descriptor.Dims;
+            _manifest.DType = descriptor.DType;
+            _manifest.Fingerprint = descriptor.Fingerprint;
+            _manifest.StoreOnly = descriptor.StoreOnly;
+            _manifest.BaseModel = descriptor.BaseModel;
+            _manifest.HuggingFaceUrl = descriptor.HuggingFaceUrl;
+            Volatile.Write(ref _descriptor, _manifest.ToDescriptor());
+        }
+
+        WriteManifest();
+    }
+
+    internal void WriteManifest()
+    {
+        lock (_manifestLock)
+        {
+            _manifest.Write(Path.Combine(_directory, CacheManifest.FileName), _query.RowCount, _document.RowCount, ByteCount, _options.SegmentRows);
+        }
+    }
+
+    /// <summary>Manifest writes are bookkeeping: a failure is logged and never fails the operation that triggered it.</summary>
+    internal void TryWriteManifest()
+    {
+        try
+        {
+            WriteManifest();
+        }
+        catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
+        {
+            StorageLog.ManifestNotWritten(_logger, exception, Name);
+        }
+    }
+
+    internal void Shutdown()
+    {
+        _query.Shutdown();
+        _document.Shutdown();
+        TryWriteManifest();
+    }
+
+    internal static void DeleteTrash(string path, ILogger logger)
+    {
+        try
+        {
+            Directory.Delete(path, recursive: true);
+        }
+        catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
+        {
+            StorageLog.TrashNotDeleted(logger, exception, path);
+        }
+    }
+
+    private static void DeleteLeftoverTrash(string directory, ILogger logger)
+    {
+        foreach (string trash in Directory.EnumerateDirectories(directory, TrashPrefix + "*"))
+        {
+            DeleteTrash(trash, logger);
+        }
+    }
+
+    private void OpenStores()
+    {
+        var layout = new NpyLayout(_manifest.Dims, _manifest.DType);
+        _query = VectorStore.Open(this, VectorKind.Query, _directory, layout, _options, _logger);
+        _document = VectorStore.Open(this, VectorKind.Document, _directory, layout, _options, _logger);
+    }
+
+    private IEnumerable<VectorStore> Stores(VectorKind? kind) => kind switch
+    {
+        null => [_query, _document],
+        VectorKind k => [this[k]],
+    };
+}

@@ -1,0 +1,38 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+
+namespace EmbeddingCache.Storage;
+
+/// <summary>
+/// Moves files the store cannot trust (corrupt, foreign, unreadable) into <c>embeddings/&lt;model&gt;/quarantine/</c>
+/// instead of deleting them: the user's data stays for a person to inspect, and it is never served.
+/// </summary>
+internal static class Quarantine
+{
+    public const string FolderName = "quarantine";
+
+    /// <summary>Moves <paramref name="path"/> (file or folder) aside and logs QuarantinedFile.</summary>
+    public static void Move(string modelDirectory, string model, string area, string path, string reason, ILogger logger)
+    {
+        string folder = Path.Combine(modelDirectory, FolderName);
+        Directory.CreateDirectory(folder);
+        string name = Path.GetFileName(path);
+        string destination = Path.Combine(folder, $"{area}-{name}");
+        for (int attempt = 1; File.Exists(destination) || Directory.Exists(destination); attempt++)
+        {
+            destination = Path.Combine(folder, $"{area}-{name}.{attempt.ToString(CultureInfo.InvariantCulture)}");
+        }
+
+        if (Directory.Exists(path))
+        {
+            Directory.Move(path, destination);
+        }
+        else
+        {
+            File.Move(path, destination);
+        }
+
+        NativeFile.SyncDirectory(folder);
+        StorageLog.QuarantinedFile(logger, model, area, name, Path.GetRelativePath(modelDirectory, destination), reason);
+    }
+}

@@ -1,0 +1,81 @@
+using System.IO.MemoryMappedFiles;
+
+namespace EmbeddingCache.Storage;
+
+/// <summary>
+/// A read-only memory map of a whole segment file. The pointer is acquired once here and released
+/// exactly once in <see cref="Dispose"/>; callers get spans, never the pointer. The owning
+/// <see cref="VectorStore"/> disposes a mapping only when no Gather can still be reading it.
+/// </summary>
+internal sealed unsafe class SegmentMapping : IDisposable
+{
+    private readonly MemoryMappedFile _file;
+    private readonly MemoryMappedViewAccessor _view;
+    private readonly byte* _start;
+    private bool _disposed;
+
+    private SegmentMapping(MemoryMappedFile file, MemoryMappedViewAccessor view, long length)
+    {
+        _file = file;
+        _view = view;
+        Length = length;
+        byte* pointer = null;
+        view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
+        _start = pointer + view.PointerOffset;
+    }
+
+    /// <summary>Bytes mapped: the file length when the map was made.</summary>
+    public long Length { get; }
+
+    public static SegmentMapping Open(string path)
+    {
+        // Our own handle with permissive sharing: the writer keeps the file open, and invalidation may
+        // rename or delete it while it is still mapped (Linux allows both).
+        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        MemoryMappedFile? file = null;
+        try
+        {
+            long length = stream.Length;
+            file = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+            MemoryMappedViewAccessor view = file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            return new SegmentMapping(file, view, length);
+        }
+        catch
+        {
+            if (file is null)
+            {
+                stream.Dispose();
+            }
+            else
+            {
+                file.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>The bytes at <paramref name="offset"/>; the caller keeps within committed rows.</summary>
+    public ReadOnlySpan<byte> Slice(long offset, int length)
+    {
+        if ((ulong)offset + (ulong)length > (ulong)Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(offset), "Read past the end of a segment mapping.");
+        }
+
+        return new ReadOnlySpan<byte>(_start + offset, length);
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _view.SafeMemoryMappedViewHandle.ReleasePointer();
+        _view.Dispose();
+        _file.Dispose();
+    }
+}

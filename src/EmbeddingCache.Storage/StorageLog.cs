@@ -1,0 +1,59 @@
+using Microsoft.Extensions.Logging;
+
+namespace EmbeddingCache.Storage;
+
+/// <summary>Log events of the storage engine. Event ids and names are stable: tests and operators match on them.</summary>
+internal static partial class StorageLog
+{
+    [LoggerMessage(EventId = 1001, EventName = "ArtifactsOpened", Level = LogLevel.Information,
+        Message = "Opened artifacts directory {Root} as its single writer (pid {ProcessId})")]
+    public static partial void ArtifactsOpened(ILogger logger, string root, int processId);
+
+    [LoggerMessage(EventId = 1002, EventName = "CacheOpened", Level = LogLevel.Information,
+        Message = "Opened cache {Model}: {QueryRows} query rows, {DocumentRows} document rows, {Segments} segments in {ElapsedMs} ms")]
+    public static partial void CacheOpened(ILogger logger, string model, long queryRows, long documentRows, int segments, long elapsedMs);
+
+    [LoggerMessage(EventId = 1003, EventName = "CacheCreated", Level = LogLevel.Information,
+        Message = "Created cache {Model}: {Dims} dims, dtype {DType}, fingerprint '{Fingerprint}'")]
+    public static partial void CacheCreated(ILogger logger, string model, int dims, string dtype, string fingerprint);
+
+    [LoggerMessage(EventId = 1004, EventName = "FingerprintChanged", Level = LogLevel.Warning,
+        Message = "Model {Model} changed (fingerprint '{OldFingerprint}' -> '{NewFingerprint}', dims {OldDims} -> {NewDims}, dtype {OldDType} -> {NewDType}): dropped {RowsRemoved} cached vectors so none made by the old model is served")]
+    public static partial void FingerprintChanged(ILogger logger, string model, string oldFingerprint, string newFingerprint, int oldDims, int newDims, string oldDType, string newDType, long rowsRemoved);
+
+    [LoggerMessage(EventId = 1005, EventName = "CacheInvalidated", Level = LogLevel.Information,
+        Message = "Invalidated {Model}/{Kind}: {RowsRemoved} rows, {BytesRemoved} bytes removed; generation {Generation}")]
+    public static partial void CacheInvalidated(ILogger logger, string model, string kind, long rowsRemoved, long bytesRemoved, long generation);
+
+    [LoggerMessage(EventId = 1006, EventName = "SegmentTailTruncated", Level = LogLevel.Warning,
+        Message = "Recovered {Model}/{Kind}/{File}: header said {HeaderRows} rows, sidecar holds {SidecarRecords} complete records, file fits {FittingRows} rows; kept {KeptRows} (torn tail of an interrupted write)")]
+    public static partial void SegmentTailTruncated(ILogger logger, string model, string kind, string file, int headerRows, int sidecarRecords, long fittingRows, int keptRows);
+
+    [LoggerMessage(EventId = 1007, EventName = "QuarantinedFile", Level = LogLevel.Warning,
+        Message = "Quarantined {Model}/{Kind}/{File} to {Destination}: {Reason}")]
+    public static partial void QuarantinedFile(ILogger logger, string model, string kind, string file, string destination, string reason);
+
+    [LoggerMessage(EventId = 1008, EventName = "SegmentSealed", Level = LogLevel.Debug,
+        Message = "Sealed {Model}/{Kind}/{File} with {Rows} rows")]
+    public static partial void SegmentSealed(ILogger logger, string model, string kind, string file, int rows);
+
+    [LoggerMessage(EventId = 1009, EventName = "StorageFull", Level = LogLevel.Error,
+        Message = "Disk full while appending {Rows} rows to {Model}/{Kind}; none of them was committed")]
+    public static partial void StorageFull(ILogger logger, string model, string kind, int rows);
+
+    [LoggerMessage(EventId = 1010, EventName = "AppendFailed", Level = LogLevel.Error,
+        Message = "Appending {Rows} rows to {Model}/{Kind} failed")]
+    public static partial void AppendFailed(ILogger logger, Exception exception, string model, string kind, int rows);
+
+    [LoggerMessage(EventId = 1011, EventName = "TrashNotDeleted", Level = LogLevel.Warning,
+        Message = "Could not delete {Path}; it is retried on the next open")]
+    public static partial void TrashNotDeleted(ILogger logger, Exception exception, string path);
+
+    [LoggerMessage(EventId = 1012, EventName = "ManifestNotWritten", Level = LogLevel.Warning,
+        Message = "Could not write the manifest of {Model}; the vectors are unaffected")]
+    public static partial void ManifestNotWritten(ILogger logger, Exception exception, string model);
+
+    [LoggerMessage(EventId = 1013, EventName = "TemporaryFileDeleted", Level = LogLevel.Debug,
+        Message = "Deleted leftover temporary file {Model}/{File}")]
+    public static partial void TemporaryFileDeleted(ILogger logger, string model, string file);
+}

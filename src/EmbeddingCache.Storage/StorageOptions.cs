@@ -1,0 +1,39 @@
+namespace EmbeddingCache.Storage;
+
+/// <summary>
+/// Settings of the storage engine. Defaults suit a research workstation; <see cref="Validate"/> is called
+/// by <see cref="ArtifactsRoot.Open"/>.
+/// </summary>
+/// <remarks>
+/// Adding a setting: give it a default on the property, explain the default in its doc comment, check it
+/// in <see cref="Validate"/>, and record it in the cache manifest if it shapes files on disk.
+/// </remarks>
+public sealed class StorageOptions
+{
+    /// <summary>Largest <see cref="SegmentRows"/>: the row count is an 8-digit field in the .npy header.</summary>
+    public const int MaxSegmentRows = 99_999_999;
+
+    /// <summary>
+    /// When appends are acknowledged. Default <see cref="DurabilityMode.GroupCommit"/>: after an fsync
+    /// shared by every append queued at that moment.
+    /// </summary>
+    public DurabilityMode Durability { get; set; } = DurabilityMode.GroupCommit;
+
+    /// <summary>
+    /// Rows per segment before it is sealed (made immutable, sized exactly) and a new one is started.
+    /// Default 65,536: 100 MB per segment at 384 float32 dims, a size that copies to object storage well.
+    /// At most <see cref="MaxSegmentRows"/>.
+    /// </summary>
+    public int SegmentRows { get; set; } = 65536;
+
+    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> for a setting out of range.</summary>
+    public void Validate()
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(SegmentRows, 1, nameof(SegmentRows));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(SegmentRows, MaxSegmentRows, nameof(SegmentRows));
+        if (!Enum.IsDefined(Durability))
+        {
+            throw new ArgumentOutOfRangeException(nameof(Durability), Durability, "Unknown durability mode.");
+        }
+    }
+}

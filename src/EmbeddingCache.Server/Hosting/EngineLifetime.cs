@@ -1,4 +1,6 @@
 using EmbeddingCache.Engine;
+using Grpc.Health.V1;
+using Grpc.HealthCheck;
 
 namespace EmbeddingCache.Server.Hosting;
 
@@ -7,20 +9,35 @@ namespace EmbeddingCache.Server.Hosting;
 /// requests when the host stops. The container disposes the engine (flushing storage) after the server drained.
 /// </summary>
 internal sealed partial class EngineLifetime(
-    EmbeddingCacheEngine engine, IHostApplicationLifetime lifetime, ILogger<EngineLifetime> logger) : BackgroundService
+    EmbeddingCacheEngine engine, HealthServiceImpl health, IHostApplicationLifetime lifetime, ILogger<EngineLifetime> logger)
+    : BackgroundService
 {
+    /// <summary>Health is reported for the whole server ("") and for the service by its full name.</summary>
+    private static readonly string[] HealthServiceNames = ["", "embeddingcache.v1.EmbeddingCache"];
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        lifetime.ApplicationStopping.Register(engine.BeginShutdown);
+        SetHealth(HealthCheckResponse.Types.ServingStatus.NotServing);
+        lifetime.ApplicationStopping.Register(() =>
+        {
+            SetHealth(HealthCheckResponse.Types.ServingStatus.NotServing);
+            engine.BeginShutdown();
+        });
         try
         {
             await engine.LoadPreloadedModelsAsync(stoppingToken).ConfigureAwait(false);
+            SetHealth(HealthCheckResponse.Types.ServingStatus.Serving);
             LogReady(logger, engine.ArtifactsDirectory);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
             LogPreloadFailed(logger, e.Message);
         }
+    }
+
+    private void SetHealth(HealthCheckResponse.Types.ServingStatus status)
+    {
+        foreach (var name in HealthServiceNames) health.SetStatus(name, status);
     }
 
     [LoggerMessage(EventId = 1, EventName = "ServerReady", Level = LogLevel.Information,

@@ -1,5 +1,6 @@
 using EmbeddingCache.Engine;
 using EmbeddingCache.Server.Services;
+using Grpc.HealthCheck;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 
 namespace EmbeddingCache.Server.Hosting;
@@ -47,7 +48,7 @@ public static class ServerHost
 
         var app = builder.Build();
         app.MapGrpcService<EmbeddingCacheService>();
-        app.MapGrpcHealthChecksService();
+        app.MapGrpcService<HealthServiceImpl>();
         app.MapGrpcReflectionService();
         return app;
     }

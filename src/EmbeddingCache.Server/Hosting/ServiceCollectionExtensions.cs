@@ -1,6 +1,6 @@
 using EmbeddingCache.Engine;
 using EmbeddingCache.Server.Services;
-using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Grpc.HealthCheck;
 using Microsoft.Extensions.Options;
 
 namespace EmbeddingCache.Server.Hosting;
@@ -31,17 +31,8 @@ public static class ServiceCollectionExtensions
             grpc.Interceptors.Add<CacheErrorInterceptor>();
         });
         services.AddGrpcReflection();
-        services.AddGrpcHealthChecks()
-            .AddCheck<ModelsReadyHealthCheck>("models");
+        // The standard grpc.health.v1 service; EngineLifetime sets SERVING once the preloaded models are warm.
+        services.AddSingleton<HealthServiceImpl>();
         return services;
-    }
-
-    /// <summary>Healthy once the preloaded models are loaded and warmed.</summary>
-    private sealed class ModelsReadyHealthCheck(EmbeddingCacheEngine engine) : IHealthCheck
-    {
-        public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken) =>
-            Task.FromResult(engine.Ready
-                ? HealthCheckResult.Healthy("models loaded")
-                : HealthCheckResult.Unhealthy("models loading"));
     }
 }

@@ -45,7 +45,7 @@ public sealed partial class ServerProcess : IAsyncDisposable
 
     public string Address { get; private set; } = "";
 
-    public int ProcessId => process.Id;
+    public int ProcessId { get; private set; }
 
     public bool HasExited => process.HasExited;
 
@@ -61,6 +61,7 @@ public sealed partial class ServerProcess : IAsyncDisposable
     {
         var server = new ServerProcess(artifactsDirectory, extraArgs);
         server.process.Start();
+        server.ProcessId = server.process.Id;
         server.process.BeginOutputReadLine();
         server.process.BeginErrorReadLine();
         try

@@ -140,11 +140,27 @@ public sealed class TextEncoder : IDisposable
         return _tokenizer.Count(text);
     }
 
-    /// <summary>Encodes one short text so that ONNX Runtime has planned its memory before the first real request.</summary>
+    /// <summary>
+    /// Encodes a short text and one of <see cref="MaxTokens"/> tokens, so that ONNX Runtime has planned its memory
+    /// before the first real request, and so that a max tokens setting the model cannot take (past its position
+    /// embeddings) fails here, naming the setting, instead of failing every batch with a long text in it.
+    /// </summary>
+    /// <exception cref="ModelFolderException">The model rejects an input of <see cref="MaxTokens"/> tokens.</exception>
     public void Warmup()
     {
-        var vector = new float[Dims];
-        Encode(["warm-up"], vector);
+        var vectors = new float[2 * Dims];
+        var longest = string.Concat(Enumerable.Repeat("warm ", MaxTokens));
+        try
+        {
+            Encode(["warm-up", longest], vectors);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ModelFolderException(
+                $"'{Model.OnnxPath}' fails on an input of {MaxTokens} tokens; lower max_tokens in '{Path.Combine(Model.Directory, ModelDefinition.ManifestFileName)}': {e.Message}",
+                Path.Combine(Model.Directory, ModelDefinition.ManifestFileName),
+                e);
+        }
     }
 
     /// <summary>

@@ -124,11 +124,6 @@ public sealed class EncodingBatcher : IAsyncDisposable
         }
         catch
         {
-            for (var i = 0; i < made; i++)
-            {
-                items[i].Tokens.Release();
-            }
-
             lock (_gate)
             {
                 _queuedTexts -= texts.Count;
@@ -144,11 +139,6 @@ public sealed class EncodingBatcher : IAsyncDisposable
         {
             if (_stopping)
             {
-                foreach (var item in items)
-                {
-                    item.Tokens.Release();
-                }
-
                 _queuedTexts -= texts.Count;
                 throw new ObjectDisposedException(GetType().FullName);
             }
@@ -371,7 +361,6 @@ public sealed class EncodingBatcher : IAsyncDisposable
     private void Finish(WorkItem item, bool dropped)
     {
         item.Finished = true;
-        item.Tokens.Release();
         Interlocked.Increment(ref dropped ? ref _dropped : ref _texts);
         lock (_gate)
         {
@@ -401,7 +390,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
     /// <summary>One text of a request, with its tokens, waiting for a batch.</summary>
     private sealed class WorkItem(Request request, int index, TokenizedText tokens)
     {
-        public TokenizedText Tokens = tokens;
+        public TokenizedText Tokens { get; } = tokens;
 
         public Request Request { get; } = request;
 

@@ -187,14 +187,13 @@ public sealed class TextEncoder : IDisposable
         var tokenized = ArrayPool<TokenizedText>.Shared.Rent(count);
         var order = ArrayPool<int>.Shared.Rent(count);
         var lengths = ArrayPool<int>.Shared.Rent(count);
-        var made = 0;
         try
         {
-            for (; made < count; made++)
+            for (var i = 0; i < count; i++)
             {
-                tokenized[made] = Tokenize(texts[made]);
-                order[made] = made;
-                lengths[made] = tokenized[made].Length;
+                tokenized[i] = Tokenize(texts[i]);
+                order[i] = i;
+                lengths[i] = tokenized[i].Length;
             }
 
             Array.Sort(lengths, order, 0, count);
@@ -228,11 +227,6 @@ public sealed class TextEncoder : IDisposable
         }
         finally
         {
-            for (var i = 0; i < made; i++)
-            {
-                tokenized[i].Release();
-            }
-
             Array.Clear(tokenized, 0, count);
             ArrayPool<TokenizedText>.Shared.Return(tokenized);
             ArrayPool<int>.Shared.Return(order);
@@ -290,7 +284,11 @@ public sealed class TextEncoder : IDisposable
             {
                 var tokens = batch[r].Ids;
                 var idRow = ids.AsSpan(r * width, width);
-                tokens.CopyTo(idRow);
+                for (var t = 0; t < tokens.Length; t++)
+                {
+                    idRow[t] = tokens[t];
+                }
+
                 idRow.Slice(tokens.Length).Fill(_tokenizer.PadId);
                 var maskRow = mask.AsSpan(r * width, width);
                 maskRow.Slice(0, tokens.Length).Fill(1);

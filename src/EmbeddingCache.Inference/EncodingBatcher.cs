@@ -256,6 +256,17 @@ public sealed class EncodingBatcher : IAsyncDisposable
 
     private void RunWindow(List<WorkItem> window)
     {
+        // Texts of callers that cancelled while queued go now, so they do not take room in planned batches.
+        window.RemoveAll(item =>
+        {
+            if (!item.Request.IsDone)
+            {
+                return false;
+            }
+
+            Finish(item, dropped: true);
+            return true;
+        });
         window.Sort(static (a, b) => a.Length.CompareTo(b.Length));
         var dims = Encoder.Dims;
         var lengths = ArrayPool<int>.Shared.Rent(window.Count);

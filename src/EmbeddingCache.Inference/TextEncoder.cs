@@ -97,7 +97,7 @@ public sealed class TextEncoder : IDisposable
             {
                 session = new InferenceSession(model.OnnxPath, sessionOptions);
             }
-            catch (OnnxRuntimeException e)
+            catch (Exception e) when (e is OnnxRuntimeException or IOException or UnauthorizedAccessException)
             {
                 throw new ModelFolderException($"'{model.OnnxPath}' is not a model ONNX Runtime can load: {e.Message}", model.OnnxPath, e);
             }

@@ -75,8 +75,10 @@ internal sealed class WordPieceTokenizer
                 (unkId, padId, rules) = ReadTokenizerJson(path);
             }
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException or JsonException or FormatException or KeyNotFoundException or ArgumentException)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
+            // The library reports a malformed or unsupported file in many ways (even a NullReferenceException for a
+            // missing section); whichever it is, the file is at fault and the message must say which.
             throw new ModelFolderException($"'{path}' is not a usable BERT WordPiece tokenizer: {e.Message}", path, e);
         }
 

@@ -37,15 +37,18 @@ public sealed class TokenizerJsonTests(BuiltInModelsFixture models)
         Assert.True(failures.Length == 0, failures.ToString());
     }
 
-    [Fact]
-    public void A_tokenizer_json_of_another_kind_is_refused_naming_the_file()
+    [Theory]
+    [InlineData("""{"version": "1.0", "added_tokens": [], "normalizer": {"type": "NFC"}, "pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {}}}""")]
+    [InlineData("""{"version": "1.0", "model": {"type": "WordPiece", "vocab": {"[UNK]": 0}}}""")]
+    [InlineData("""{"version": "1.0", """)]
+    public void A_tokenizer_json_that_is_not_bert_wordpiece_is_refused_naming_the_file(string content)
     {
         using var temp = new TempDirectory();
         var folder = temp.Combine("bpe");
         Directory.CreateDirectory(folder);
         File.WriteAllText(Path.Combine(folder, ModelDefinition.OnnxFileName), "not onnx");
         var path = Path.Combine(folder, ModelDefinition.TokenizerJsonFileName);
-        File.WriteAllText(path, """{"version": "1.0", "added_tokens": [], "normalizer": {"type": "NFC"}, "pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {}}}""");
+        File.WriteAllText(path, content);
         var error = Assert.Throws<ModelFolderException>(() => TextEncoder.Load(ModelDefinition.Load(folder), new EncoderOptions(), NullLoggerFactory.Instance));
         Assert.Equal(path, error.FilePath);
     }

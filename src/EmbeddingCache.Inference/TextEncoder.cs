@@ -103,11 +103,12 @@ public sealed class TextEncoder : IDisposable
             }
         }
 
+        TextEncoder? encoder = null;
         try
         {
             var inputNames = ChooseInputs(session, model);
             var (outputName, outputIsPooled, declaredDims) = ChooseOutput(session, model);
-            var encoder = new TextEncoder(model, session, tokenizer, options, inputNames, outputName, outputIsPooled, declaredDims);
+            encoder = new TextEncoder(model, session, tokenizer, options, inputNames, outputName, outputIsPooled, declaredDims);
             if (declaredDims <= 0)
             {
                 encoder.Dims = encoder.DiscoverDims();
@@ -115,7 +116,6 @@ public sealed class TextEncoder : IDisposable
 
             if (model.Settings.Dims is int stated && stated != encoder.Dims)
             {
-                encoder.Dispose();
                 throw new ModelFolderException(
                     $"Model folder '{model.Directory}' states {stated} dims but '{model.OnnxPath}' produces {encoder.Dims}.",
                     Path.Combine(model.Directory, ModelDefinition.ManifestFileName));
@@ -128,7 +128,15 @@ public sealed class TextEncoder : IDisposable
         }
         catch
         {
-            session.Dispose();
+            if (encoder is null)
+            {
+                session.Dispose();
+            }
+            else
+            {
+                encoder.Dispose();
+            }
+
             throw;
         }
     }

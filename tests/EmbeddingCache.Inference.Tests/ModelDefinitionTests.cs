@@ -161,6 +161,21 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
     }
 
     [Fact]
+    public void Stated_dims_that_the_model_does_not_produce_fail_at_load()
+    {
+        using var temp = new TempDirectory();
+        var folder = temp.Combine("wrong-dims");
+        Directory.CreateDirectory(folder);
+        LinkMiniLMOnnx(folder);
+        File.Copy(Path.Combine(MiniLMFolder, ModelDefinition.VocabFileName), Path.Combine(folder, ModelDefinition.VocabFileName));
+        File.WriteAllText(Path.Combine(folder, ModelDefinition.ManifestFileName), """{"dims": 768}""");
+
+        var error = Assert.Throws<ModelFolderException>(() => TextEncoder.Load(ModelDefinition.Load(folder), new EncoderOptions(), NullLoggerFactory.Instance));
+        Assert.Contains("768", error.Message);
+        Assert.Contains("384", error.Message);
+    }
+
+    [Fact]
     public void The_manifest_overrides_the_sentence_transformers_files()
     {
         using var temp = new TempDirectory();

@@ -10,15 +10,15 @@ namespace EmbeddingCache.Inference;
 /// </summary>
 internal static class BertTextRules
 {
-    /// <summary>Hugging Face WordPiece turns a word longer than this (in code points, after normalisation) into one [UNK].</summary>
-    public const int MaxCharsPerWord = 100;
+    /// <summary>Hugging Face WordPiece turns a word longer than this (in code points, after normalisation) into one [UNK] by default.</summary>
+    public const int DefaultMaxCharsPerWord = 100;
 
     /// <summary>
     /// Finds the words of <paramref name="text"/> that Hugging Face maps to a single [UNK] because they are longer
-    /// than <see cref="MaxCharsPerWord"/>. Returns their UTF-16 ranges in text order, or null when there are none
+    /// than <paramref name="maxCharsPerWord"/>. Returns their UTF-16 ranges in text order, or null when there are none
     /// (the common case, which allocates nothing).
     /// </summary>
-    public static List<Range>? FindOverlongWords(string text, bool lowerCase)
+    public static List<Range>? FindOverlongWords(string text, bool lowerCase, bool stripAccents, int maxCharsPerWord)
     {
         List<Range>? found = null;
         var wordStart = -1;
@@ -54,7 +54,7 @@ internal static class BertTextRules
             {
                 if (wordStart >= 0)
                 {
-                    Check(text, wordStart, index, lowerCase, ref found);
+                    Check(text, wordStart, index, lowerCase, stripAccents, maxCharsPerWord, ref found);
                     wordStart = -1;
                 }
             }
@@ -68,29 +68,29 @@ internal static class BertTextRules
 
         if (wordStart >= 0)
         {
-            Check(text, wordStart, text.Length, lowerCase, ref found);
+            Check(text, wordStart, text.Length, lowerCase, stripAccents, maxCharsPerWord, ref found);
         }
 
         return found;
     }
 
-    private static void Check(string text, int start, int end, bool lowerCase, ref List<Range>? found)
+    private static void Check(string text, int start, int end, bool lowerCase, bool stripAccents, int maxCharsPerWord, ref List<Range>? found)
     {
         // Normalisation expands a code point to at most three that count (a Hangul syllable to its jamo), so a
         // word this short cannot be over the limit and needs no closer look.
-        if ((end - start) * 3 <= MaxCharsPerWord)
+        if ((end - start) * 3 <= maxCharsPerWord)
         {
             return;
         }
 
-        if (NormalizedLength(text.AsSpan(start, end - start), lowerCase) > MaxCharsPerWord)
+        if (NormalizedLength(text.AsSpan(start, end - start), lowerCase, stripAccents) > maxCharsPerWord)
         {
             (found ??= []).Add(new Range(start, end));
         }
     }
 
     /// <summary>The code point count Hugging Face's WordPiece sees: cleaned, lowercased, accents stripped (NFD without Mn).</summary>
-    private static int NormalizedLength(ReadOnlySpan<char> word, bool lowerCase)
+    private static int NormalizedLength(ReadOnlySpan<char> word, bool lowerCase, bool stripAccents)
     {
         var cleaned = new StringBuilder(word.Length);
         foreach (var rune in word.EnumerateRunes())
@@ -102,12 +102,12 @@ internal static class BertTextRules
         }
 
         var form = cleaned.ToString();
-        if (!lowerCase)
+        if (lowerCase)
         {
-            return CountRunes(form, skipMarks: false);
+            form = form.ToLowerInvariant();
         }
 
-        return CountRunes(form.ToLowerInvariant().Normalize(NormalizationForm.FormD), skipMarks: true);
+        return stripAccents ? CountRunes(form.Normalize(NormalizationForm.FormD), skipMarks: true) : CountRunes(form, skipMarks: false);
     }
 
     private static int CountRunes(string text, bool skipMarks)

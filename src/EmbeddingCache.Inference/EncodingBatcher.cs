@@ -31,6 +31,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
     private long _batches;
     private long _texts;
     private long _dropped;
+    private long _batchNumbers;
 
     /// <summary>Starts the batcher's worker thread for <paramref name="encoder"/>.</summary>
     public EncodingBatcher(TextEncoder encoder, EncoderOptions options, ILoggerFactory loggerFactory)
@@ -70,7 +71,14 @@ public sealed class EncodingBatcher : IAsyncDisposable
     /// </summary>
     /// <exception cref="EncoderSaturatedException">Queueing the texts would exceed <see cref="EncoderOptions.MaxQueuedTexts"/> (in the task).</exception>
     /// <exception cref="OperationCanceledException">The caller cancelled: its texts that had not started are dropped and its output is not written afterwards.</exception>
-    public Task EncodeAsync(IReadOnlyList<string> texts, Memory<float> output, CancellationToken cancellationToken)
+    public Task EncodeAsync(IReadOnlyList<string> texts, Memory<float> output, CancellationToken cancellationToken) =>
+        EncodeTimedAsync(texts, output, cancellationToken);
+
+    /// <summary>
+    /// As <see cref="EncodeAsync"/>, and says where the call's time went: tokenizing (on the caller's thread),
+    /// waiting in the queue, and in the batches that carried its texts.
+    /// </summary>
+    public Task<EncodingTimings> EncodeTimedAsync(IReadOnlyList<string> texts, Memory<float> output, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(texts);
         var dims = Encoder.Dims;
@@ -81,12 +89,12 @@ public sealed class EncodingBatcher : IAsyncDisposable
 
         if (cancellationToken.IsCancellationRequested)
         {
-            return Task.FromCanceled(cancellationToken);
+            return Task.FromCanceled<EncodingTimings>(cancellationToken);
         }
 
         if (texts.Count == 0)
         {
-            return Task.CompletedTask;
+            return Task.FromResult(default(EncodingTimings));
         }
 
         lock (_gate)
@@ -94,13 +102,14 @@ public sealed class EncodingBatcher : IAsyncDisposable
             ObjectDisposedException.ThrowIf(_stopping, this);
             if (_queuedTexts + (long)texts.Count > _options.MaxQueuedTexts)
             {
-                return Task.FromException(new EncoderSaturatedException(
+                return Task.FromException<EncodingTimings>(new EncoderSaturatedException(
                     $"Model {Encoder.Model.Name} has {_queuedTexts} texts queued; {texts.Count} more would pass the limit of {_options.MaxQueuedTexts}. Retry later or send fewer texts at once."));
             }
 
             _queuedTexts += texts.Count;
         }
 
+        var started = Stopwatch.GetTimestamp();
         var request = new Request(output, texts.Count, dims);
         var items = new WorkItem[texts.Count];
         var made = 0;
@@ -115,11 +124,6 @@ public sealed class EncodingBatcher : IAsyncDisposable
         }
         catch
         {
-            for (var i = 0; i < made; i++)
-            {
-                items[i].Tokens.Release();
-            }
-
             lock (_gate)
             {
                 _queuedTexts -= texts.Count;
@@ -129,22 +133,18 @@ public sealed class EncodingBatcher : IAsyncDisposable
         }
 
         var enqueuedAt = Stopwatch.GetTimestamp();
+        request.TokenizeTicks = enqueuedAt - started;
+        request.EnqueuedAt = enqueuedAt;
         lock (_gate)
         {
             if (_stopping)
             {
-                foreach (var item in items)
-                {
-                    item.Tokens.Release();
-                }
-
                 _queuedTexts -= texts.Count;
                 throw new ObjectDisposedException(GetType().FullName);
             }
 
             foreach (var item in items)
             {
-                item.EnqueuedAt = enqueuedAt;
                 _pending.Enqueue(item);
             }
 
@@ -178,7 +178,24 @@ public sealed class EncodingBatcher : IAsyncDisposable
         {
             while (TakeWindow(window))
             {
-                RunWindow(window);
+                try
+                {
+                    RunWindow(window);
+                }
+                catch (Exception e)
+                {
+                    // A fault outside ONNX Runtime (a bug): fail this window's callers rather than the process.
+                    InferenceLog.BatchFailed(_logger, e, Encoder.Model.Name, window.Count);
+                    foreach (var item in window)
+                    {
+                        if (!item.Finished)
+                        {
+                            item.Request.Fail(e);
+                            Finish(item, dropped: true);
+                        }
+                    }
+                }
+
                 window.Clear();
             }
         }
@@ -205,7 +222,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
                 return false;
             }
 
-            var deadline = _pending.Peek().EnqueuedAt + (long)(_options.MaxBatchDelay.TotalSeconds * Stopwatch.Frequency);
+            var deadline = _pending.Peek().Request.EnqueuedAt + (long)(_options.MaxBatchDelay.TotalSeconds * Stopwatch.Frequency);
             while (!_stopping && _pending.Count < _options.MaxBatchSize && _pendingTokens < _options.TokenBudget)
             {
                 var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline);
@@ -214,7 +231,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
                     break;
                 }
 
-                Monitor.Wait(_gate, wait);
+                Monitor.Wait(_gate, (int)Math.Ceiling(wait.TotalMilliseconds));
             }
 
             if (_stopping)
@@ -239,6 +256,17 @@ public sealed class EncodingBatcher : IAsyncDisposable
 
     private void RunWindow(List<WorkItem> window)
     {
+        // Texts of callers that cancelled while queued go now, so they do not take room in planned batches.
+        window.RemoveAll(item =>
+        {
+            if (!item.Request.IsDone)
+            {
+                return false;
+            }
+
+            Finish(item, dropped: true);
+            return true;
+        });
         window.Sort(static (a, b) => a.Length.CompareTo(b.Length));
         var dims = Encoder.Dims;
         var lengths = ArrayPool<int>.Shared.Rent(window.Count);
@@ -304,6 +332,13 @@ public sealed class EncodingBatcher : IAsyncDisposable
     private void RunBatch(ReadOnlySpan<WorkItem> members, ReadOnlySpan<TokenizedText> batch, Span<float> rows)
     {
         var dims = Encoder.Dims;
+        var started = Stopwatch.GetTimestamp();
+        var batchNumber = Interlocked.Increment(ref _batchNumbers);
+        foreach (var item in members)
+        {
+            item.Request.BatchStarted(started);
+        }
+
         try
         {
             Encoder.EncodeBatch(batch, rows);
@@ -321,6 +356,12 @@ public sealed class EncodingBatcher : IAsyncDisposable
         }
 
         Interlocked.Increment(ref _batches);
+        var elapsed = Stopwatch.GetTimestamp() - started;
+        foreach (var item in members)
+        {
+            item.Request.BatchFinished(batchNumber, elapsed);
+        }
+
         for (var i = 0; i < members.Length; i++)
         {
             members[i].Request.Deliver(members[i].Index, rows.Slice(i * dims, dims));
@@ -330,7 +371,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
 
     private void Finish(WorkItem item, bool dropped)
     {
-        item.Tokens.Release();
+        item.Finished = true;
         Interlocked.Increment(ref dropped ? ref _dropped : ref _texts);
         lock (_gate)
         {
@@ -360,7 +401,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
     /// <summary>One text of a request, with its tokens, waiting for a batch.</summary>
     private sealed class WorkItem(Request request, int index, TokenizedText tokens)
     {
-        public TokenizedText Tokens = tokens;
+        public TokenizedText Tokens { get; } = tokens;
 
         public Request Request { get; } = request;
 
@@ -368,7 +409,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
 
         public int Length { get; } = tokens.Length;
 
-        public long EnqueuedAt { get; set; }
+        public bool Finished { get; set; }
     }
 
     /// <summary>
@@ -377,13 +418,42 @@ public sealed class EncodingBatcher : IAsyncDisposable
     /// </summary>
     private sealed class Request(Memory<float> output, int count, int dims)
     {
-        private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource<EncodingTimings> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private readonly Lock _lock = new();
         private int _missing = count;
         private bool _done;
         private CancellationTokenRegistration _registration;
 
-        public Task Task => _completion.Task;
+        public Task<EncodingTimings> Task => _completion.Task;
+
+        public long EnqueuedAt { get; set; }
+
+        public long TokenizeTicks { get; set; }
+
+        // Only the worker thread touches these.
+        private long _firstBatchAt;
+        private long _lastBatch;
+        private long _batchTicks;
+        private int _batches;
+
+        public void BatchStarted(long timestamp)
+        {
+            if (_firstBatchAt == 0)
+            {
+                _firstBatchAt = timestamp;
+            }
+        }
+
+        public void BatchFinished(long batch, long elapsedTicks)
+        {
+            // A batch may carry several of this request's texts; count it once.
+            if (_lastBatch != batch)
+            {
+                _lastBatch = batch;
+                _batchTicks += elapsedTicks;
+                _batches++;
+            }
+        }
 
         public bool IsDone
         {
@@ -436,7 +506,11 @@ public sealed class EncodingBatcher : IAsyncDisposable
                 _registration.Unregister();
             }
 
-            _completion.TrySetResult();
+            _completion.TrySetResult(new EncodingTimings(
+                Stopwatch.GetElapsedTime(0, TokenizeTicks),
+                Stopwatch.GetElapsedTime(EnqueuedAt, _firstBatchAt),
+                Stopwatch.GetElapsedTime(0, _batchTicks),
+                _batches));
         }
 
         public void Fail(Exception error)

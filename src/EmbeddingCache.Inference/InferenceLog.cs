@@ -9,10 +9,6 @@ internal static partial class InferenceLog
         Message = "Loaded model {Model}: {Dims} dims, inputs [{Inputs}], output {Output}, pooling {Pooling}, max tokens {MaxTokens}, {Threads} threads, in {ElapsedMs} ms")]
     public static partial void ModelLoaded(ILogger logger, string model, int dims, string inputs, string output, PoolingMode pooling, int maxTokens, int threads, long elapsedMs);
 
-    [LoggerMessage(EventId = 2002, EventName = "BuiltInModelProvisioned", Level = LogLevel.Information,
-        Message = "Wrote {File} of built-in model {Model} to {Folder}")]
-    public static partial void BuiltInModelProvisioned(ILogger logger, string model, string file, string folder);
-
     [LoggerMessage(EventId = 2010, EventName = "BatchFailed", Level = LogLevel.Error,
         Message = "Encoding a batch of {Texts} texts for model {Model} failed")]
     public static partial void BatchFailed(ILogger logger, Exception exception, string model, int texts);

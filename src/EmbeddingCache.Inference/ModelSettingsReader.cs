@@ -27,6 +27,7 @@ internal static class ModelSettingsReader
         string? baseModel = null;
         string? huggingFaceUrl = null;
 
+        var lowercasedBySentenceTransformers = false;
         var poolingFolder = ModelDefinition.DefaultPoolingFolder;
         using (var modules = ReadJson(directory, ModelDefinition.ModulesFileName))
         {
@@ -70,10 +71,7 @@ internal static class ModelSettingsReader
             {
                 var (path, root) = (sbert.Path, sbert.Root);
                 maxTokens = GetInt(root, "max_seq_length", path) ?? maxTokens;
-                if (GetBool(root, "do_lower_case", path) == true)
-                {
-                    lowerCase = true;
-                }
+                lowercasedBySentenceTransformers = GetBool(root, "do_lower_case", path) == true;
             }
         }
 
@@ -105,6 +103,9 @@ internal static class ModelSettingsReader
                 }
             }
         }
+
+        // sentence-transformers lowercases the input itself when its config says so, whatever the tokenizer does.
+        lowerCase |= lowercasedBySentenceTransformers;
 
         using (var transformerConfig = ReadJson(directory, ModelDefinition.TransformerConfigFileName))
         {

@@ -97,17 +97,18 @@ public sealed class TextEncoder : IDisposable
             {
                 session = new InferenceSession(model.OnnxPath, sessionOptions);
             }
-            catch (OnnxRuntimeException e)
+            catch (Exception e) when (e is OnnxRuntimeException or IOException or UnauthorizedAccessException)
             {
                 throw new ModelFolderException($"'{model.OnnxPath}' is not a model ONNX Runtime can load: {e.Message}", model.OnnxPath, e);
             }
         }
 
+        TextEncoder? encoder = null;
         try
         {
             var inputNames = ChooseInputs(session, model);
             var (outputName, outputIsPooled, declaredDims) = ChooseOutput(session, model);
-            var encoder = new TextEncoder(model, session, tokenizer, options, inputNames, outputName, outputIsPooled, declaredDims);
+            encoder = new TextEncoder(model, session, tokenizer, options, inputNames, outputName, outputIsPooled, declaredDims);
             if (declaredDims <= 0)
             {
                 encoder.Dims = encoder.DiscoverDims();
@@ -115,7 +116,6 @@ public sealed class TextEncoder : IDisposable
 
             if (model.Settings.Dims is int stated && stated != encoder.Dims)
             {
-                encoder.Dispose();
                 throw new ModelFolderException(
                     $"Model folder '{model.Directory}' states {stated} dims but '{model.OnnxPath}' produces {encoder.Dims}.",
                     Path.Combine(model.Directory, ModelDefinition.ManifestFileName));
@@ -128,7 +128,15 @@ public sealed class TextEncoder : IDisposable
         }
         catch
         {
-            session.Dispose();
+            if (encoder is null)
+            {
+                session.Dispose();
+            }
+            else
+            {
+                encoder.Dispose();
+            }
+
             throw;
         }
     }
@@ -140,11 +148,27 @@ public sealed class TextEncoder : IDisposable
         return _tokenizer.Count(text);
     }
 
-    /// <summary>Encodes one short text so that ONNX Runtime has planned its memory before the first real request.</summary>
+    /// <summary>
+    /// Encodes a short text and one of <see cref="MaxTokens"/> tokens, so that ONNX Runtime has planned its memory
+    /// before the first real request, and so that a max tokens setting the model cannot take (past its position
+    /// embeddings) fails here, naming the setting, instead of failing every batch with a long text in it.
+    /// </summary>
+    /// <exception cref="ModelFolderException">The model rejects an input of <see cref="MaxTokens"/> tokens.</exception>
     public void Warmup()
     {
-        var vector = new float[Dims];
-        Encode(["warm-up"], vector);
+        var vectors = new float[2 * Dims];
+        var longest = string.Concat(Enumerable.Repeat("warm ", MaxTokens));
+        try
+        {
+            Encode(["warm-up", longest], vectors);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ModelFolderException(
+                $"'{Model.OnnxPath}' fails on an input of {MaxTokens} tokens; lower max_tokens in '{Path.Combine(Model.Directory, ModelDefinition.ManifestFileName)}': {e.Message}",
+                Path.Combine(Model.Directory, ModelDefinition.ManifestFileName),
+                e);
+        }
     }
 
     /// <summary>
@@ -171,14 +195,13 @@ public sealed class TextEncoder : IDisposable
         var tokenized = ArrayPool<TokenizedText>.Shared.Rent(count);
         var order = ArrayPool<int>.Shared.Rent(count);
         var lengths = ArrayPool<int>.Shared.Rent(count);
-        var made = 0;
         try
         {
-            for (; made < count; made++)
+            for (var i = 0; i < count; i++)
             {
-                tokenized[made] = Tokenize(texts[made]);
-                order[made] = made;
-                lengths[made] = tokenized[made].Length;
+                tokenized[i] = Tokenize(texts[i]);
+                order[i] = i;
+                lengths[i] = tokenized[i].Length;
             }
 
             Array.Sort(lengths, order, 0, count);
@@ -212,11 +235,6 @@ public sealed class TextEncoder : IDisposable
         }
         finally
         {
-            for (var i = 0; i < made; i++)
-            {
-                tokenized[i].Release();
-            }
-
             Array.Clear(tokenized, 0, count);
             ArrayPool<TokenizedText>.Shared.Return(tokenized);
             ArrayPool<int>.Shared.Return(order);
@@ -274,7 +292,11 @@ public sealed class TextEncoder : IDisposable
             {
                 var tokens = batch[r].Ids;
                 var idRow = ids.AsSpan(r * width, width);
-                tokens.CopyTo(idRow);
+                for (var t = 0; t < tokens.Length; t++)
+                {
+                    idRow[t] = tokens[t];
+                }
+
                 idRow.Slice(tokens.Length).Fill(_tokenizer.PadId);
                 var maskRow = mask.AsSpan(r * width, width);
                 maskRow.Slice(0, tokens.Length).Fill(1);

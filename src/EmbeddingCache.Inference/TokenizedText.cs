@@ -2,42 +2,46 @@ using System.Buffers;
 
 namespace EmbeddingCache.Inference;
 
-/// <summary>The token ids of one text, in a pooled buffer that <see cref="Release"/> gives back exactly once.</summary>
-internal struct TokenizedText
+/// <summary>
+/// The token ids of one text, in an array of exactly its length: a queue of 100,000 texts then holds what they
+/// need (about 200 bytes for a typical sentence), not a max-tokens buffer each.
+/// </summary>
+internal readonly struct TokenizedText
 {
-    private long[]? _buffer;
+    private const int StackallocLimit = 1024;
 
-    private TokenizedText(long[] buffer, int length)
-    {
-        _buffer = buffer;
-        Length = length;
-    }
+    private readonly int[] _ids;
+
+    private TokenizedText(int[] ids) => _ids = ids;
 
     /// <summary>Token count, [CLS] and [SEP] included.</summary>
-    public int Length { get; }
+    public int Length => _ids.Length;
 
-    public readonly ReadOnlySpan<long> Ids => _buffer.AsSpan(0, Length);
+    public ReadOnlySpan<int> Ids => _ids;
 
     public static TokenizedText Create(WordPieceTokenizer tokenizer, string text)
     {
-        var buffer = ArrayPool<long>.Shared.Rent(tokenizer.MaxTokens);
+        long[]? rented = null;
+        var scratch = tokenizer.MaxTokens <= StackallocLimit
+            ? stackalloc long[tokenizer.MaxTokens]
+            : (rented = ArrayPool<long>.Shared.Rent(tokenizer.MaxTokens));
         try
         {
-            return new TokenizedText(buffer, tokenizer.Tokenize(text, buffer));
-        }
-        catch
-        {
-            ArrayPool<long>.Shared.Return(buffer);
-            throw;
-        }
-    }
+            var count = tokenizer.Tokenize(text, scratch);
+            var ids = new int[count];
+            for (var i = 0; i < count; i++)
+            {
+                ids[i] = checked((int)scratch[i]);
+            }
 
-    public void Release()
-    {
-        if (_buffer is { } buffer)
+            return new TokenizedText(ids);
+        }
+        finally
         {
-            _buffer = null;
-            ArrayPool<long>.Shared.Return(buffer);
+            if (rented is not null)
+            {
+                ArrayPool<long>.Shared.Return(rented);
+            }
         }
     }
 }

@@ -11,19 +11,25 @@ namespace EmbeddingCache.Inference;
 /// </summary>
 internal sealed class WordPieceTokenizer
 {
-    // Room past the truncation point so the library always finishes the word that crosses it: a word of at most
-    // MaxCharsPerWord characters never yields more pieces than that. We then cut at MaxTokens ourselves.
-    private const int Slack = BertTextRules.MaxCharsPerWord + 28;
     private const int StackallocLimit = 1024;
 
     private readonly BertTokenizer _tokenizer;
     private readonly bool _lowerCase;
+    private readonly bool _stripAccents;
+    private readonly int _maxCharsPerWord;
 
-    private WordPieceTokenizer(BertTokenizer tokenizer, int maxTokens, bool lowerCase, long clsId, long sepId, long unkId, long padId)
+    // Room past the truncation point so the library always finishes the word that crosses it: a word of at most
+    // _maxCharsPerWord characters never yields more pieces than that. We then cut at MaxTokens ourselves.
+    private readonly int _slack;
+
+    private WordPieceTokenizer(BertTokenizer tokenizer, int maxTokens, TokenizerRules rules, long clsId, long sepId, long unkId, long padId)
     {
         _tokenizer = tokenizer;
         MaxTokens = maxTokens;
-        _lowerCase = lowerCase;
+        _lowerCase = rules.LowerCase;
+        _stripAccents = rules.StripAccents;
+        _maxCharsPerWord = rules.MaxCharsPerWord;
+        _slack = rules.MaxCharsPerWord + 28;
         ClsId = clsId;
         SepId = sepId;
         UnkId = unkId;
@@ -47,7 +53,7 @@ internal sealed class WordPieceTokenizer
         var isVocab = string.Equals(Path.GetFileName(path), ModelDefinition.VocabFileName, StringComparison.Ordinal);
         var tokenizer = new BertTokenizer();
         long unkId, padId;
-        bool lowerCase;
+        TokenizerRules rules;
         try
         {
             if (isVocab)
@@ -57,7 +63,7 @@ internal sealed class WordPieceTokenizer
                 padId = Math.Max(0, Array.IndexOf(vocabulary, "[PAD]"));
                 using var reader = new StreamReader(path);
                 tokenizer.LoadVocabulary(reader, model.Settings.LowerCase);
-                lowerCase = model.Settings.LowerCase;
+                rules = new TokenizerRules(model.Settings.LowerCase, model.Settings.LowerCase, BertTextRules.DefaultMaxCharsPerWord);
             }
             else
             {
@@ -66,11 +72,13 @@ internal sealed class WordPieceTokenizer
                     tokenizer.LoadTokenizerJson(stream);
                 }
 
-                (unkId, padId, lowerCase) = ReadTokenizerJson(path);
+                (unkId, padId, rules) = ReadTokenizerJson(path);
             }
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException or JsonException or FormatException or KeyNotFoundException or ArgumentException)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
+            // The library reports a malformed or unsupported file in many ways (even a NullReferenceException for a
+            // missing section); whichever it is, the file is at fault and the message must say which.
             throw new ModelFolderException($"'{path}' is not a usable BERT WordPiece tokenizer: {e.Message}", path, e);
         }
 
@@ -82,7 +90,7 @@ internal sealed class WordPieceTokenizer
         Span<long> ids = stackalloc long[2];
         Span<long> mask = stackalloc long[2];
         tokenizer.Encode("", ids, mask);
-        return new WordPieceTokenizer(tokenizer, model.Settings.MaxTokens, lowerCase, ids[0], ids[1], unkId, padId);
+        return new WordPieceTokenizer(tokenizer, model.Settings.MaxTokens, rules, ids[0], ids[1], unkId, padId);
     }
 
     /// <summary>The number of ids <see cref="Tokenize"/> would write.</summary>
@@ -117,7 +125,7 @@ internal sealed class WordPieceTokenizer
             throw new ArgumentException($"Needs room for {MaxTokens} ids.", nameof(ids));
         }
 
-        var overlong = BertTextRules.FindOverlongWords(text, _lowerCase);
+        var overlong = BertTextRules.FindOverlongWords(text, _lowerCase, _stripAccents, _maxCharsPerWord);
         var pieceBudget = MaxTokens - 2;
         var written = overlong is null
             ? AppendPieces(text, ids.Slice(1), pieceBudget)
@@ -157,7 +165,7 @@ internal sealed class WordPieceTokenizer
             return 0;
         }
 
-        var capacity = budget + Slack + 2;
+        var capacity = budget + _slack + 2;
         long[]? rented = null;
         var scratch = capacity <= StackallocLimit
             ? stackalloc long[capacity * 2]
@@ -182,7 +190,7 @@ internal sealed class WordPieceTokenizer
         }
     }
 
-    private static (long UnkId, long PadId, bool LowerCase) ReadTokenizerJson(string path)
+    private static (long UnkId, long PadId, TokenizerRules Rules) ReadTokenizerJson(string path)
     {
         using var document = JsonDocument.Parse(File.ReadAllBytes(path));
         var root = document.RootElement;
@@ -191,8 +199,19 @@ internal sealed class WordPieceTokenizer
         var unkToken = model.TryGetProperty("unk_token", out var unk) && unk.ValueKind == JsonValueKind.String ? unk.GetString()! : "[UNK]";
         var unkId = vocabulary.TryGetProperty(unkToken, out var unkValue) ? unkValue.GetInt64() : -1;
         var padId = vocabulary.TryGetProperty("[PAD]", out var padValue) ? padValue.GetInt64() : 0;
-        var lowerCase = root.TryGetProperty("normalizer", out var normalizer) && normalizer.ValueKind == JsonValueKind.Object
-            && normalizer.TryGetProperty("lowercase", out var lower) && lower.ValueKind == JsonValueKind.True;
-        return (unkId, padId, lowerCase);
+        var maxChars = model.TryGetProperty("max_input_chars_per_word", out var max) && max.ValueKind == JsonValueKind.Number
+            ? max.GetInt32()
+            : BertTextRules.DefaultMaxCharsPerWord;
+        var normalizer = root.TryGetProperty("normalizer", out var section) && section.ValueKind == JsonValueKind.Object ? section : default;
+        var lowerCase = normalizer.ValueKind == JsonValueKind.Object && normalizer.TryGetProperty("lowercase", out var lower) && lower.ValueKind == JsonValueKind.True;
+
+        // As in Hugging Face's BertNormalizer: strip_accents null means "as lowercase".
+        var stripAccents = normalizer.ValueKind == JsonValueKind.Object && normalizer.TryGetProperty("strip_accents", out var strip)
+            && strip.ValueKind is JsonValueKind.True or JsonValueKind.False
+                ? strip.ValueKind == JsonValueKind.True
+                : lowerCase;
+        return (unkId, padId, new TokenizerRules(lowerCase, stripAccents, maxChars));
     }
+
+    private readonly record struct TokenizerRules(bool LowerCase, bool StripAccents, int MaxCharsPerWord);
 }

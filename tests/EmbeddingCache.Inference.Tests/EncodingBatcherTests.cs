@@ -163,6 +163,26 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
     }
 
     [Fact]
+    public async Task Timings_say_how_long_a_call_waited_and_how_many_batches_carried_it()
+    {
+        await using var batcher = new EncodingBatcher(MiniLM, new EncoderOptions { MaxBatchDelay = TimeSpan.Zero }, NullLoggerFactory.Instance);
+        using var gate = new ManualResetEventSlim(initialState: false);
+        batcher.BatchGate = gate;
+        var call = batcher.EncodeTimedAsync(["one", "two", "three"], new float[3 * MiniLM.Dims], CancellationToken.None);
+
+        // The batch cannot start before the gate opens, so the queue time is at least this wait.
+        var held = TimeSpan.FromMilliseconds(100);
+        await Task.Delay(held);
+        gate.Set();
+        var timings = await call.WaitAsync(Patience);
+
+        Assert.True(timings.Queue >= held - TimeSpan.FromMilliseconds(5), $"queue {timings.Queue}");
+        Assert.True(timings.Inference > TimeSpan.Zero);
+        Assert.True(timings.Tokenize > TimeSpan.Zero);
+        Assert.Equal(1, timings.Batches);
+    }
+
+    [Fact]
     public async Task A_too_small_output_is_rejected_before_queueing()
     {
         await using var batcher = new EncodingBatcher(MiniLM, new EncoderOptions(), NullLoggerFactory.Instance);

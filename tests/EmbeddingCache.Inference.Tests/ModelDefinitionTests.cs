@@ -69,7 +69,7 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
         using var temp = new TempDirectory();
         var folder = Path.Combine(temp.Path, BuiltInModels.MiniLM);
         Directory.CreateDirectory(folder);
-        File.Copy(Path.Combine(MiniLMFolder, ModelDefinition.OnnxFileName), Path.Combine(folder, ModelDefinition.OnnxFileName));
+        LinkMiniLMOnnx(folder);
         var leftover = Path.Combine(folder, "vocab.txt.0123.provisioning.tmp");
         File.WriteAllText(leftover, "half a vocabulary");
 
@@ -86,7 +86,7 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
         using var temp = new TempDirectory();
         var folder = temp.Combine("exported-cls");
         Directory.CreateDirectory(Path.Combine(folder, "1_Pooling"));
-        File.Copy(Path.Combine(MiniLMFolder, ModelDefinition.OnnxFileName), Path.Combine(folder, ModelDefinition.OnnxFileName));
+        LinkMiniLMOnnx(folder);
         File.Copy(Path.Combine(MiniLMFolder, ModelDefinition.VocabFileName), Path.Combine(folder, ModelDefinition.VocabFileName));
         File.WriteAllText(Path.Combine(folder, "modules.json"), """
             [
@@ -141,6 +141,38 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
                 Assert.True(Math.Abs(cls[d] - row[d]) <= 1e-5, $"text {i} dim {d}: {cls[d]} vs {row[d]}");
             }
         }
+    }
+
+    [Fact]
+    public void Warmup_names_the_setting_when_max_tokens_is_more_than_the_model_takes()
+    {
+        using var temp = new TempDirectory();
+        var folder = temp.Combine("too-long");
+        Directory.CreateDirectory(folder);
+        LinkMiniLMOnnx(folder);
+        File.Copy(Path.Combine(MiniLMFolder, ModelDefinition.VocabFileName), Path.Combine(folder, ModelDefinition.VocabFileName));
+        File.WriteAllText(Path.Combine(folder, ModelDefinition.ManifestFileName), """{"max_tokens": 1024}""");
+
+        using var encoder = TextEncoder.Load(ModelDefinition.Load(folder), new EncoderOptions(), NullLoggerFactory.Instance);
+        var error = Assert.Throws<ModelFolderException>(encoder.Warmup);
+        Assert.Equal(Path.Combine(folder, ModelDefinition.ManifestFileName), error.FilePath);
+        Assert.Contains("1024 tokens", error.Message);
+        models.Encoders[BuiltInModels.ArcticXs].Warmup();
+    }
+
+    [Fact]
+    public void Stated_dims_that_the_model_does_not_produce_fail_at_load()
+    {
+        using var temp = new TempDirectory();
+        var folder = temp.Combine("wrong-dims");
+        Directory.CreateDirectory(folder);
+        LinkMiniLMOnnx(folder);
+        File.Copy(Path.Combine(MiniLMFolder, ModelDefinition.VocabFileName), Path.Combine(folder, ModelDefinition.VocabFileName));
+        File.WriteAllText(Path.Combine(folder, ModelDefinition.ManifestFileName), """{"dims": 768}""");
+
+        var error = Assert.Throws<ModelFolderException>(() => TextEncoder.Load(ModelDefinition.Load(folder), new EncoderOptions(), NullLoggerFactory.Instance));
+        Assert.Contains("768", error.Message);
+        Assert.Contains("384", error.Message);
     }
 
     [Fact]
@@ -273,6 +305,10 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
         File.Copy(Path.Combine(MiniLMFolder, ModelDefinition.VocabFileName), Path.Combine(folder, ModelDefinition.VocabFileName));
         return folder;
     }
+
+    /// <summary>The fixture's MiniLM model.onnx in <paramref name="folder"/>, as a symbolic link: same bytes, no 90 MB copy.</summary>
+    private void LinkMiniLMOnnx(string folder) =>
+        File.CreateSymbolicLink(Path.Combine(folder, ModelDefinition.OnnxFileName), Path.Combine(MiniLMFolder, ModelDefinition.OnnxFileName));
 
     private static string Sha256(string path)
     {

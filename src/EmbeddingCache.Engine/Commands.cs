@@ -34,8 +34,11 @@ public sealed record PutCommand(
     string Model, VectorKind Kind, IReadOnlyList<string> Ids, IReadOnlyList<string> Texts,
     int Count, int Dims, VectorDType DType, ReadOnlyMemory<byte> Data);
 
-/// <summary>Where a request's time went, for the caller to see why a call was slow.</summary>
-public readonly record struct RequestTimings(TimeSpan Lookup, TimeSpan Compute, TimeSpan Write);
+/// <summary>
+/// Where a request's time went, for the caller to see why a call was slow: cache lookup, tokenizing its
+/// misses, waiting for a batch slot, ONNX Runtime, and the durable write-back.
+/// </summary>
+public readonly record struct RequestTimings(TimeSpan Lookup, TimeSpan Tokenize, TimeSpan Queue, TimeSpan Inference, TimeSpan Write);
 
 /// <summary>Rows in input order, with their sources.</summary>
 public sealed record LookupResult(PackedVectors Vectors, RowSource[] Sources, string Fingerprint, RequestTimings Timings)

@@ -90,7 +90,8 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
 
         var misses = DistinctMisses(keys, found);
         model.Count(hits, count - hits);
-        TimeSpan computeTime = default, writeTime = default;
+        EncodingTimings encoding = default;
+        TimeSpan writeTime = default;
         if (misses.Count > 0 && !command.CacheOnly)
         {
             if (!model.CanCompute)
@@ -99,10 +100,8 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
                     $"model '{model.Name}' is store-only (its vectors were Put, it has no ONNX model folder) and " +
                     $"{misses.Count} of the texts are not cached: Put their vectors first, or send cache_only to get the hits alone");
             }
-            long computeStarted = Stopwatch.GetTimestamp();
-            var computed = await ComputeOnceAsync(model, command.Kind, misses.Select(m => (keys[m], inputs[m])).ToArray(), cancellationToken)
-                .ConfigureAwait(false);
-            computeTime = Stopwatch.GetElapsedTime(computeStarted);
+            (var computed, encoding) = await ComputeOnceAsync(
+                model, command.Kind, misses.Select(m => (keys[m], inputs[m])).ToArray(), cancellationToken).ConfigureAwait(false);
             var vectorOf = new Dictionary<ContentKey, float[]>(misses.Count);
             for (int m = 0; m < misses.Count; m++) vectorOf[keys[misses[m]]] = computed[m];
             for (int i = 0; i < count; i++)
@@ -125,7 +124,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
             writeTime = Stopwatch.GetElapsedTime(writeStarted);
         }
         return new LookupResult(output.ToPacked(), sources, model.Definition?.Fingerprint ?? model.Cache.Fingerprint,
-            new RequestTimings(lookupTime, computeTime, writeTime));
+            new RequestTimings(lookupTime, encoding.Tokenize, encoding.Queue, encoding.Inference, writeTime));
     }
 
     /// <summary>Cached vectors by ids or by texts; missing rows are zero-filled.</summary>
@@ -160,7 +159,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         var sources = new RowSource[count];
         for (int i = 0; i < count; i++) sources[i] = found[i] ? RowSource.Cached : RowSource.Missing;
         return new LookupResult(output.ToPacked(), sources, model.Definition?.Fingerprint ?? model.Cache.Fingerprint,
-            new RequestTimings(Stopwatch.GetElapsedTime(started), default, default));
+            new RequestTimings(Stopwatch.GetElapsedTime(started), default, default, default, default));
     }
 
     /// <summary>Stores vectors made elsewhere; an unknown model name becomes a store-only model.</summary>
@@ -261,9 +260,10 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
 
     /// <summary>
     /// Computes each key once: keys another request is computing are awaited, the rest go to the batcher
-    /// as one group. If the request we waited on was cancelled, we compute the key ourselves.
+    /// as one group. If the request we waited on was cancelled, we compute the key ourselves. The timings
+    /// are those of this request's own group.
     /// </summary>
-    private static async Task<float[][]> ComputeOnceAsync(
+    private static async Task<(float[][] Vectors, EncodingTimings Timings)> ComputeOnceAsync(
         ServedModel model, VectorKind kind, (ContentKey Key, string Input)[] misses, CancellationToken cancellationToken)
     {
         var results = new Task<float[]>[misses.Length];
@@ -275,9 +275,10 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
             if (inFlight == promise.Task) mine.Add((m, promise));
             results[m] = inFlight;
         }
+        EncodingTimings timings = default;
         if (mine.Count > 0)
         {
-            await ComputeAndPublishAsync(model, kind, misses, mine, cancellationToken).ConfigureAwait(false);
+            timings = await ComputeAndPublishAsync(model, kind, misses, mine, cancellationToken).ConfigureAwait(false);
         }
         var vectors = new float[misses.Length][];
         for (int m = 0; m < misses.Length; m++)
@@ -289,13 +290,13 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
             catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
             {
                 // The request computing this key was cancelled; ours was not, so compute it ourselves.
-                vectors[m] = (await ComputeOnceAsync(model, kind, [misses[m]], cancellationToken).ConfigureAwait(false))[0];
+                vectors[m] = (await ComputeOnceAsync(model, kind, [misses[m]], cancellationToken).ConfigureAwait(false)).Vectors[0];
             }
         }
-        return vectors;
+        return (vectors, timings);
     }
 
-    private static async Task ComputeAndPublishAsync(
+    private static async Task<EncodingTimings> ComputeAndPublishAsync(
         ServedModel model, VectorKind kind, (ContentKey Key, string Input)[] misses,
         List<(int Index, TaskCompletionSource<float[]> Promise)> mine, CancellationToken cancellationToken)
     {
@@ -303,9 +304,10 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         var flat = new float[mine.Count * dims];
         try
         {
-            await model.Batcher.EncodeAsync(mine.Select(x => misses[x.Index].Input).ToArray(), flat, cancellationToken)
+            var timings = await model.Batcher.EncodeTimedAsync(mine.Select(x => misses[x.Index].Input).ToArray(), flat, cancellationToken)
                 .ConfigureAwait(false);
             for (int j = 0; j < mine.Count; j++) mine[j].Promise.SetResult(flat.AsSpan(j * dims, dims).ToArray());
+            return timings;
         }
         catch (OperationCanceledException e)
         {
@@ -317,6 +319,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
             foreach (var (_, promise) in mine) promise.TrySetException(e);
             CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
                 $"the encoder of '{model.Name}' is saturated ({e.Message}); retry later or send fewer texts at once", e);
+            return default;
         }
         catch (Exception e)
         {

@@ -110,7 +110,7 @@ internal sealed class ModelCatalog(ArtifactsRoot root, EngineOptions options, IL
                 HuggingFaceUrl = definition.Settings.HuggingFaceUrl,
             });
             var started = Stopwatch.GetTimestamp();
-            encoder.Encode(["warm-up"], new float[encoder.Dims]);
+            encoder.Warmup();
             logger.ModelLoaded(name, encoder.Dims, definition.Fingerprint, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
             return new ServedModel(name, cache, definition, new EncodingBatcher(encoder, options.Encoder, loggerFactory));
         }

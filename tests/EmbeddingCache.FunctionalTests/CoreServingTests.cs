@@ -17,8 +17,16 @@ public sealed class CoreServingTests(ITestOutputHelper output) : ServerTest(outp
         var texts = Wire.Texts(seed: 1, count: 24);
         var request = new EmbedRequest { Model = Wire.MiniLM, Kind = Kind.Document, Texts = { texts } };
 
-        var first = await server.Client.EmbedAsync(request);
+        using var firstCall = server.Client.EmbedAsync(request);
+        var first = await firstCall;
         Assert.All(first.Sources, s => Assert.Equal(RowSource.Computed, s));
+        // The trailers say where the time went: a computed call spent it in ONNX Runtime.
+        var trailers = firstCall.GetTrailers();
+        foreach (var stage in new[] { "lookup", "tokenize", "queue", "inference", "write" })
+        {
+            Assert.NotNull(trailers.GetValue($"embcache-{stage}-us"));
+        }
+        Assert.True(long.Parse(trailers.GetValue("embcache-inference-us")!) > 0);
         Assert.Equal(24u, first.ComputedCount);
         Assert.Equal(384u, first.Vectors.Dims);
         Assert.Equal(24u, first.Vectors.Count);

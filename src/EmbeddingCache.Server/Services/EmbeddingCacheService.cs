@@ -118,10 +118,15 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
     /// <summary>Where the time went, in trailing metadata: a researcher sees why a call was slow.</summary>
     private static void AddTimings(ServerCallContext context, RequestTimings timings)
     {
-        context.ResponseTrailers.Add("embcache-lookup-us", ((long)timings.Lookup.TotalMicroseconds).ToString(System.Globalization.CultureInfo.InvariantCulture));
-        context.ResponseTrailers.Add("embcache-compute-us", ((long)timings.Compute.TotalMicroseconds).ToString(System.Globalization.CultureInfo.InvariantCulture));
-        context.ResponseTrailers.Add("embcache-write-us", ((long)timings.Write.TotalMicroseconds).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        AddMicroseconds(context, "embcache-lookup-us", timings.Lookup);
+        AddMicroseconds(context, "embcache-tokenize-us", timings.Tokenize);
+        AddMicroseconds(context, "embcache-queue-us", timings.Queue);
+        AddMicroseconds(context, "embcache-inference-us", timings.Inference);
+        AddMicroseconds(context, "embcache-write-us", timings.Write);
     }
+
+    private static void AddMicroseconds(ServerCallContext context, string key, TimeSpan elapsed) =>
+        context.ResponseTrailers.Add(key, ((long)elapsed.TotalMicroseconds).ToString(System.Globalization.CultureInfo.InvariantCulture));
 
     private static CacheRequestException Invalid(string field, string message) =>
         new(CacheErrorKind.InvalidArgument, message, field);

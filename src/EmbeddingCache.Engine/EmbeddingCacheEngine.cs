@@ -46,7 +46,11 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
     {
         foreach (var name in options.PreloadModels)
         {
-            await catalog.GetAsync(name, cancellationToken).ConfigureAwait(false);
+            var model = await catalog.GetAsync(name, cancellationToken).ConfigureAwait(false);
+            if (model.CanCompute)
+            {
+                using var warm = await model.AcquireBatcherAsync(cancellationToken).ConfigureAwait(false);
+            }
         }
         Ready = true;
     }
@@ -68,11 +72,8 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
             }
             RequestValidation.Ids(command.Ids, options);
         }
-        var model = await catalog.GetAsync(command.Model, cancellationToken).ConfigureAwait(false);
-
         long started = Stopwatch.GetTimestamp();
-        var store = model.Cache[command.Kind];
-        long generation = store.Generation;
+        var (model, store, generation) = await ResolveAsync(command.Model, command.Kind, cancellationToken).ConfigureAwait(false);
         int count = command.Texts.Count;
         var inputs = new string[count];
         var keys = new ContentKey[count];
@@ -123,7 +124,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
             await WriteBackAsync(model, store, generation, keys, command.Ids, _ => null).ConfigureAwait(false);
             writeTime = Stopwatch.GetElapsedTime(writeStarted);
         }
-        return new LookupResult(output.ToPacked(), sources, model.Definition?.Fingerprint ?? model.Cache.Fingerprint,
+        return new LookupResult(output.ToPacked(), sources, model.Fingerprint,
             new RequestTimings(lookupTime, encoding.Tokenize, encoding.Queue, encoding.Inference, writeTime));
     }
 
@@ -137,10 +138,8 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         }
         RequestValidation.Ids(command.Ids, options);
         RequestValidation.Texts(command.Texts, options);
-        var model = await catalog.GetAsync(command.Model, cancellationToken).ConfigureAwait(false);
-
         long started = Stopwatch.GetTimestamp();
-        var store = model.Cache[command.Kind];
+        var (model, store, _) = await ResolveAsync(command.Model, command.Kind, cancellationToken).ConfigureAwait(false);
         int count = command.Ids.Count + command.Texts.Count;
         var output = new RowWriter(count, store.Dims, command.DType);
         var found = new bool[count];
@@ -158,7 +157,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         model.Count(hits, count - hits);
         var sources = new RowSource[count];
         for (int i = 0; i < count; i++) sources[i] = found[i] ? RowSource.Cached : RowSource.Missing;
-        return new LookupResult(output.ToPacked(), sources, model.Definition?.Fingerprint ?? model.Cache.Fingerprint,
+        return new LookupResult(output.ToPacked(), sources, model.Fingerprint,
             new RequestTimings(Stopwatch.GetElapsedTime(started), default, default, default, default));
     }
 
@@ -216,6 +215,8 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         ThrowIfStopping();
         var served = await catalog.GetAsync(model, cancellationToken).ConfigureAwait(false);
         var result = served.Cache.Invalidate(kind);
+        // A researcher who swapped the model's files and invalidates expects the new files to be read.
+        catalog.ReloadOnNextUse(model);
         logger.CacheInvalidated(model, kind?.ToString() ?? "all kinds", result.RowsRemoved, result.BytesRemoved);
         return result;
     }
@@ -232,8 +233,8 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
             models.Add(new ModelStatus(
                 name,
                 cache?.Dims ?? 0,
-                CanCompute: loaded?.CanCompute ?? (hasFolder && catalog.LoadError(name) is null),
-                loaded?.Definition?.Fingerprint ?? cache?.Fingerprint ?? "",
+                CanCompute: hasFolder && catalog.LoadError(name) is null,
+                loaded?.Fingerprint ?? cache?.Fingerprint ?? "",
                 cache?[VectorKind.Query].RowCount ?? 0,
                 cache?[VectorKind.Document].RowCount ?? 0,
                 cache?.ByteCount ?? 0,
@@ -242,6 +243,22 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
                 catalog.LoadError(name)));
         }
         return models;
+    }
+
+    /// <summary>
+    /// The model, the store of the kind and its generation as of now. A model retired meanwhile (its folder
+    /// changed) is looked up again, so that nothing it computes lands in the cache of its successor.
+    /// </summary>
+    private async Task<(ServedModel Model, VectorStore Store, long Generation)> ResolveAsync(
+        string name, VectorKind kind, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var model = await catalog.GetAsync(name, cancellationToken).ConfigureAwait(false);
+            var store = model.Cache[kind];
+            long generation = store.Generation;
+            if (!model.Retired) return (model, store, generation);
+        }
     }
 
     /// <summary>Indexes of the first occurrence of each distinct key that was not found.</summary>
@@ -300,11 +317,12 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         ServedModel model, VectorKind kind, (ContentKey Key, string Input)[] misses,
         List<(int Index, TaskCompletionSource<float[]> Promise)> mine, CancellationToken cancellationToken)
     {
-        int dims = model.Batcher!.Encoder.Dims;
-        var flat = new float[mine.Count * dims];
         try
         {
-            var timings = await model.Batcher.EncodeTimedAsync(mine.Select(x => misses[x.Index].Input).ToArray(), flat, cancellationToken)
+            using var lease = await model.AcquireBatcherAsync(cancellationToken).ConfigureAwait(false);
+            int dims = lease.Batcher.Encoder.Dims;
+            var flat = new float[mine.Count * dims];
+            var timings = await lease.Batcher.EncodeTimedAsync(mine.Select(x => misses[x.Index].Input).ToArray(), flat, cancellationToken)
                 .ConfigureAwait(false);
             for (int j = 0; j < mine.Count; j++) mine[j].Promise.SetResult(flat.AsSpan(j * dims, dims).ToArray());
             return timings;

@@ -6,8 +6,8 @@ namespace EmbeddingCache.Engine;
 internal static partial class EngineLog
 {
     [LoggerMessage(EventId = 100, EventName = "ModelLoaded", Level = LogLevel.Information,
-        Message = "Model {Model} loaded: {Dims} dims, fingerprint {Fingerprint}, warmed in {WarmupMs} ms")]
-    public static partial void ModelLoaded(this ILogger logger, string model, int dims, string fingerprint, long warmupMs);
+        Message = "Model {Model} ready: {Dims} dims, fingerprint {Fingerprint}")]
+    public static partial void ModelLoaded(this ILogger logger, string model, int dims, string fingerprint);
 
     [LoggerMessage(EventId = 101, EventName = "ModelLoadFailed", Level = LogLevel.Error,
         Message = "Model {Model} cannot be loaded: {Reason}")]
@@ -24,4 +24,12 @@ internal static partial class EngineLog
     [LoggerMessage(EventId = 104, EventName = "WriteBackSkipped", Level = LogLevel.Information,
         Message = "{Rows} computed rows of {Model} were not written back: the cache was invalidated while they were computed")]
     public static partial void WriteBackSkipped(this ILogger logger, string model, int rows);
+
+    [LoggerMessage(EventId = 105, EventName = "ModelChanged", Level = LogLevel.Warning,
+        Message = "Model {Model} changed on disk: {Reason}; its old vectors will not be served")]
+    public static partial void ModelChanged(this ILogger logger, string model, string reason);
+
+    [LoggerMessage(EventId = 106, EventName = "EncoderUnloaded", Level = LogLevel.Information,
+        Message = "Encoder of {Model} unloaded after {IdleFor} idle; its cache keeps serving hits")]
+    public static partial void EncoderUnloaded(this ILogger logger, string model, TimeSpan idleFor);
 }

@@ -27,6 +27,12 @@ public sealed class EngineOptions
     /// <summary>Widest vector a store-only model may be created with.</summary>
     public int MaxDims { get; set; } = 65_536;
 
+    /// <summary>
+    /// Unload a model's ONNX session after it computed nothing for this long (its cache keeps serving hits,
+    /// the next miss loads it again). Zero, the default, keeps encoders loaded.
+    /// </summary>
+    public TimeSpan UnloadIdleEncodersAfter { get; set; } = TimeSpan.Zero;
+
     /// <summary>Storage settings: durability policy and segment size.</summary>
     public StorageOptions Storage { get; set; } = new();
 

@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using EmbeddingCache.Inference;
 using EmbeddingCache.Storage;
 using Microsoft.Extensions.Logging;
@@ -8,12 +7,42 @@ namespace EmbeddingCache.Engine;
 
 /// <summary>
 /// Every model the server knows: folders under models/, the built-ins (provisioned on first use) and
-/// store-only caches under embeddings/. Models load lazily, once, and stay loaded.
+/// store-only caches under embeddings/. A model is read once and served until its folder changes on disk;
+/// then the next request reads it again and, if its fingerprint changed, the old vectors are dropped
+/// before anything of the new model is served.
 /// </summary>
-internal sealed class ModelCatalog(ArtifactsRoot root, EngineOptions options, ILoggerFactory loggerFactory) : IAsyncDisposable
+internal sealed class ModelCatalog : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<string, ModelSlot> slots = new(StringComparer.Ordinal);
-    private readonly ILogger logger = loggerFactory.CreateLogger("EmbeddingCache.Engine.ModelCatalog");
+    private readonly ArtifactsRoot root;
+    private readonly EngineOptions options;
+    private readonly ILoggerFactory loggerFactory;
+    private readonly ILogger logger;
+    private readonly FileSystemWatcher watcher;
+    private readonly CancellationTokenSource stopping = new();
+    private readonly Task idleUnloader;
+
+    public ModelCatalog(ArtifactsRoot root, EngineOptions options, ILoggerFactory loggerFactory)
+    {
+        this.root = root;
+        this.options = options;
+        this.loggerFactory = loggerFactory;
+        logger = loggerFactory.CreateLogger("EmbeddingCache.Engine.ModelCatalog");
+        Directory.CreateDirectory(root.ModelsDirectory);
+        // Any change under models/<name>/ makes the next request for <name> read the folder again.
+        watcher = new FileSystemWatcher(root.ModelsDirectory) { IncludeSubdirectories = true };
+        watcher.Changed += (_, e) => MarkChanged(e.FullPath);
+        watcher.Created += (_, e) => MarkChanged(e.FullPath);
+        watcher.Deleted += (_, e) => MarkChanged(e.FullPath);
+        watcher.Renamed += (_, e) =>
+        {
+            MarkChanged(e.OldFullPath);
+            MarkChanged(e.FullPath);
+        };
+        watcher.Error += (_, _) => MarkAllChanged();
+        watcher.EnableRaisingEvents = true;
+        idleUnloader = UnloadIdleEncodersAsync(stopping.Token);
+    }
 
     /// <summary>Names of every model folder, built-in model and cache, sorted.</summary>
     public IReadOnlyList<string> KnownNames()
@@ -21,13 +50,10 @@ internal sealed class ModelCatalog(ArtifactsRoot root, EngineOptions options, IL
         var names = new SortedSet<string>(StringComparer.Ordinal);
         names.UnionWith(BuiltInModels.Names);
         names.UnionWith(root.ListCaches());
-        if (Directory.Exists(root.ModelsDirectory))
+        foreach (var dir in Directory.EnumerateDirectories(root.ModelsDirectory))
         {
-            foreach (var dir in Directory.EnumerateDirectories(root.ModelsDirectory))
-            {
-                string name = Path.GetFileName(dir);
-                if (ModelName.Problem(name) is null) names.Add(name);
-            }
+            string name = Path.GetFileName(dir);
+            if (ModelName.Problem(name) is null) names.Add(name);
         }
         return [.. names];
     }
@@ -38,7 +64,7 @@ internal sealed class ModelCatalog(ArtifactsRoot root, EngineOptions options, IL
     /// <summary>Why the model last failed to load, if it did.</summary>
     public string? LoadError(string name) => slots.TryGetValue(name, out var slot) ? slot.Error : null;
 
-    /// <summary>Loads (once) and returns a known model; NOT_FOUND for an unknown name.</summary>
+    /// <summary>Reads a known model (once, and again after its folder changed); NOT_FOUND for an unknown name.</summary>
     public Task<ServedModel> GetAsync(string name, CancellationToken cancellationToken) =>
         GetOrCreateAsync(name, storeOnlyDims: null, cancellationToken);
 
@@ -46,17 +72,38 @@ internal sealed class ModelCatalog(ArtifactsRoot root, EngineOptions options, IL
     public Task<ServedModel> GetOrCreateStoreOnlyAsync(string name, int dims, CancellationToken cancellationToken) =>
         GetOrCreateAsync(name, dims, cancellationToken);
 
+    /// <summary>Makes the next request read the model's folder again (Invalidate does this).</summary>
+    public void ReloadOnNextUse(string name)
+    {
+        if (slots.TryGetValue(name, out var slot)) slot.Changed = true;
+    }
+
+    private void MarkChanged(string path)
+    {
+        string relative = Path.GetRelativePath(root.ModelsDirectory, path);
+        int separator = relative.IndexOf(Path.DirectorySeparatorChar);
+        string name = separator < 0 ? relative : relative[..separator];
+        ReloadOnNextUse(name);
+    }
+
+    private void MarkAllChanged()
+    {
+        foreach (var slot in slots.Values) slot.Changed = true;
+    }
+
     private async Task<ServedModel> GetOrCreateAsync(string name, int? storeOnlyDims, CancellationToken cancellationToken)
     {
         ModelName.Validate(name);
         var slot = slots.GetOrAdd(name, _ => new ModelSlot());
-        if (slot.Model is { } ready) return ready;
+        if (slot.Model is { } ready && !slot.Changed && !ready.Retired) return ready;
 
         await slot.Gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            if (slot.Model is { } loaded) return loaded;
-            slot.Model = Load(name, storeOnlyDims);
+            if (slot.Model is { } loaded && !slot.Changed && !loaded.Retired) return loaded;
+            // Cleared before reading, so a change made while we read is seen by the next request.
+            slot.Changed = false;
+            slot.Model = Load(name, slot.Model, storeOnlyDims);
             slot.Error = null;
             return slot.Model;
         }
@@ -71,22 +118,27 @@ internal sealed class ModelCatalog(ArtifactsRoot root, EngineOptions options, IL
         }
     }
 
-    private ServedModel Load(string name, int? storeOnlyDims)
+    private ServedModel Load(string name, ServedModel? current, int? storeOnlyDims)
     {
         string folder = Path.Combine(root.ModelsDirectory, name);
         if (BuiltInModels.IsBuiltIn(name) || Directory.Exists(folder))
         {
-            return LoadComputable(name, folder);
+            return LoadFolder(name, folder, current);
+        }
+        if (current is not null)
+        {
+            if (current.CanCompute) Retire(current, "its folder was removed");
+            else return current;
         }
         if (root.OpenCache(name) is { } existing)
         {
-            return new ServedModel(name, existing, definition: null, batcher: null);
+            return new ServedModel(name, existing, definition: null, loadedEncoder: null, options.Encoder, loggerFactory);
         }
         if (storeOnlyDims is int dims)
         {
             var cache = root.CreateOrOpenCache(name, new CacheDescriptor { Dims = dims, Fingerprint = "", StoreOnly = true });
             logger.StoreOnlyModelCreated(name, dims);
-            return new ServedModel(name, cache, definition: null, batcher: null);
+            return new ServedModel(name, cache, definition: null, loadedEncoder: null, options.Encoder, loggerFactory);
         }
         CacheRequestException.Throw(CacheErrorKind.NotFound,
             $"unknown model '{name}': there is no folder models/{name} and no cache embeddings/{name} " +
@@ -94,48 +146,93 @@ internal sealed class ModelCatalog(ArtifactsRoot root, EngineOptions options, IL
         return null;
     }
 
-    private ServedModel LoadComputable(string name, string folder)
+    private ServedModel LoadFolder(string name, string folder, ServedModel? current)
     {
         TextEncoder? encoder = null;
         try
         {
             if (BuiltInModels.IsBuiltIn(name)) BuiltInModels.Provision(root.ModelsDirectory, name);
             var definition = ModelDefinition.Load(folder);
-            encoder = TextEncoder.Load(definition, options.Encoder, loggerFactory);
+            if (current?.Definition?.Fingerprint == definition.Fingerprint) return current;
+
+            // Dims come from the model's output; a cache made by this very model already knows them.
+            var existing = root.OpenCache(name);
+            int dims;
+            if (existing is not null && existing.Fingerprint == definition.Fingerprint)
+            {
+                dims = existing.Dims;
+            }
+            else
+            {
+                encoder = TextEncoder.Load(definition, options.Encoder, loggerFactory);
+                encoder.Warmup();
+                dims = encoder.Dims;
+            }
+            if (current is not null) Retire(current, $"its fingerprint changed from {current.Fingerprint} to {definition.Fingerprint}");
             var cache = root.CreateOrOpenCache(name, new CacheDescriptor
             {
-                Dims = encoder.Dims,
+                Dims = dims,
                 Fingerprint = definition.Fingerprint,
                 BaseModel = definition.Settings.BaseModel,
                 HuggingFaceUrl = definition.Settings.HuggingFaceUrl,
             });
-            var started = Stopwatch.GetTimestamp();
-            encoder.Warmup();
-            logger.ModelLoaded(name, encoder.Dims, definition.Fingerprint, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-            return new ServedModel(name, cache, definition, new EncodingBatcher(encoder, options.Encoder, loggerFactory));
+            logger.ModelLoaded(name, dims, definition.Fingerprint);
+            return new ServedModel(name, cache, definition, encoder, options.Encoder, loggerFactory);
         }
-        catch (Exception e) when (e is ModelFolderException or IOException or InvalidDataException
+        catch (Exception e) when (e is ModelFolderException or IOException or InvalidDataException or UnauthorizedAccessException
                                       or Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
         {
             encoder?.Dispose();
             logger.ModelLoadFailed(name, e.Message);
+            if (current is not null && current.CanCompute) Retire(current, "its folder cannot be read any more");
             CacheRequestException.Throw(CacheErrorKind.FailedPrecondition,
                 $"model '{name}' cannot be loaded from models/{name}: {e.Message}", e);
             return null;
         }
     }
 
-    public async ValueTask DisposeAsync()
+    /// <summary>Before the cache is reset: requests that looked the old model up take the new one instead.</summary>
+    private void Retire(ServedModel model, string reason)
     {
-        foreach (var slot in slots.Values)
+        logger.ModelChanged(model.Name, reason);
+        model.Retire();
+    }
+
+    private async Task UnloadIdleEncodersAsync(CancellationToken cancellationToken)
+    {
+        var idleFor = options.UnloadIdleEncodersAfter;
+        if (idleFor <= TimeSpan.Zero) return;
+        using var timer = new PeriodicTimer(TimeSpan.FromTicks(Math.Max(idleFor.Ticks / 4, TimeSpan.TicksPerSecond)));
+        try
         {
-            if (slot.Model?.Batcher is { } batcher)
+            while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
             {
-                await batcher.DisposeAsync().ConfigureAwait(false);
-                batcher.Encoder.Dispose();
+                foreach (var slot in slots.Values)
+                {
+                    if (slot.Model is { } model && await model.UnloadIfIdleAsync(idleFor).ConfigureAwait(false))
+                    {
+                        logger.EncoderUnloaded(model.Name, idleFor);
+                    }
+                }
             }
         }
+        catch (OperationCanceledException)
+        {
+            // Shutting down.
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        watcher.Dispose();
+        await stopping.CancelAsync().ConfigureAwait(false);
+        await idleUnloader.ConfigureAwait(false);
+        foreach (var slot in slots.Values)
+        {
+            if (slot.Model is { } model) await model.DisposeAsync().ConfigureAwait(false);
+        }
         slots.Clear();
+        stopping.Dispose();
     }
 
     private sealed class ModelSlot
@@ -143,5 +240,6 @@ internal sealed class ModelCatalog(ArtifactsRoot root, EngineOptions options, IL
         public SemaphoreSlim Gate { get; } = new(1, 1);
         public volatile ServedModel? Model;
         public volatile string? Error;
+        public volatile bool Changed;
     }
 }

@@ -1,25 +1,52 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using EmbeddingCache.Inference;
 using EmbeddingCache.Storage;
+using Microsoft.Extensions.Logging;
 
 namespace EmbeddingCache.Engine;
 
 /// <summary>
-/// A model ready to serve: its cache and, when it can compute, its batcher. Store-only models
-/// (vectors made elsewhere) have a cache and nothing else.
+/// One model as the engine serves it: its cache and, for a model folder, its definition and an encoder that
+/// is loaded on the first miss (hits never need ONNX Runtime) and can be unloaded when idle. Store-only
+/// models (vectors made elsewhere) have a cache and nothing else. When the folder changes on disk the
+/// catalog retires this instance and serves a new one; a retired instance finishes what it started.
 /// </summary>
-internal sealed class ServedModel(string name, ModelCache cache, ModelDefinition? definition, EncodingBatcher? batcher)
+internal sealed class ServedModel : IAsyncDisposable
 {
+    private readonly EncoderOptions encoderOptions;
+    private readonly ILoggerFactory loggerFactory;
+    private readonly SemaphoreSlim encoderGate = new(1, 1);
+    private readonly TaskCompletionSource drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private EncodingBatcher? batcher;
+    private int users;
+    private long lastUsed = Stopwatch.GetTimestamp();
     private long hits;
     private long misses;
+    private volatile bool retired;
 
-    public string Name { get; } = name;
-    public ModelCache Cache { get; } = cache;
-    public ModelDefinition? Definition { get; } = definition;
-    public EncodingBatcher? Batcher { get; } = batcher;
-    public bool CanCompute => Batcher is not null;
+    public ServedModel(string name, ModelCache cache, ModelDefinition? definition, TextEncoder? loadedEncoder,
+        EncoderOptions encoderOptions, ILoggerFactory loggerFactory)
+    {
+        Name = name;
+        Cache = cache;
+        Definition = definition;
+        this.encoderOptions = encoderOptions;
+        this.loggerFactory = loggerFactory;
+        if (loadedEncoder is not null) batcher = new EncodingBatcher(loadedEncoder, encoderOptions, loggerFactory);
+    }
+
+    public string Name { get; }
+    public ModelCache Cache { get; }
+    public ModelDefinition? Definition { get; }
+    public bool CanCompute => Definition is not null;
+    public bool EncoderLoaded => Volatile.Read(ref batcher) is not null;
+    public string Fingerprint => Definition?.Fingerprint ?? Cache.Fingerprint;
     public long Hits => Interlocked.Read(ref hits);
     public long Misses => Interlocked.Read(ref misses);
+
+    /// <summary>Set before the cache is reset for a changed model: a request that sees it looks the model up again.</summary>
+    public bool Retired => retired;
 
     /// <summary>Vectors being computed right now, by kind and key, so that a key in flight twice is computed once.</summary>
     public ConcurrentDictionary<(VectorKind Kind, ContentKey Key), Task<float[]>> InFlight { get; } = new();
@@ -35,5 +62,100 @@ internal sealed class ServedModel(string name, ModelCache cache, ModelDefinition
     {
         if (hitCount > 0) Interlocked.Add(ref hits, hitCount);
         if (missCount > 0) Interlocked.Add(ref misses, missCount);
+    }
+
+    /// <summary>The batcher, loading and warming the encoder first if it is not loaded; release the lease when done.</summary>
+    public async Task<BatcherLease> AcquireBatcherAsync(CancellationToken cancellationToken)
+    {
+        await encoderGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (batcher is null)
+            {
+                var encoder = TextEncoder.Load(Definition!, encoderOptions, loggerFactory);
+                try
+                {
+                    encoder.Warmup();
+                }
+                catch
+                {
+                    encoder.Dispose();
+                    throw;
+                }
+                Volatile.Write(ref batcher, new EncodingBatcher(encoder, encoderOptions, loggerFactory));
+            }
+            Interlocked.Increment(ref users);
+            return new BatcherLease(this, batcher);
+        }
+        finally
+        {
+            encoderGate.Release();
+        }
+    }
+
+    /// <summary>Unloads the encoder if nobody used it for <paramref name="idleFor"/>; the cache keeps serving hits.</summary>
+    public async Task<bool> UnloadIfIdleAsync(TimeSpan idleFor)
+    {
+        if (!await encoderGate.WaitAsync(0).ConfigureAwait(false)) return false;
+        try
+        {
+            if (batcher is null || Volatile.Read(ref users) != 0) return false;
+            if (Stopwatch.GetElapsedTime(Interlocked.Read(ref lastUsed)) < idleFor) return false;
+            await DisposeBatcherAsync().ConfigureAwait(false);
+            return true;
+        }
+        finally
+        {
+            encoderGate.Release();
+        }
+    }
+
+    /// <summary>Stops serving new work; the encoder is released once the requests that hold it are done.</summary>
+    public void Retire()
+    {
+        retired = true;
+        if (Volatile.Read(ref users) == 0) drained.TrySetResult();
+        _ = DisposeWhenDrainedAsync();
+    }
+
+    private async Task DisposeWhenDrainedAsync()
+    {
+        await drained.Task.ConfigureAwait(false);
+        await DisposeAsync().ConfigureAwait(false);
+    }
+
+    private void Release()
+    {
+        Interlocked.Exchange(ref lastUsed, Stopwatch.GetTimestamp());
+        if (Interlocked.Decrement(ref users) == 0 && retired) drained.TrySetResult();
+    }
+
+    private async Task DisposeBatcherAsync()
+    {
+        var current = Interlocked.Exchange(ref batcher, null);
+        if (current is null) return;
+        await current.DisposeAsync().ConfigureAwait(false);
+        current.Encoder.Dispose();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await encoderGate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            await DisposeBatcherAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            encoderGate.Release();
+        }
+    }
+
+    /// <summary>Use of the batcher by one request; the encoder is not unloaded while a lease is held.</summary>
+    internal readonly struct BatcherLease(ServedModel owner, EncodingBatcher batcher) : IDisposable
+    {
+        public EncodingBatcher Batcher { get; } = batcher;
+
+        public void Dispose() => owner.Release();
     }
 }

@@ -28,7 +28,8 @@ public static class ServerHost
     /// <summary>Configures the host from appsettings.json, environment variables and the command line, in the ASP.NET Core way.</summary>
     public static WebApplication Build(string[] args)
     {
-        var builder = WebApplication.CreateBuilder(args);
+        // appsettings.json ships beside the executable; relative paths (./artifacts) stay relative to where it runs.
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         builder.Configuration.AddCommandLine(args, SwitchMappings);
         if (string.IsNullOrEmpty(builder.Configuration[WebHostDefaults.ServerUrlsKey]))
         {

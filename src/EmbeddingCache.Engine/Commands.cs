@@ -51,3 +51,12 @@ public sealed record LookupResult(PackedVectors Vectors, RowSource[] Sources, st
 public sealed record ModelStatus(
     string Name, int Dims, bool CanCompute, string Fingerprint, long QueryRows, long DocumentRows,
     long Bytes, long Hits, long Misses, string? Error);
+
+/// <summary>Score: cosine of queries against candidate documents given by ids and/or texts.</summary>
+public sealed record ScoreCommand(
+    string Model, IReadOnlyList<string> Queries, IReadOnlyList<string> DocumentIds, IReadOnlyList<string> DocumentTexts, int TopK);
+
+/// <summary>The (queries x documents) cosine matrix, where the vectors came from, and the best documents per query when asked.</summary>
+public sealed record ScoreResult(
+    int QueryCount, int DocumentCount, float[] Scores, RowSource[] QuerySources, RowSource[] DocumentSources,
+    IReadOnlyList<(int Index, float Score)[]> Top);

@@ -209,6 +209,67 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         return await AppendAsync(model.Cache[command.Kind], batch, AppendMode.Overwrite, expectedGeneration: -1).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Cosine scores of queries against candidate documents, computing missing query and document vectors:
+    /// documents by text are embedded (and stored under their ids when ids come too); documents by id alone
+    /// must be cached.
+    /// </summary>
+    public async Task<ScoreResult> ScoreAsync(ScoreCommand command, CancellationToken cancellationToken)
+    {
+        ThrowIfStopping();
+        if (command.DocumentIds.Count != 0 && command.DocumentTexts.Count != 0 && command.DocumentIds.Count != command.DocumentTexts.Count)
+        {
+            CacheRequestException.ThrowInvalid("document_ids",
+                $"document_ids has {command.DocumentIds.Count} entries but document_texts has {command.DocumentTexts.Count}; give one id per text, or only one of them");
+        }
+        if (command.TopK < 0) CacheRequestException.ThrowInvalid("top_k", "top_k must not be negative");
+        int documentCount = Math.Max(command.DocumentIds.Count, command.DocumentTexts.Count);
+        long pairs = (long)command.Queries.Count * documentCount;
+        if (pairs > options.MaxScoresPerRequest)
+        {
+            CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
+                $"{command.Queries.Count} queries x {documentCount} documents is {pairs} scores; at most {options.MaxScoresPerRequest} are allowed per request: split the queries");
+        }
+
+        var queries = await EmbedAsync(
+            new EmbedCommand(command.Model, VectorKind.Query, command.Queries, [], VectorDType.Float32, CacheOnly: false),
+            cancellationToken).ConfigureAwait(false);
+        LookupResult documents;
+        if (command.DocumentTexts.Count != 0)
+        {
+            documents = await EmbedAsync(
+                new EmbedCommand(command.Model, VectorKind.Document, command.DocumentTexts, command.DocumentIds, VectorDType.Float32, CacheOnly: false),
+                cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            documents = await GetAsync(
+                new GetCommand(command.Model, VectorKind.Document, command.DocumentIds, [], VectorDType.Float32),
+                cancellationToken).ConfigureAwait(false);
+            var missing = command.DocumentIds.Where((_, i) => documents.Sources[i] == RowSource.Missing).Take(5).ToList();
+            if (missing.Count > 0)
+            {
+                CacheRequestException.Throw(CacheErrorKind.FailedPrecondition,
+                    $"{documents.CountOf(RowSource.Missing)} document ids are not cached (e.g. {string.Join(", ", missing.Select(id => $"'{id}'"))}): " +
+                    "Put their vectors first, or send document_texts along with the ids so that missing ones are computed");
+            }
+        }
+
+        int dims = queries.Vectors.Dims;
+        var scores = CosineScorer.Matrix(
+            System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(queries.Vectors.Data),
+            System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(documents.Vectors.Data), dims);
+        var top = new List<(int Index, float Score)[]>();
+        if (command.TopK > 0 && documentCount > 0)
+        {
+            for (int q = 0; q < command.Queries.Count; q++)
+            {
+                top.Add(CosineScorer.Top(scores.AsSpan(q * documentCount, documentCount), command.TopK));
+            }
+        }
+        return new ScoreResult(command.Queries.Count, documentCount, scores, queries.Sources, documents.Sources, top);
+    }
+
     /// <summary>Drops a model's cache (one kind, or all when <paramref name="kind"/> is null) atomically.</summary>
     public async Task<InvalidationResult> InvalidateAsync(string model, VectorKind? kind, CancellationToken cancellationToken)
     {

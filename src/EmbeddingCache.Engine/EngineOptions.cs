@@ -24,6 +24,9 @@ public sealed class EngineOptions
     /// <summary>Longest id accepted.</summary>
     public int MaxIdLength { get; set; } = 1024;
 
+    /// <summary>Query x document pairs in one Score request (4 bytes each in the reply); more is RESOURCE_EXHAUSTED.</summary>
+    public long MaxScoresPerRequest { get; set; } = 16_000_000;
+
     /// <summary>Widest vector a store-only model may be created with.</summary>
     public int MaxDims { get; set; } = 65_536;
 
@@ -47,6 +50,7 @@ public sealed class EngineOptions
         if (MaxTextLength < 1) return "MaxTextLength must be at least 1";
         if (MaxIdLength < 1) return "MaxIdLength must be at least 1";
         if (MaxDims < 1) return "MaxDims must be at least 1";
+        if (MaxScoresPerRequest < 1) return "MaxScoresPerRequest must be at least 1";
         foreach (var model in PreloadModels)
         {
             if (ModelName.Problem(model) is { } problem) return $"PreloadModels: {problem}";

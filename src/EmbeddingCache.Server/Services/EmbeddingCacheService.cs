@@ -12,11 +12,16 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
 {
     public override async Task<EmbedResponse> Embed(EmbedRequest request, ServerCallContext context)
     {
-        var result = await engine.EmbedAsync(
-            new EmbedCommand(request.Model, RequiredKind(request.Kind), request.Texts, request.Ids,
-                ToStorage(request.Dtype, "dtype"), request.CacheOnly),
-            context.CancellationToken).ConfigureAwait(false);
+        var result = await engine.EmbedAsync(ToCommand(request), context.CancellationToken).ConfigureAwait(false);
         AddTimings(context, result.Timings);
+        return ToResponse(result);
+    }
+
+    private static EmbedCommand ToCommand(EmbedRequest request) =>
+        new(request.Model, RequiredKind(request.Kind), request.Texts, request.Ids, ToStorage(request.Dtype, "dtype"), request.CacheOnly);
+
+    private static EmbedResponse ToResponse(LookupResult result)
+    {
         var response = new EmbedResponse
         {
             Vectors = ToWire(result.Vectors),
@@ -26,6 +31,64 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
             MissingCount = (uint)result.CountOf(Engine.RowSource.Missing),
         };
         AddSources(response.Sources, result.Sources);
+        return response;
+    }
+
+    /// <summary>
+    /// Requests are read ahead up to <see cref="StreamWindow"/> in flight; responses go back in request order.
+    /// Writing waits for the client to read (HTTP/2 flow control), and reading waits for a free slot, so
+    /// neither side buffers without bound.
+    /// </summary>
+    public override async Task EmbedStream(
+        IAsyncStreamReader<EmbedRequest> requestStream, IServerStreamWriter<EmbedResponse> responseStream, ServerCallContext context)
+    {
+        var inFlight = new Queue<Task<EmbedResponse>>();
+        while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
+        {
+            inFlight.Enqueue(EmbedOneAsync(requestStream.Current, context));
+            if (inFlight.Count >= StreamWindow)
+            {
+                await responseStream.WriteAsync(await inFlight.Dequeue().ConfigureAwait(false)).ConfigureAwait(false);
+            }
+        }
+        while (inFlight.Count > 0)
+        {
+            await responseStream.WriteAsync(await inFlight.Dequeue().ConfigureAwait(false)).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Stream requests computed at once: enough to keep the batcher fed, few enough to bound memory.</summary>
+    private const int StreamWindow = 4;
+
+    private async Task<EmbedResponse> EmbedOneAsync(EmbedRequest request, ServerCallContext context)
+    {
+        var result = await engine.EmbedAsync(ToCommand(request), context.CancellationToken).ConfigureAwait(false);
+        return ToResponse(result);
+    }
+
+    public override async Task<ScoreResponse> Score(ScoreRequest request, ServerCallContext context)
+    {
+        var result = await engine.ScoreAsync(
+            new ScoreCommand(request.Model, request.Queries, request.DocumentIds, request.DocumentTexts, (int)Math.Min(request.TopK, int.MaxValue)),
+            context.CancellationToken).ConfigureAwait(false);
+        var response = new ScoreResponse
+        {
+            QueryCount = (uint)result.QueryCount,
+            DocumentCount = (uint)result.DocumentCount,
+            Scores = UnsafeByteOperations.UnsafeWrap(System.Runtime.InteropServices.MemoryMarshal.AsBytes(result.Scores.AsSpan()).ToArray()),
+        };
+        AddSources(response.QuerySources, result.QuerySources);
+        AddSources(response.DocumentSources, result.DocumentSources);
+        foreach (var best in result.Top)
+        {
+            var top = new TopDocuments();
+            foreach (var (index, score) in best)
+            {
+                top.Indexes.Add((uint)index);
+                top.Scores.Add(score);
+            }
+            response.Top.Add(top);
+        }
         return response;
     }
 

@@ -1,0 +1,59 @@
+using System.Numerics.Tensors;
+
+namespace EmbeddingCache.Engine;
+
+/// <summary>
+/// Dense cosine scoring of queries against candidate documents: one dot product per pair over
+/// pre-computed norms, with System.Numerics.Tensors' SIMD kernels.
+/// </summary>
+internal static class CosineScorer
+{
+    /// <summary>The (queries x documents) cosine matrix, row-major; a zero vector scores 0 against everything.</summary>
+    public static float[] Matrix(ReadOnlySpan<float> queries, ReadOnlySpan<float> documents, int dims)
+    {
+        int queryCount = queries.Length / dims;
+        int documentCount = documents.Length / dims;
+        var documentNorms = Norms(documents, dims);
+        var scores = new float[queryCount * documentCount];
+        for (int q = 0; q < queryCount; q++)
+        {
+            var query = queries.Slice(q * dims, dims);
+            float queryNorm = TensorPrimitives.Norm(query);
+            for (int d = 0; d < documentCount; d++)
+            {
+                float denominator = queryNorm * documentNorms[d];
+                scores[q * documentCount + d] = denominator == 0
+                    ? 0
+                    : TensorPrimitives.Dot(query, documents.Slice(d * dims, dims)) / denominator;
+            }
+        }
+        return scores;
+    }
+
+    /// <summary>The <paramref name="k"/> best documents of one query's scores, best first (ties: lower index first).</summary>
+    public static (int Index, float Score)[] Top(ReadOnlySpan<float> scores, int k)
+    {
+        k = Math.Min(k, scores.Length);
+        // A min-heap of the best k so far: O(n log k) rather than sorting every score.
+        var best = new PriorityQueue<int, (float Score, int NegativeIndex)>(k + 1);
+        for (int i = 0; i < scores.Length; i++)
+        {
+            best.Enqueue(i, (scores[i], -i));
+            if (best.Count > k) best.Dequeue();
+        }
+        var top = new (int, float)[best.Count];
+        for (int i = top.Length - 1; i >= 0; i--)
+        {
+            int index = best.Dequeue();
+            top[i] = (index, scores[index]);
+        }
+        return top;
+    }
+
+    private static float[] Norms(ReadOnlySpan<float> rows, int dims)
+    {
+        var norms = new float[rows.Length / dims];
+        for (int r = 0; r < norms.Length; r++) norms[r] = TensorPrimitives.Norm(rows.Slice(r * dims, dims));
+        return norms;
+    }
+}

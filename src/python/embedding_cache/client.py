@@ -1,0 +1,360 @@
+"""The gRPC client of an EmbeddingCache server."""
+import collections
+import dataclasses
+import math
+from typing import Dict, List, Optional
+
+import grpc
+import numpy as np
+
+from . import _proto
+
+_KIND = _proto.enum_values("Kind")
+_DTYPE = _proto.enum_values("DType")
+_ROW_SOURCE = _proto.enum_values("RowSource")
+_METHODS = _proto.methods()
+
+# RowSource number -> name users compare against ("missing", "cached", "computed").
+_SOURCE_NAMES = np.array(
+    [name[len("ROW_SOURCE_"):].lower() if name != "ROW_SOURCE_UNSPECIFIED" else "unspecified"
+     for name, _ in sorted(_ROW_SOURCE.items(), key=lambda item: item[1])],
+    dtype=str,
+)
+_MISSING = _ROW_SOURCE["ROW_SOURCE_MISSING"]
+
+# A 10,000 x 384 float32 reply is 15 MB, over grpc's 4 MB default: lift the limits both ways.
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+]
+_TIMING_PREFIX = "embcache-"
+_TIMING_SUFFIX = "-us"
+
+
+class EmbeddingCacheError(Exception):
+    """A call the server refused or that failed on the way.
+
+    ``code`` is the gRPC status name (``"NOT_FOUND"``, ``"INVALID_ARGUMENT"``, ...), ``details`` the
+    server's message (what to do about it), ``field`` the request field at fault when the server names one.
+    Subclasses per code let you ``except ModelNotFoundError:``.
+    """
+
+    def __init__(self, code, details, field=None):
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
+        self.field = field
+
+
+class InvalidArgumentError(EmbeddingCacheError, ValueError):
+    """The request is malformed: bad model name, unspecified kind, length mismatch, NaN/Inf, wrong dims."""
+
+
+class ModelNotFoundError(EmbeddingCacheError, LookupError):
+    """The server knows no model of that name."""
+
+
+class FailedPreconditionError(EmbeddingCacheError):
+    """A miss on a store-only model, or a model folder that is broken."""
+
+
+class ResourceExhaustedError(EmbeddingCacheError):
+    """The request is over a configured limit, or the server's disk is full."""
+
+
+class UnavailableError(EmbeddingCacheError):
+    """The server is not reachable or is shutting down."""
+
+
+_ERROR_CLASSES = {
+    "INVALID_ARGUMENT": InvalidArgumentError,
+    "NOT_FOUND": ModelNotFoundError,
+    "FAILED_PRECONDITION": FailedPreconditionError,
+    "RESOURCE_EXHAUSTED": ResourceExhaustedError,
+    "UNAVAILABLE": UnavailableError,
+}
+
+
+def _error_from(rpc_error):
+    code = rpc_error.code().name if rpc_error.code() is not None else "UNKNOWN"
+    field = None
+    try:
+        for key, value in rpc_error.trailing_metadata() or ():
+            if key == "embcache-field":
+                field = value
+    except Exception:  # not every RpcError carries metadata (e.g. a channel that never connected)
+        pass
+    return _ERROR_CLASSES.get(code, EmbeddingCacheError)(code, rpc_error.details() or "", field)
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedResult:
+    """What ``Client.embed_with_sources`` returns.
+
+    ``vectors``: (n, dims) array, rows in input order (read-only: it wraps the reply's bytes; ``.copy()``
+    to modify). ``sources``: numpy array of "cached" / "computed" / "missing" per row. ``fingerprint``: the
+    model fingerprint the vectors were made with. ``timings``: microseconds per stage from the server
+    (lookup, tokenize, queue, inference, write).
+    """
+
+    vectors: np.ndarray
+    sources: np.ndarray
+    fingerprint: str
+    cached_count: int
+    computed_count: int
+    missing_count: int
+    timings: Dict[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class GetResult:
+    """What ``Client.get`` returns: ``vectors`` (n, dims) in request order, zero rows where ``found`` is False."""
+
+    vectors: np.ndarray
+    found: np.ndarray
+    found_count: int
+    missing_count: int
+    timings: Dict[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """One model the server knows (``Client.models``). ``error`` says why a broken model folder cannot serve."""
+
+    name: str
+    dims: int
+    can_compute: bool
+    fingerprint: str
+    query_rows: int
+    document_rows: int
+    bytes: int
+    hits: int
+    misses: int
+    error: Optional[str]
+
+    @property
+    def hit_rate(self) -> float:
+        """hits / (hits + misses) since the server started; NaN before any lookup."""
+        total = self.hits + self.misses
+        return self.hits / total if total else math.nan
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelStats:
+    """Cache effectiveness of one model (``Client.stats``)."""
+
+    name: str
+    hits: int
+    misses: int
+    hit_rate: float
+    query_rows: int
+    document_rows: int
+    bytes: int
+
+
+Invalidated = collections.namedtuple("Invalidated", ["rows_removed", "bytes_removed"])
+Invalidated.__doc__ = "What ``Client.invalidate`` removed: rows and bytes."
+
+
+def _kind(kind, allow_none=False):
+    if kind is None and allow_none:
+        return _KIND["KIND_UNSPECIFIED"]
+    name = str(kind).lower()
+    if name in ("query", "document"):
+        return _KIND[f"KIND_{name.upper()}"]
+    raise ValueError(f"kind must be 'query' or 'document', not {kind!r}")
+
+
+def _dtype(dtype):
+    """(wire enum, numpy little-endian dtype) for "float32"/"float16"/numpy dtypes."""
+    np_dtype = np.dtype(dtype)
+    if np_dtype == np.float32:
+        return _DTYPE["DTYPE_FLOAT32"], np.dtype("<f4")
+    if np_dtype == np.float16:
+        return _DTYPE["DTYPE_FLOAT16"], np.dtype("<f2")
+    raise ValueError(f"dtype must be float32 or float16, not {dtype!r}")
+
+
+def _strings(values, what):
+    if values is None:
+        return None
+    if isinstance(values, str):
+        return [values]
+    values = list(values)
+    for v in values:
+        if not isinstance(v, str):
+            raise TypeError(f"{what} must be strings, got {type(v).__name__}: {v!r}")
+    return values
+
+
+def _decode(vectors):
+    """Packed wire vectors -> (count, dims) numpy array, without copying the reply's bytes."""
+    np_dtype = "<f2" if vectors.dtype == _DTYPE["DTYPE_FLOAT16"] else "<f4"
+    return np.frombuffer(vectors.data, np_dtype).reshape(vectors.count, vectors.dims)
+
+
+def _sources(response):
+    return np.asarray(response.sources, dtype=np.intp)
+
+
+def _timings(call):
+    timings = {}
+    for key, value in call.trailing_metadata() or ():
+        if key.startswith(_TIMING_PREFIX) and key.endswith(_TIMING_SUFFIX):
+            try:
+                timings[key[len(_TIMING_PREFIX):-len(_TIMING_SUFFIX)]] = int(value)
+            except ValueError:
+                pass
+    return timings
+
+
+class Client:
+    """A connection to an EmbeddingCache server.
+
+    ``Client("127.0.0.1:50051")`` (an ``http://`` prefix is accepted; ``https://`` uses TLS).
+    ``api_key`` is sent as ``authorization: Bearer <key>`` metadata, for servers behind an authenticating
+    proxy. ``timeout`` is the deadline of every call in seconds (None: no deadline). Use it as a context
+    manager or call ``close()``.
+    """
+
+    def __init__(self, address="127.0.0.1:50051", *, api_key=None, timeout=None):
+        if address.startswith("https://"):
+            self._channel = grpc.secure_channel(address[len("https://"):], grpc.ssl_channel_credentials(), _CHANNEL_OPTIONS)
+        else:
+            if address.startswith("http://"):
+                address = address[len("http://"):]
+            self._channel = grpc.insecure_channel(address, _CHANNEL_OPTIONS)
+        self.address = address.rstrip("/")
+        self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
+        self._calls = {
+            name: self._channel.unary_unary(path, request_serializer=request.SerializeToString,
+                                            response_deserializer=response.FromString)
+            for name, (path, request, response) in _METHODS.items()
+            if name in ("Embed", "Get", "Put", "Invalidate", "ListModels")
+        }
+        self._requests = {name: request for name, (_, request, _) in _METHODS.items()}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"Client({self.address!r})"
+
+    def close(self):
+        """Closes the channel; calls after this fail."""
+        self._channel.close()
+
+    def _call(self, name, request):
+        try:
+            return self._calls[name].with_call(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise _error_from(e) from None
+
+    def embed(self, model, texts, kind="document", ids=None, dtype="float32", cache_only=False) -> np.ndarray:
+        """Vectors of ``texts`` as an (n, dims) array in input order: cached rows are served, missing ones
+        computed on the server and cached. ``ids`` (same length) stores each row under an id too;
+        ``cache_only=True`` never computes (missing rows come back zero). A single str is treated as [str].
+        """
+        return self.embed_with_sources(model, texts, kind, ids, dtype, cache_only).vectors
+
+    def embed_with_sources(self, model, texts, kind="document", ids=None, dtype="float32", cache_only=False) -> EmbedResult:
+        """Like ``embed``, also saying per row where it came from, the counts, fingerprint and timings."""
+        wire_dtype, _ = _dtype(dtype)
+        request = self._requests["Embed"](model=model, kind=_kind(kind), dtype=wire_dtype, cache_only=bool(cache_only))
+        request.texts.extend(_strings(texts, "texts"))
+        if ids is not None:
+            request.ids.extend(_strings(ids, "ids"))
+        response, call = self._call("Embed", request)
+        return EmbedResult(
+            vectors=_decode(response.vectors),
+            sources=_SOURCE_NAMES[_sources(response)],
+            fingerprint=response.fingerprint,
+            cached_count=response.cached_count,
+            computed_count=response.computed_count,
+            missing_count=response.missing_count,
+            timings=_timings(call),
+        )
+
+    def get(self, model, ids=None, texts=None, kind="document", dtype="float32") -> GetResult:
+        """Cached vectors by ``ids`` or by ``texts`` (one of them), never computing: ``.vectors`` in request
+        order with zero rows where ``.found`` is False.
+        """
+        if (ids is None) == (texts is None):
+            raise ValueError("pass either ids or texts")
+        wire_dtype, _ = _dtype(dtype)
+        request = self._requests["Get"](model=model, kind=_kind(kind), dtype=wire_dtype)
+        if ids is not None:
+            request.ids.extend(_strings(ids, "ids"))
+        else:
+            request.texts.extend(_strings(texts, "texts"))
+        response, call = self._call("Get", request)
+        return GetResult(
+            vectors=_decode(response.vectors),
+            found=_sources(response) != _MISSING,
+            found_count=response.found_count,
+            missing_count=response.missing_count,
+            timings=_timings(call),
+        )
+
+    def put(self, model, vectors, ids=None, texts=None, kind="document") -> int:
+        """Stores vectors made elsewhere (a 2-D float32 or float16 array, one row per id and/or text) and
+        returns how many rows were stored. A new model name becomes a store-only model with these dims.
+        Other float arrays are converted to float32.
+        """
+        array = np.asarray(vectors)
+        if array.ndim != 2:
+            raise ValueError(f"vectors must be a 2-D (rows, dims) array, got shape {array.shape}")
+        if array.dtype == np.float16:
+            wire_dtype, array = _DTYPE["DTYPE_FLOAT16"], np.ascontiguousarray(array, dtype="<f2")
+        else:
+            wire_dtype, array = _DTYPE["DTYPE_FLOAT32"], np.ascontiguousarray(array, dtype="<f4")
+        if ids is None and texts is None:
+            raise ValueError("pass ids and/or texts, one per row of vectors")
+        packed = self._requests["Put"](model=model, kind=_kind(kind))
+        if ids is not None:
+            packed.ids.extend(_strings(ids, "ids"))
+        if texts is not None:
+            packed.texts.extend(_strings(texts, "texts"))
+        packed.vectors.count = array.shape[0]
+        packed.vectors.dims = array.shape[1]
+        packed.vectors.dtype = wire_dtype
+        packed.vectors.data = array.tobytes()
+        response, _ = self._call("Put", packed)
+        return response.stored
+
+    def invalidate(self, model, kind=None) -> Invalidated:
+        """Drops the model's cache (one kind, or every kind when ``kind`` is None) atomically: nothing
+        cached before is served afterwards. Returns ``Invalidated(rows_removed, bytes_removed)``.
+        """
+        request = self._requests["Invalidate"](model=model, kind=_kind(kind, allow_none=True))
+        response, _ = self._call("Invalidate", request)
+        return Invalidated(response.rows_removed, response.bytes_removed)
+
+    def models(self) -> List[ModelInfo]:
+        """Every model the server knows: built-in and model folders that compute, and store-only caches."""
+        response, _ = self._call("ListModels", self._requests["ListModels"]())
+        return [
+            ModelInfo(name=m.name, dims=m.dims, can_compute=m.can_compute, fingerprint=m.fingerprint,
+                      query_rows=m.query_rows, document_rows=m.document_rows, bytes=m.bytes,
+                      hits=m.hits, misses=m.misses, error=m.error or None)
+            for m in response.models
+        ]
+
+    def stats(self, model=None):
+        """Hits, misses and hit rate since the server started: ``{name: ModelStats}``, or one
+        ``ModelStats`` when ``model`` is given (``ModelNotFoundError`` if the server does not know it).
+        """
+        result = {
+            m.name: ModelStats(name=m.name, hits=m.hits, misses=m.misses, hit_rate=m.hit_rate,
+                               query_rows=m.query_rows, document_rows=m.document_rows, bytes=m.bytes)
+            for m in self.models()
+        }
+        if model is None:
+            return result
+        if model not in result:
+            raise ModelNotFoundError("NOT_FOUND", f"the server knows no model '{model}'; it knows: {', '.join(sorted(result))}")
+        return result[model]

@@ -212,6 +212,45 @@ class StoreTests(unittest.TestCase):
             self.assertEqual(np.asarray(files.vectors).shape, (0, 4))
 
 
+class StreamAndScoreTests(unittest.TestCase):
+    def test_embed_many_streams_a_corpus_in_order_and_matches_embed(self):
+        corpus = texts(70)
+        streamed = client.embed_many(MINILM, corpus, batch_size=16)
+        self.assertEqual(streamed.shape, (70, 384))
+        again = client.embed_with_sources(MINILM, corpus)
+        self.assertTrue((again.sources == "cached").all())
+        np.testing.assert_array_equal(again.vectors, streamed)
+
+    def test_score_equals_numpys_cosine_on_the_same_vectors(self):
+        queries = texts(3)
+        doc_ids = [unique("doc") for _ in range(12)]
+        documents = np.random.default_rng(5).standard_normal((12, 384)).astype(np.float32)
+        client.put(MINILM, documents, ids=doc_ids)
+        result = client.score(MINILM, queries, document_ids=doc_ids, top_k=4)
+
+        query_vectors = client.embed(MINILM, queries, kind="query")
+        q = query_vectors / np.linalg.norm(query_vectors, axis=1, keepdims=True)
+        d = documents / np.linalg.norm(documents, axis=1, keepdims=True)
+        expected = q @ d.T
+        self.assertEqual(result.scores.shape, (3, 12))
+        np.testing.assert_allclose(result.scores, expected, atol=1e-5)
+        for row, top in zip(expected, result.top):
+            self.assertEqual([index for index, _ in top], list(np.argsort(-row, kind="stable")[:4]))
+        self.assertTrue((result.document_sources == "cached").all())
+
+    def test_score_by_texts_computes_missing_documents(self):
+        docs = texts(5)
+        result = client.score(MINILM, ["what is dense retrieval?"], document_texts=docs)
+        self.assertTrue((result.document_sources == "computed").all())
+        expected = client.embed(MINILM, ["what is dense retrieval?"], kind="query") @ client.embed(MINILM, docs).T
+        np.testing.assert_allclose(result.scores, expected, atol=1e-5)
+
+    def test_score_of_uncached_ids_says_which(self):
+        with self.assertRaises(ec.FailedPreconditionError) as caught:
+            client.score(MINILM, ["q"], document_ids=["never-put-" + unique()])
+        self.assertIn("not cached", caught.exception.details)
+
+
 class ModelTests(unittest.TestCase):
     def test_models_lists_the_built_in_model(self):
         models = {m.name: m for m in client.models()}

@@ -118,6 +118,21 @@ class GetResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScoreResult:
+    """What ``Client.score`` returns.
+
+    ``scores``: (queries, documents) cosine matrix, float32. ``top``: per query, when ``top_k`` was given,
+    a list of (document index, score), best first. ``query_sources``/``document_sources``: where each
+    vector came from ("cached", "computed").
+    """
+
+    scores: np.ndarray
+    top: list
+    query_sources: np.ndarray
+    document_sources: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelInfo:
     """One model the server knows (``Client.models``). ``error`` says why a broken model folder cannot serve."""
 
@@ -231,8 +246,11 @@ class Client:
             name: self._channel.unary_unary(path, request_serializer=request.SerializeToString,
                                             response_deserializer=response.FromString)
             for name, (path, request, response) in _METHODS.items()
-            if name in ("Embed", "Get", "Put", "Invalidate", "ListModels")
+            if name in ("Embed", "Get", "Put", "Invalidate", "ListModels", "Score")
         }
+        path, request, response = _METHODS["EmbedStream"]
+        self._embed_stream = self._channel.stream_stream(
+            path, request_serializer=request.SerializeToString, response_deserializer=response.FromString)
         self._requests = {name: request for name, (_, request, _) in _METHODS.items()}
 
     def __enter__(self):
@@ -277,6 +295,57 @@ class Client:
             computed_count=response.computed_count,
             missing_count=response.missing_count,
             timings=_timings(call),
+        )
+
+    def embed_many(self, model, texts, kind="document", ids=None, dtype="float32", batch_size=256) -> np.ndarray:
+        """Vectors of a whole corpus, streamed in batches of ``batch_size`` over one ``EmbedStream`` call
+        (no request-size limit, the server computes the next batches while earlier ones travel back).
+        Returns one (n, dims) array in input order.
+        """
+        texts = _strings(texts, "texts")
+        ids = None if ids is None else _strings(ids, "ids")
+        if ids is not None and len(ids) != len(texts):
+            raise ValueError(f"ids has {len(ids)} entries but texts has {len(texts)}")
+        wire_dtype, _ = _dtype(dtype)
+
+        def requests():
+            for start in range(0, len(texts), batch_size):
+                request = self._requests["Embed"](model=model, kind=_kind(kind), dtype=wire_dtype)
+                request.texts.extend(texts[start:start + batch_size])
+                if ids is not None:
+                    request.ids.extend(ids[start:start + batch_size])
+                yield request
+
+        try:
+            parts = [_decode(response.vectors) for response in
+                     self._embed_stream(requests(), timeout=self.timeout, metadata=self._metadata)]
+        except grpc.RpcError as e:
+            raise _error_from(e) from None
+        if not parts:
+            return np.zeros((0, 0), dtype=np.float16 if wire_dtype == _dtype("float16")[0] else np.float32)
+        return np.concatenate(parts)
+
+    def score(self, model, queries, document_ids=None, document_texts=None, top_k=0) -> ScoreResult:
+        """Cosine scores of ``queries`` against candidate documents given by ``document_ids`` (cached vectors,
+        e.g. a corpus Put by a GPU job) and/or ``document_texts`` (computed when missing; with ids too, stored
+        under them). Missing query vectors are computed. ``top_k`` > 0 also returns the best documents per query.
+        """
+        if document_ids is None and document_texts is None:
+            raise ValueError("pass document_ids and/or document_texts")
+        request = self._requests["Score"](model=model, top_k=int(top_k))
+        request.queries.extend(_strings(queries, "queries"))
+        if document_ids is not None:
+            request.document_ids.extend(_strings(document_ids, "document_ids"))
+        if document_texts is not None:
+            request.document_texts.extend(_strings(document_texts, "document_texts"))
+        response, _ = self._call("Score", request)
+        scores = np.frombuffer(response.scores, dtype="<f4").reshape(response.query_count, response.document_count)
+        top = [list(zip(t.indexes, t.scores)) for t in response.top]
+        return ScoreResult(
+            scores=scores,
+            top=top,
+            query_sources=_SOURCE_NAMES[np.array(response.query_sources, dtype=np.int64)],
+            document_sources=_SOURCE_NAMES[np.array(response.document_sources, dtype=np.int64)],
         )
 
     def get(self, model, ids=None, texts=None, kind="document", dtype="float32") -> GetResult:

@@ -1,3 +1,3 @@
-using EmbeddingCache.Server.Hosting;
+using EmbeddingCache.Server.Cli;
 
-return await ServerHost.RunAsync(args);
+return await EmbcacheCommandLine.RunAsync(args);

@@ -1,0 +1,82 @@
+using System.CommandLine;
+using System.Globalization;
+using EmbeddingCache.Client;
+using EmbeddingCache.Protocol.V1;
+using Grpc.Core;
+using Spectre.Console;
+
+namespace EmbeddingCache.Server.Cli;
+
+/// <summary><c>models</c>, <c>stats</c> and <c>invalidate</c>: what a running server holds, and dropping it.</summary>
+internal static class ModelVerbs
+{
+    public static Command Models()
+    {
+        var server = CliOptions.Server();
+        var command = new Command("models", "List every model the server knows: dims, whether it can compute, fingerprint, rows, bytes.") { server };
+        command.SetAction((parse, cancel) => WithServer(parse.GetValue(server)!, async client =>
+        {
+            var table = new Table().AddColumns("model", "dims", "computes", "query rows", "document rows", "bytes", "fingerprint", "error");
+            foreach (var m in await client.ListModelsAsync(cancel))
+            {
+                table.AddRow(Markup.Escape(m.Name), N(m.Dims), m.CanCompute ? "yes" : "no", N(m.QueryRows), N(m.DocumentRows),
+                    N(m.Bytes), m.Fingerprint.Length > 12 ? m.Fingerprint[..12] : m.Fingerprint, Markup.Escape(m.Error));
+            }
+            AnsiConsole.Write(table);
+        }));
+        return command;
+    }
+
+    public static Command Stats()
+    {
+        var server = CliOptions.Server();
+        var command = new Command("stats", "Hits, misses and hit rate per model since the server started.") { server };
+        command.SetAction((parse, cancel) => WithServer(parse.GetValue(server)!, async client =>
+        {
+            var table = new Table().AddColumns("model", "hits", "misses", "hit rate", "rows", "bytes");
+            foreach (var m in await client.ListModelsAsync(cancel))
+            {
+                ulong lookups = m.Hits + m.Misses;
+                string rate = lookups == 0 ? "-" : (m.Hits / (double)lookups).ToString("P1", CultureInfo.InvariantCulture);
+                table.AddRow(Markup.Escape(m.Name), N(m.Hits), N(m.Misses), rate, N(m.QueryRows + m.DocumentRows), N(m.Bytes));
+            }
+            AnsiConsole.Write(table);
+        }));
+        return command;
+    }
+
+    public static Command Invalidate()
+    {
+        var server = CliOptions.Server();
+        var model = new Argument<string>("model") { Description = "The model whose cache is dropped." };
+        var kind = new Option<string?>("--kind", "-k") { Description = "query or document; all kinds when left out." }.AcceptOnlyFromAmong("query", "document");
+        var command = new Command("invalidate", "Drop a model's cache (or one kind of it) atomically; the server recomputes on the next miss.")
+        {
+            model, kind, server,
+        };
+        command.SetAction((parse, cancel) => WithServer(parse.GetValue(server)!, async client =>
+        {
+            string? which = parse.GetValue(kind);
+            var result = await client.InvalidateAsync(parse.GetValue(model)!, which is null ? Kind.Unspecified : CliOptions.ToWire(which), cancel);
+            Console.WriteLine($"invalidated {parse.GetValue(model)} ({which ?? "all kinds"}): {result.RowsRemoved} rows, {result.BytesRemoved} bytes removed");
+        }));
+        return command;
+    }
+
+    /// <summary>Runs <paramref name="action"/> against the server, turning a failed call into its message and exit code 1.</summary>
+    public static async Task<int> WithServer(string address, Func<EmbeddingCacheClient, Task> action)
+    {
+        using var client = new EmbeddingCacheClient(address);
+        try
+        {
+            await action(client);
+            return 0;
+        }
+        catch (RpcException e)
+        {
+            return CliOptions.Fail($"{address}: {e.StatusCode}: {e.Status.Detail}");
+        }
+    }
+
+    private static string N(ulong value) => value.ToString("N0", CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,201 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using EmbeddingCache.Engine;
+using EmbeddingCache.Protocol.V1;
+using EmbeddingCache.Storage;
+using Grpc.Core;
+
+namespace EmbeddingCache.Server.Cli;
+
+/// <summary>
+/// <c>warm CORPUS</c>: embeds every line of a corpus so that later runs are all hits, against a running
+/// server (streamed) or the artifacts root directly. Resumable: a rerun computes only what is missing.
+/// </summary>
+internal static class WarmVerb
+{
+    /// <summary>Exit code after Ctrl+C, as shells report SIGINT.</summary>
+    private const int Interrupted = 130;
+
+    public static Command Create()
+    {
+        var corpus = new Argument<FileInfo>("corpus") { Description = "JSONL (one {\"id\", \"text\"} object a line) or TSV (id TAB text)." };
+        var model = CliOptions.Model();
+        var kind = CliOptions.Kind("document");
+        var server = CliOptions.Server();
+        var artifacts = CliOptions.Artifacts();
+        var batch = new Option<int>("--batch") { Description = "Texts per request.", DefaultValueFactory = _ => 64 };
+        var idField = new Option<string>("--id-field") { Description = "JSONL field holding the id.", DefaultValueFactory = _ => "id" };
+        var textField = new Option<string>("--text-field") { Description = "JSONL field holding the text.", DefaultValueFactory = _ => "text" };
+        var command = new Command("warm", "Embed a whole corpus into the cache, with progress; a rerun computes only what is missing.")
+        {
+            corpus, model, kind, server, artifacts, batch, idField, textField,
+        };
+        command.SetAction(async (parse, cancel) =>
+        {
+            var file = parse.GetValue(corpus)!;
+            if (!file.Exists) return CliOptions.Fail($"no corpus file {file.FullName}");
+            int batchSize = parse.GetValue(batch);
+            if (batchSize < 1) return CliOptions.Fail("--batch must be at least 1");
+            var reader = new CorpusReader(file.FullName, parse.GetValue(idField)!, parse.GetValue(textField)!);
+            var request = new WarmRequest(parse.GetValue(model)!, CliOptions.ToWire(parse.GetValue(kind)!), reader, batchSize);
+            string? root = parse.GetValue(artifacts);
+            using var progress = new WarmProgress(file.Name, reader.CountLines(), Path.Combine(root ?? "artifacts", "logs"));
+            try
+            {
+                var counts = root is null
+                    ? await WarmThroughServerAsync(parse.GetValue(server)!, request, progress, cancel)
+                    : await WarmDirectlyAsync(root, request, progress, cancel);
+                progress.Finish(counts);
+                return 0;
+            }
+            catch (Exception e) when (cancel.IsCancellationRequested && e is OperationCanceledException or RpcException)
+            {
+                progress.Interrupted();
+                return Interrupted;
+            }
+            catch (RpcException e)
+            {
+                progress.Failed($"{e.StatusCode}: {e.Status.Detail}");
+                return 1;
+            }
+            catch (Exception e) when (e is CacheRequestException or InvalidDataException or IOException)
+            {
+                progress.Failed(e.Message);
+                return 1;
+            }
+        });
+        return command;
+    }
+
+    /// <summary>One EmbedStream call: batches go out while earlier ones are computed, answers come back in order.</summary>
+    private static async Task<WarmCounts> WarmThroughServerAsync(string address, WarmRequest request, WarmProgress progress, CancellationToken cancel)
+    {
+        using var client = new Client.EmbeddingCacheClient(address);
+        using var call = client.Rpc.EmbedStream(cancellationToken: cancel);
+        var sender = Task.Run(async () =>
+        {
+            foreach (var (ids, texts) in request.Batches())
+            {
+                var message = new EmbedRequest { Model = request.Model, Kind = request.Kind, Texts = { texts } };
+                if (ids is not null) message.Ids.AddRange(ids);
+                await call.RequestStream.WriteAsync(message, cancel);
+            }
+            await call.RequestStream.CompleteAsync();
+        }, cancel);
+        var counts = new WarmCounts();
+        await foreach (var response in call.ResponseStream.ReadAllAsync(cancel))
+        {
+            counts = counts.Add((int)response.CachedCount, (int)response.ComputedCount);
+            progress.Report(counts);
+        }
+        await sender;
+        return counts;
+    }
+
+    /// <summary>No server: the engine runs in this process on the artifacts root (taking its writer lock).</summary>
+    private static async Task<WarmCounts> WarmDirectlyAsync(string root, WarmRequest request, WarmProgress progress, CancellationToken cancel)
+    {
+        using var logging = LoggerFactory.Create(builder => builder.AddSimpleConsole().SetMinimumLevel(LogLevel.Warning));
+        await using var engine = EmbeddingCacheEngine.Open(new EngineOptions { ArtifactsDirectory = root, PreloadModels = [] }, logging);
+        var kind = request.Kind == Kind.Query ? VectorKind.Query : VectorKind.Document;
+        var counts = new WarmCounts();
+        // A few batches in flight keep the batcher's queue full while answers are counted in order.
+        var inFlight = new Queue<Task<LookupResult>>();
+        foreach (var (ids, texts) in request.Batches())
+        {
+            inFlight.Enqueue(engine.EmbedAsync(new EmbedCommand(request.Model, kind, texts, ids ?? [], VectorDType.Float32, CacheOnly: false), cancel));
+            if (inFlight.Count >= 4) counts = Count(await inFlight.Dequeue());
+        }
+        while (inFlight.Count > 0) counts = Count(await inFlight.Dequeue());
+        return counts;
+
+        WarmCounts Count(LookupResult result)
+        {
+            counts = counts.Add(result.CountOf(Engine.RowSource.Cached), result.CountOf(Engine.RowSource.Computed));
+            progress.Report(counts);
+            return counts;
+        }
+    }
+
+    private sealed record WarmRequest(string Model, Kind Kind, CorpusReader Reader, int BatchSize)
+    {
+        /// <summary>Batches of texts with their ids (null when the corpus has none).</summary>
+        public IEnumerable<(string[]? Ids, string[] Texts)> Batches()
+        {
+            foreach (var chunk in Reader.Lines().Chunk(BatchSize))
+            {
+                bool withIds = chunk.All(line => line.Id is not null);
+                yield return (withIds ? chunk.Select(line => line.Id!).ToArray() : null, chunk.Select(line => line.Text).ToArray());
+            }
+        }
+    }
+}
+
+/// <summary>Rows answered so far, and how.</summary>
+internal readonly record struct WarmCounts(long Cached, long Computed)
+{
+    public long Rows => Cached + Computed;
+
+    public WarmCounts Add(int cached, int computed) => new(Cached + cached, Computed + computed);
+}
+
+/// <summary>
+/// Progress as a person reads it: rows done of the total, rows/s, ETA; a line at most every second (or at
+/// the end), on the console and in a log file under artifacts/logs/.
+/// </summary>
+internal sealed class WarmProgress : IDisposable
+{
+    private static readonly TimeSpan Interval = TimeSpan.FromSeconds(1);
+    private readonly string corpus;
+    private readonly long total;
+    private readonly StreamWriter log;
+    private readonly Stopwatch clock = Stopwatch.StartNew();
+    private TimeSpan? lastReport;
+    private WarmCounts latest;
+
+    public WarmProgress(string corpus, long total, string logDirectory)
+    {
+        this.corpus = corpus;
+        this.total = total;
+        Directory.CreateDirectory(logDirectory);
+        LogPath = Path.Combine(logDirectory, $"warm-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Environment.ProcessId}.log");
+        log = new StreamWriter(LogPath, append: false) { AutoFlush = true };
+        Write($"warm {corpus}: {total:N0} lines");
+    }
+
+    public string LogPath { get; }
+
+    public void Report(WarmCounts counts)
+    {
+        latest = counts;
+        if (lastReport is { } last && clock.Elapsed - last < Interval) return;
+        lastReport = clock.Elapsed;
+        double rate = counts.Rows / Math.Max(clock.Elapsed.TotalSeconds, 1e-3);
+        double percent = total == 0 ? 100 : 100.0 * counts.Rows / total;
+        string eta = rate > 0 ? TimeSpan.FromSeconds(Math.Max(0, total - counts.Rows) / rate).ToString(@"hh\:mm\:ss", CultureInfo.InvariantCulture) : "?";
+        Write($"[{Bar(percent)}] {percent,5:F1}% {counts.Rows:N0}/{total:N0} rows, {rate:N0} rows/s, ETA {eta} ({counts.Computed:N0} computed, {counts.Cached:N0} cached)");
+    }
+
+    public void Finish(WarmCounts counts) =>
+        Write($"done: {counts.Rows:N0} rows in {clock.Elapsed.TotalSeconds:F1} s: {counts.Computed:N0} computed, {counts.Cached:N0} already cached");
+
+    public void Interrupted() =>
+        Write($"interrupted after {latest.Rows:N0} rows ({latest.Computed:N0} computed): run the same command again to finish, only the missing rows are computed");
+
+    public void Failed(string reason) => Write($"failed after {latest.Rows:N0} rows: {reason}");
+
+    private void Write(string line)
+    {
+        Console.WriteLine($"{corpus}: {line}");
+        log.WriteLine($"{DateTime.UtcNow:O} {line}");
+    }
+
+    private static string Bar(double percent)
+    {
+        int filled = (int)Math.Round(percent / 5);
+        return new string('#', filled) + new string('.', 20 - filled);
+    }
+
+    public void Dispose() => log.Dispose();
+}

@@ -27,6 +27,9 @@ public static class EmbcacheCommandLine
             ModelVerbs.Stats(),
             ModelVerbs.Invalidate(),
             WarmVerb.Create(),
+            FileVerbs.Export(),
+            FileVerbs.Import(),
+            FileVerbs.Verify(),
         };
         return await root.Parse(args).InvokeAsync().ConfigureAwait(false);
     }

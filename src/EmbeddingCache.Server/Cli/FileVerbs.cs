@@ -1,0 +1,243 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using EmbeddingCache.Engine;
+using EmbeddingCache.Inference;
+using EmbeddingCache.Protocol.V1;
+using EmbeddingCache.Storage;
+using Google.Protobuf;
+using Grpc.Core;
+
+namespace EmbeddingCache.Server.Cli;
+
+/// <summary>
+/// <c>export</c>, <c>import</c> and <c>verify</c>: the cache as files a researcher moves around. Export and
+/// verify read the files directly (safe next to a running server); import goes through a server or, with
+/// --artifacts, the root itself.
+/// </summary>
+internal static class FileVerbs
+{
+    /// <summary>Rows per Put while importing: about 6 MB of 384-dim float32, far below message limits.</summary>
+    private const int ImportChunkRows = 4096;
+
+    public static Command Export()
+    {
+        var model = new Argument<string>("model") { Description = "The model whose cache is exported." };
+        var kind = CliOptions.Kind("document");
+        var output = new Option<FileInfo>("--out", "-o") { Description = "The .npy to write; the ids go beside it as <name>.ids.json.", Required = true };
+        var root = RootOption();
+        var command = new Command("export", "Write a model's cached vectors as one contiguous .npy (newest row per id) plus its ids, for np.load.")
+        {
+            model, kind, output, root,
+        };
+        command.SetAction(parse =>
+        {
+            var snapshot = KindSnapshot.Read(parse.GetValue(root)!, parse.GetValue(model)!, ToKind(parse.GetValue(kind)!));
+            foreach (var problem in snapshot.Problems) Console.Error.WriteLine($"embcache: skipped {problem}");
+            var rows = snapshot.LiveRows();
+            var file = parse.GetValue(output)!;
+            int rowBytes = snapshot.Dims * (snapshot.DType == VectorDType.Float16 ? 2 : 4);
+            string temporary = file.FullName + ".tmp";
+            using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write))
+            {
+                stream.Write(NpyHeader.Format(snapshot.DType, rows.Count, snapshot.Dims));
+                var buffer = new byte[rowBytes];
+                foreach (var row in rows)
+                {
+                    snapshot.ReadVector(row, buffer);
+                    stream.Write(buffer);
+                }
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temporary, file.FullName, overwrite: true);
+            string idsPath = IdsPathOf(file.FullName);
+            File.WriteAllText(idsPath, JsonSerializer.Serialize(rows.Select(r => r.Id).ToArray()));
+            Console.WriteLine($"exported {rows.Count:N0} rows x {snapshot.Dims} dims ({NpyLabel(snapshot.DType)}) to {file.FullName}, ids to {idsPath}");
+            return snapshot.Problems.Count == 0 ? 0 : 1;
+        });
+        return command;
+    }
+
+    public static Command Import()
+    {
+        var model = new Argument<string>("model") { Description = "The model to store the vectors under (a new name becomes a store-only model)." };
+        var npy = new Argument<FileInfo>("npy") { Description = "A (rows, dims) '<f4' or '<f2' .npy, as np.save writes it." };
+        var ids = new Option<FileInfo>("--ids") { Description = "The ids, one per row: a JSON array or a text file with one id a line.", Required = true };
+        var kind = CliOptions.Kind("document");
+        var server = CliOptions.Server();
+        var artifacts = CliOptions.Artifacts();
+        var command = new Command("import", "Store an existing .npy plus ids in the cache without recomputing (byte for byte).")
+        {
+            model, npy, ids, kind, server, artifacts,
+        };
+        command.SetAction(async (parse, cancel) =>
+        {
+            var file = parse.GetValue(npy)!;
+            NpyHeader header;
+            string[] rowIds;
+            try
+            {
+                header = NpyHeader.Read(file.FullName);
+                rowIds = ReadIds(parse.GetValue(ids)!.FullName);
+            }
+            catch (Exception e) when (e is InvalidDataException or IOException or JsonException)
+            {
+                return CliOptions.Fail(e.Message);
+            }
+            if (header.VectorType is not { } dtype || header.Shape.Length != 2 || header.FortranOrder)
+            {
+                return CliOptions.Fail($"{file.Name} holds {header.Descr} with shape ({string.Join(", ", header.Shape)}): import takes a C-order " +
+                                       "(rows, dims) float32 or float16 array, e.g. np.save(path, vectors.astype('<f4'))");
+            }
+            if (rowIds.Length != header.Rows)
+            {
+                return CliOptions.Fail($"{file.Name} has {header.Rows} rows but the ids file has {rowIds.Length} ids");
+            }
+            string target = parse.GetValue(model)!;
+            var vectorKind = ToKind(parse.GetValue(kind)!);
+            int rowBytes = header.Columns * (dtype == VectorDType.Float16 ? 2 : 4);
+            using var handle = File.OpenHandle(file.FullName);
+            Func<string[], byte[], int, Task<int>> put;
+            string? root = parse.GetValue(artifacts);
+            using var logging = LoggerFactory.Create(builder => builder.AddSimpleConsole().SetMinimumLevel(LogLevel.Warning));
+            await using var engine = root is null ? null : EmbeddingCacheEngine.Open(new EngineOptions { ArtifactsDirectory = root, PreloadModels = [] }, logging);
+            using var client = root is null ? new Client.EmbeddingCacheClient(parse.GetValue(server)!) : null;
+            if (engine is not null)
+            {
+                put = (chunkIds, data, count) => engine.PutAsync(
+                    new PutCommand(target, vectorKind, chunkIds, [], count, header.Columns, dtype, data), cancel);
+            }
+            else
+            {
+                put = async (chunkIds, data, count) => (int)(await client!.Rpc.PutAsync(new PutRequest
+                {
+                    Model = target,
+                    Kind = vectorKind == VectorKind.Query ? Kind.Query : Kind.Document,
+                    Ids = { chunkIds },
+                    Vectors = new Vectors
+                    {
+                        Count = (uint)count, Dims = (uint)header.Columns,
+                        Dtype = dtype == VectorDType.Float16 ? DType.Float16 : DType.Float32,
+                        Data = UnsafeByteOperations.UnsafeWrap(data),
+                    },
+                }, cancellationToken: cancel)).Stored;
+            }
+            try
+            {
+                long stored = 0;
+                for (long start = 0; start < header.Rows; start += ImportChunkRows)
+                {
+                    int count = (int)Math.Min(ImportChunkRows, header.Rows - start);
+                    var data = new byte[count * rowBytes];
+                    RandomAccess.Read(handle, data, header.DataOffset + start * rowBytes);
+                    stored += await put(rowIds[(int)start..((int)start + count)], data, count);
+                }
+                Console.WriteLine($"imported {stored:N0} rows x {header.Columns} dims ({header.Descr}) into {target} ({parse.GetValue(kind)})");
+                return 0;
+            }
+            catch (RpcException e)
+            {
+                return CliOptions.Fail($"{e.StatusCode}: {e.Status.Detail}");
+            }
+            catch (CacheRequestException e)
+            {
+                return CliOptions.Fail(e.Message);
+            }
+        });
+        return command;
+    }
+
+    public static Command Verify()
+    {
+        var model = new Argument<string>("model") { Description = "The model whose cache is checked." };
+        var root = RootOption();
+        var corpus = new Option<FileInfo?>("--corpus") { Description = "A corpus (JSONL or TSV) the cache was warmed from: a sample of its texts is recomputed and compared." };
+        var kind = CliOptions.Kind("document");
+        var sample = new Option<int>("--sample") { Description = "Texts recomputed from --corpus.", DefaultValueFactory = _ => 64 };
+        var command = new Command("verify", "Check every file of a model's cache (headers, sizes, sidecars, manifest) and recompute a sample of rows.")
+        {
+            model, root, corpus, kind, sample,
+        };
+        command.SetAction(parse =>
+        {
+            string artifacts = parse.GetValue(root)!;
+            string name = parse.GetValue(model)!;
+            int problems = 0;
+            foreach (var each in new[] { VectorKind.Query, VectorKind.Document })
+            {
+                var snapshot = KindSnapshot.Read(artifacts, name, each);
+                Console.WriteLine($"{name} {each}: {snapshot.SegmentCount} segments, {snapshot.RowCount:N0} rows, {snapshot.Dims} dims, {NpyLabel(snapshot.DType)}");
+                foreach (var problem in snapshot.Problems) Console.WriteLine($"  problem: {problem}");
+                problems += snapshot.Problems.Count;
+            }
+            if (parse.GetValue(corpus) is { } corpusFile)
+            {
+                problems += RecomputeSample(artifacts, name, ToKind(parse.GetValue(kind)!), corpusFile.FullName, parse.GetValue(sample));
+            }
+            else
+            {
+                Console.WriteLine("recompute: skipped (the cache keeps hashes of texts, not texts: pass --corpus to recompute a sample)");
+            }
+            Console.WriteLine(problems == 0 ? "verify: ok" : $"verify: {problems} problems");
+            return problems == 0 ? 0 : 1;
+        });
+        return command;
+    }
+
+    /// <summary>Recomputes cached rows of sampled corpus texts with the model on disk; returns how many fall below 0.9999 cosine.</summary>
+    private static int RecomputeSample(string artifacts, string model, VectorKind kind, string corpus, int sampleSize)
+    {
+        var definition = ModelDefinition.Load(Path.Combine(artifacts, "models", model));
+        using var logging = LoggerFactory.Create(builder => builder.SetMinimumLevel(LogLevel.Warning));
+        using var encoder = TextEncoder.Load(definition, new EncoderOptions(), logging);
+        var snapshot = KindSnapshot.Read(artifacts, model, kind);
+        var rowByKey = new Dictionary<ContentKey, StoredRow>();
+        foreach (var row in snapshot.LiveRows())
+        {
+            if (row.Key is { } key) rowByKey[key] = row;
+        }
+        var random = new Random(17);
+        var texts = new CorpusReader(corpus, "id", "text").Lines().Select(line => line.Text)
+            .Where(_ => random.Next(4) == 0).Take(sampleSize)
+            .Select(text => definition.PrefixFor(kind == VectorKind.Query) + text)
+            .Where(input => rowByKey.ContainsKey(ContentKey.FromText(input)))
+            .ToArray();
+        var fresh = new float[texts.Length * encoder.Dims];
+        encoder.Encode(texts, fresh);
+        var stored = new byte[encoder.Dims * (snapshot.DType == VectorDType.Float16 ? 2 : 4)];
+        var storedFloats = new float[encoder.Dims];
+        double worst = 1;
+        foreach (var (input, i) in texts.Select((t, i) => (t, i)))
+        {
+            snapshot.ReadVector(rowByKey[ContentKey.FromText(input)], stored);
+            if (snapshot.DType == VectorDType.Float16) TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(stored), storedFloats);
+            else MemoryMarshal.Cast<byte, float>(stored).CopyTo(storedFloats);
+            worst = Math.Min(worst, TensorPrimitives.CosineSimilarity(storedFloats, fresh.AsSpan(i * encoder.Dims, encoder.Dims)));
+        }
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"recompute: {texts.Length} cached rows recomputed with the model on disk, min cosine {worst:F6}"));
+        return worst >= 0.9999 ? 0 : 1;
+    }
+
+    private static Option<string> RootOption() => new("--artifacts")
+    {
+        Description = "The artifacts root (read directly; a running server may hold it).",
+        DefaultValueFactory = _ => "artifacts",
+    };
+
+    private static VectorKind ToKind(string kind) => kind == "query" ? VectorKind.Query : VectorKind.Document;
+
+    private static string NpyLabel(VectorDType dtype) => dtype == VectorDType.Float16 ? "<f2" : "<f4";
+
+    private static string IdsPathOf(string npyPath) => Path.ChangeExtension(npyPath, null) + ".ids.json";
+
+    private static string[] ReadIds(string path)
+    {
+        string content = File.ReadAllText(path);
+        return content.TrimStart().StartsWith('[')
+            ? JsonSerializer.Deserialize<string[]>(content) ?? []
+            : content.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(line => line.TrimEnd('\r')).ToArray();
+    }
+}

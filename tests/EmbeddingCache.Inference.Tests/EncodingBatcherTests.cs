@@ -128,17 +128,13 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
         gate.Set();
         await call.WaitAsync(Patience);
 
-        // Four texts of 256 tokens fill a 1024 budget alone; sorting keeps the 32 short ones together.
+        // The batcher runs exactly the planner's batches over the length-sorted texts, none over the budget.
         var lengths = texts.Select(encoder.CountTokens).Order().ToArray();
         var expectedBatches = 0;
         for (var start = 0; start < lengths.Length; expectedBatches++)
         {
-            var size = 1;
-            while (start + size < lengths.Length && (size + 1) * lengths[start + size] <= options.TokenBudget)
-            {
-                size++;
-            }
-
+            var size = BatchPlanner.NextBatchSize(lengths.AsSpan(start), options.TokenBudget, options.MaxBatchSize);
+            Assert.True(size == 1 || size * lengths[start + size - 1] <= options.TokenBudget);
             start += size;
         }
 

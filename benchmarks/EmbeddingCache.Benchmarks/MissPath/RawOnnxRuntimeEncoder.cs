@@ -103,6 +103,58 @@ public sealed class RawOnnxRuntimeEncoder : IDisposable
         return new EncodeWork(tokens, padded, batches);
     }
 
+    /// <summary>
+    /// Diagnostic: encodes as the server's batcher would if it only ever saw <paramref name="windowTexts"/> texts at a
+    /// time (one client's call): each window sorted on its own and cut by a padded-token budget, at most
+    /// <paramref name="maxBatchSize"/> texts a batch. Compared with <see cref="Encode"/> it isolates what the batching
+    /// policy costs, with no gRPC, engine or storage in the way.
+    /// </summary>
+    public EncodeWork EncodeInWindows(IReadOnlyList<string> texts, Span<float> output, int windowTexts, int tokenBudget, int maxBatchSize)
+    {
+        long tokens = 0, padded = 0;
+        var batches = 0;
+        Span<long> ids = stackalloc long[_maxTokens];
+        Span<long> mask = stackalloc long[_maxTokens];
+        for (var first = 0; first < texts.Count; first += windowTexts)
+        {
+            var count = Math.Min(windowTexts, texts.Count - first);
+            var tokenized = new long[count][];
+            var lengths = new int[count];
+            var order = new int[count];
+            for (var i = 0; i < count; i++)
+            {
+                var length = _tokenizer.Encode(texts[first + i], ids, mask);
+                tokenized[i] = ids[..length].ToArray();
+                lengths[i] = length;
+                order[i] = i;
+            }
+
+            Array.Sort(lengths, order);
+            var window = output.Slice(first * Dims, count * Dims);
+            for (var start = 0; start < count;)
+            {
+                var size = 1;
+                while (start + size < count && size < maxBatchSize && (long)(size + 1) * lengths[start + size] <= tokenBudget)
+                {
+                    size++;
+                }
+
+                var width = lengths[start + size - 1];
+                RunBatch(tokenized, order.AsSpan(start, size), width, window);
+                for (var r = 0; r < size; r++)
+                {
+                    tokens += lengths[start + r];
+                }
+
+                padded += (long)size * width;
+                batches++;
+                start += size;
+            }
+        }
+
+        return new EncodeWork(tokens, padded, batches);
+    }
+
     /// <summary>Token counts (special tokens included, after truncation), for reporting the corpus.</summary>
     public int[] CountTokens(IReadOnlyList<string> texts)
     {

@@ -1,0 +1,3 @@
+using EmbeddingCache.Benchmarks;
+
+return await BenchmarkVerbs.RunAsync(args);

@@ -151,6 +151,7 @@ internal static partial class KindFolderRecovery
             }
 
             int rows = (int)Math.Min(Math.Min(count, records), fitting);
+            recovered.Keys.EnsureCapacity(recovered.Keys.Count + rows);
             long sidecarBytes = consumed;
             if (rows < records)
             {
@@ -183,12 +184,12 @@ internal static partial class KindFolderRecovery
                 long location = RecoveredKind.Pack(slot, row);
                 if (keys[row] is { } key)
                 {
-                    recovered.Keys[key] = location;
+                    recovered.Keys.Set(key, location);
                 }
 
                 if (idKeys[row] is { } idKey)
                 {
-                    recovered.Ids[idKey] = location;
+                    recovered.Ids.Set(idKey, location);
                 }
             }
 
@@ -239,9 +240,9 @@ internal sealed class RecoveredKind(string directory)
 
     public AppendableSegment? Appendable { get; set; }
 
-    public Dictionary<ContentKey, long> Keys { get; } = [];
+    public KeyIndex Keys { get; } = new();
 
-    public Dictionary<ContentKey, long> Ids { get; } = [];
+    public KeyIndex Ids { get; } = new();
 
     public int NextNumber { get; set; }
 

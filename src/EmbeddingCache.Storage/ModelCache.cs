@@ -148,7 +148,7 @@ public sealed class ModelCache
     {
         lock (_manifestLock)
         {
-            _manifest.Write(Path.Combine(_directory, CacheManifest.FileName), _query.RowCount, _document.RowCount, ByteCount, _options.SegmentRows);
+            _manifest.Write(Path.Combine(_directory, CacheManifest.FileName), _query.RowCount, _document.RowCount, ByteCount, _options.SegmentRows, _options.Durability == DurabilityMode.GroupCommit);
         }
     }
 

@@ -2,8 +2,9 @@ namespace EmbeddingCache.Storage;
 
 /// <summary>
 /// Maps 16-byte keys (content keys, or SHA-256 keys of ids) to packed row locations. Open addressing with
-/// linear probing over 24-byte slots, so memory stays between 32 and 64 bytes per entry and no object is
-/// allocated per entry. One writer (the store's write loop) and any number of readers, without locks:
+/// linear probing over 24-byte slots at a load of at most 0.8, placed by multiply-shift so any capacity
+/// works: a table sized on open costs 30 bytes per entry, one grown by appends at most 45, and no object
+/// is allocated per entry. One writer (the store's write loop) and any number of readers, without locks:
 /// a slot's key is written before its location is published with a release write, readers acquire the
 /// location first, and a resize publishes a complete new table in one reference write.
 /// </summary>
@@ -28,8 +29,7 @@ internal sealed class KeyIndex
     public bool TryGetValue(ContentKey key, out long location)
     {
         Slot[] slots = Volatile.Read(ref _slots);
-        int mask = slots.Length - 1;
-        for (int i = (int)key.Low & mask; ; i = (i + 1) & mask)
+        for (int i = Home(key, slots.Length); ; i = Next(i, slots.Length))
         {
             ref Slot slot = ref slots[i];
             long stored = Volatile.Read(ref slot.Location);
@@ -52,9 +52,9 @@ internal sealed class KeyIndex
     /// <summary>Adds or replaces the location of <paramref name="key"/>. Writer only.</summary>
     public void Set(ContentKey key, long location)
     {
-        if ((_count + 1) * 4L > _slots.Length * 3L)
+        if ((_count + 1) * 5L > _slots.Length * 4L)
         {
-            Resize(_slots.Length * 2);
+            Resize(CapacityFor((int)Math.Min(int.MaxValue / 2, _count * 3L / 2)));
         }
 
         if (Insert(_slots, key, location + 1))
@@ -75,8 +75,7 @@ internal sealed class KeyIndex
 
     private static bool Insert(Slot[] slots, ContentKey key, long storedLocation)
     {
-        int mask = slots.Length - 1;
-        for (int i = (int)key.Low & mask; ; i = (i + 1) & mask)
+        for (int i = Home(key, slots.Length); ; i = Next(i, slots.Length))
         {
             ref Slot slot = ref slots[i];
             if (slot.Location == 0)
@@ -109,11 +108,13 @@ internal sealed class KeyIndex
         Volatile.Write(ref _slots, slots);
     }
 
-    private static int CapacityFor(int entries)
-    {
-        long needed = Math.Max(MinimumCapacity, (entries * 4L / 3) + 1);
-        return checked((int)Math.Min(1L << 30, (long)System.Numerics.BitOperations.RoundUpToPowerOf2((ulong)needed)));
-    }
+    // Keys are uniformly random, so the high bits of a 32x32 product spread them over any capacity.
+    private static int Home(ContentKey key, int capacity) => (int)(((ulong)(uint)key.Low * (ulong)capacity) >> 32);
+
+    private static int Next(int index, int capacity) => index + 1 == capacity ? 0 : index + 1;
+
+    private static int CapacityFor(int entries) =>
+        (int)Math.Min(Array.MaxLength, Math.Max(MinimumCapacity, (entries * 5L / 4) + 1));
 
     private struct Slot
     {

@@ -174,6 +174,11 @@ public sealed class ModelCache
 
     internal static void DeleteTrash(string path, ILogger logger)
     {
+        if (!Directory.Exists(path))
+        {
+            return;
+        }
+
         try
         {
             Directory.Delete(path, recursive: true);

@@ -271,6 +271,7 @@ public sealed class VectorStore
     {
         InvalidationResult result;
         long generation;
+        string trash;
         lock (_writeGate)
         {
             StoreState old = _state;
@@ -280,7 +281,7 @@ public sealed class VectorStore
             }
 
             result = new InvalidationResult(RowCount, ByteCount);
-            string trash = Path.Combine(_modelDirectory, $"{ModelCache.TrashPrefix}{_kindName}-{old.Generation}-{Environment.TickCount64}");
+            trash = Path.Combine(_modelDirectory, $"{ModelCache.TrashPrefix}{_kindName}-{old.Generation}-{Environment.TickCount64}");
             if (Directory.Exists(_directory))
             {
                 Directory.Move(_directory, trash);
@@ -299,9 +300,11 @@ public sealed class VectorStore
             _appendable = null;
             _nextNumber = 0;
             generation = fresh.Generation;
-            ModelCache.DeleteTrash(trash, _logger);
             TryWriteKindManifest(fresh);
         }
+
+        // Outside the gate: appends to the new generation need not wait for a large folder to be deleted.
+        ModelCache.DeleteTrash(trash, _logger);
 
         StorageLog.CacheInvalidated(_logger, _owner.Name, _kindName, result.RowsRemoved, result.BytesRemoved, generation);
         return result;

@@ -161,3 +161,27 @@ public sealed class FormatTests
         return buffer.WrittenSpan.ToArray();
     }
 }
+
+public sealed class ShortSha256Tests
+{
+    [Fact]
+    public void Matches_the_platform_sha256_for_every_short_length()
+    {
+        var random = new Random(42);
+        for (int length = 0; length <= ShortSha256.MaxLength; length++)
+        {
+            for (int trial = 0; trial < 20; trial++)
+            {
+                byte[] data = new byte[length];
+                random.NextBytes(data);
+                byte[] expected = System.Security.Cryptography.SHA256.HashData(data);
+                Assert.Equal(ContentKey.ReadFrom(expected), ShortSha256.Hash(data));
+            }
+        }
+
+        Assert.Equal("e3b0c44298fc1c149afbf4c8996fb924", ContentKey.FromText("").ToString());
+        Assert.Equal(
+            ContentKey.ReadFrom(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(new string('k', 500)))),
+            ContentKey.FromText(new string('k', 500)));
+    }
+}

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace EmbeddingCache.Storage;
 
 /// <summary>
@@ -50,6 +52,7 @@ internal sealed class KeyIndex
     public bool ContainsKey(ContentKey key) => TryGetValue(key, out _);
 
     /// <summary>Adds or replaces the location of <paramref name="key"/>. Writer only.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // millions of calls on open: skip tier-0
     public void Set(ContentKey key, long location)
     {
         if ((_count + 1) * 5L > _slots.Length * 4L)
@@ -73,6 +76,7 @@ internal sealed class KeyIndex
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static bool Insert(Slot[] slots, ContentKey key, long storedLocation)
     {
         for (int i = Home(key, slots.Length); ; i = Next(i, slots.Length))
@@ -94,6 +98,7 @@ internal sealed class KeyIndex
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Resize(int capacity)
     {
         var slots = new Slot[capacity];

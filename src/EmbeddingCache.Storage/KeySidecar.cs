@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using MessagePack;
 
 namespace EmbeddingCache.Storage;
@@ -58,6 +59,7 @@ internal static class KeySidecar
     /// reads millions of them.
     /// </summary>
     /// <returns>How reading stopped; <paramref name="records"/> and <paramref name="consumedBytes"/> cover the complete records.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs on open over millions of records: skip tier-0
     public static Stop Read(
         ReadOnlySpan<byte> content,
         int limit,
@@ -87,6 +89,7 @@ internal static class KeySidecar
         return stop;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static Stop ReadRecord(ReadOnlySpan<byte> record, out ContentKey? key, out ContentKey? idKey, out int length)
     {
         key = null;

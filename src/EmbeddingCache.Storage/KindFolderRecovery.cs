@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Win32.SafeHandles;
@@ -214,22 +216,40 @@ internal static partial class KindFolderRecovery
 
         public void ParseSidecar()
         {
-            byte[] sidecar = sidecarPath is null ? [] : File.ReadAllBytes(sidecarPath);
-            _sidecarLength = sidecar.Length;
-            _keys = new ContentKey?[Limit];
-            _idKeys = new ContentKey?[Limit];
-            KeySidecar.Stop stop = KeySidecar.Read(sidecar, Limit, _keys, _idKeys, out int records, out long consumed);
-            if (stop == KeySidecar.Stop.Invalid && records < Limit)
+            // Pooled buffers: a fresh multi-megabyte array per segment kept the GC busy during open.
+            byte[] sidecar = [];
+            int sidecarLength = 0;
+            if (sidecarPath is not null)
             {
-                Problem = $"sidecar record {records} is not a [key, id] record (the header counts {headerRows} rows)";
-                return;
+                using SafeFileHandle handle = File.OpenHandle(sidecarPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                sidecarLength = checked((int)RandomAccess.GetLength(handle));
+                sidecar = ArrayPool<byte>.Shared.Rent(sidecarLength);
+                sidecarLength = RandomAccess.Read(handle, sidecar.AsSpan(0, sidecarLength), 0);
             }
 
-            Rows = records;
-            SidecarBytes = consumed;
-            for (int row = 0; row < records; row++)
+            try
             {
-                IdRows += _idKeys[row].HasValue ? 1 : 0;
+                _sidecarLength = sidecarLength;
+                _keys = ArrayPool<ContentKey?>.Shared.Rent(Limit);
+                _idKeys = ArrayPool<ContentKey?>.Shared.Rent(Limit);
+                KeySidecar.Stop stop = KeySidecar.Read(sidecar.AsSpan(0, sidecarLength), Limit, _keys, _idKeys, out int records, out long consumed);
+                if (stop == KeySidecar.Stop.Invalid && records < Limit)
+                {
+                    Problem = $"sidecar record {records} is not a [key, id] record (the header counts {headerRows} rows)";
+                    ReturnKeys();
+                    return;
+                }
+
+                Rows = records;
+                SidecarBytes = consumed;
+                IdRows = CountIds(_idKeys, records);
+            }
+            finally
+            {
+                if (sidecar.Length > 0)
+                {
+                    ArrayPool<byte>.Shared.Return(sidecar);
+                }
             }
         }
 
@@ -262,22 +282,53 @@ internal static partial class KindFolderRecovery
 
         public void AddToIndex(int slot, RecoveredKind recovered)
         {
-            for (int row = 0; row < Rows; row++)
+            // The two indexes are independent tables, each filled in row order: fill them side by side.
+            if (IdRows > 0)
             {
-                long location = RecoveredKind.Pack(slot, row);
-                if (_keys[row] is { } key)
-                {
-                    recovered.Keys.Set(key, location);
-                }
+                Parallel.Invoke(() => Add(slot, _keys, recovered.Keys), () => Add(slot, _idKeys, recovered.Ids));
+            }
+            else
+            {
+                Add(slot, _keys, recovered.Keys);
+            }
 
-                if (_idKeys[row] is { } idKey)
-                {
-                    recovered.Ids.Set(idKey, location);
-                }
+            ReturnKeys();
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static int CountIds(ContentKey?[] idKeys, int rows)
+        {
+            int count = 0;
+            for (int row = 0; row < rows; row++)
+            {
+                count += idKeys[row].HasValue ? 1 : 0;
+            }
+
+            return count;
+        }
+
+        private void ReturnKeys()
+        {
+            if (_keys.Length > 0)
+            {
+                ArrayPool<ContentKey?>.Shared.Return(_keys);
+                ArrayPool<ContentKey?>.Shared.Return(_idKeys);
             }
 
             _keys = [];
             _idKeys = [];
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)] // one long loop per segment on open
+        private void Add(int slot, ContentKey?[] keys, KeyIndex index)
+        {
+            for (int row = 0; row < Rows; row++)
+            {
+                if (keys[row] is { } key)
+                {
+                    index.Set(key, RecoveredKind.Pack(slot, row));
+                }
+            }
         }
     }
 }

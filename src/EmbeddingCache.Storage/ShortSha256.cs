@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 
 namespace EmbeddingCache.Storage;
 
@@ -28,6 +29,7 @@ internal static class ShortSha256
     ];
 
     /// <summary>The first 16 bytes of SHA-256(<paramref name="data"/>) as a key; <paramref name="data"/> is at most <see cref="MaxLength"/> bytes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot on open and in GatherByIds: skip tier-0
     public static unsafe ContentKey Hash(ReadOnlySpan<byte> data)
     {
         if (data.Length > MaxLength)
@@ -52,6 +54,7 @@ internal static class ShortSha256
     }
 
     // Pointers, not spans: the 64 rounds are the whole cost, and bounds checks in them doubled it.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Compress(uint* state, byte* block, uint* w, uint* k)
     {
         for (int i = 0; i < 16; i++)

@@ -17,6 +17,7 @@ internal sealed class AppendableSegment : Segment, IDisposable
     private int _rows;
     private long _sidecarBytes;
     private long _pendingSidecarBytes;
+    private bool _sealed;
 
     private AppendableSegment(string directory, int number, NpyLayout layout, int capacity, int rows, long sidecarBytes, bool sync)
         : base(directory, number, layout, SegmentMapping.Open(Path.Combine(directory, NpyName(number))))
@@ -161,7 +162,10 @@ internal sealed class AppendableSegment : Segment, IDisposable
         }
     }
 
-    /// <summary>Truncates the file to its rows and makes it immutable. The caller disposes this object after swapping readers over.</summary>
+    /// <summary>
+    /// Truncates the file to its rows, makes it immutable and closes the write handles. The sealed segment
+    /// keeps this mapping: readers only touch committed rows, which lie within the truncated file.
+    /// </summary>
     public SealedSegment Seal(string directory)
     {
         RandomAccess.SetLength(_npy, Layout.FileLength(_rows));
@@ -170,14 +174,21 @@ internal sealed class AppendableSegment : Segment, IDisposable
             NativeFile.SyncData(_npy, NpyPath); // the size changed, which fdatasync also flushes
         }
 
-        return new SealedSegment(directory, Number, Layout, _rows, _sidecarBytes);
+        _sealed = true;
+        _npy.Dispose();
+        _sidecar.Dispose();
+        return new SealedSegment(directory, Number, Layout, _rows, _sidecarBytes, Mapping);
     }
 
+    /// <summary>Closes the file handles, and the mapping unless a sealed segment took it over.</summary>
     public void Dispose()
     {
         _npy.Dispose();
         _sidecar.Dispose();
-        Mapping.Dispose();
+        if (!_sealed)
+        {
+            Mapping.Dispose();
+        }
     }
 
     internal static SafeFileHandle OpenForWrite(string path, FileMode mode) =>

@@ -106,7 +106,7 @@ internal sealed class CacheManifest
         }
     }
 
-    public void Write(string path, long queryRows, long documentRows, long bytes, int segmentRows)
+    public void Write(string path, long queryRows, long documentRows, long bytes, int segmentRows, bool sync)
     {
         JsonObject json = _original is null ? [] : (JsonObject)_original.DeepClone();
         json["created_at"] = FormatTime(CreatedAt);
@@ -124,14 +124,14 @@ internal sealed class CacheManifest
         json["counts"] = new JsonObject { ["query"] = queryRows, ["document"] = documentRows };
         json["segment_rows"] = segmentRows;
         _original = json;
-        AtomicFile.Write(path, Encoding.UTF8.GetBytes(json.ToJsonString(Indented) + "\n"));
+        AtomicFile.Write(path, Encoding.UTF8.GetBytes(json.ToJsonString(Indented) + "\n"), sync);
     }
 
     public static string FormatTime(DateTimeOffset time) =>
         time.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
 
     /// <summary>Writes a kind folder's own manifest: what its segment files hold.</summary>
-    public static void WriteKind(string path, VectorKind kind, NpyLayout layout, IReadOnlyList<Segment> segments)
+    public static void WriteKind(string path, VectorKind kind, NpyLayout layout, IReadOnlyList<Segment> segments, bool sync)
     {
         var files = new JsonArray();
         long rows = 0;
@@ -157,7 +157,7 @@ internal sealed class CacheManifest
             ["updated_at"] = FormatTime(DateTimeOffset.UtcNow),
             ["segments"] = files,
         };
-        AtomicFile.Write(path, Encoding.UTF8.GetBytes(json.ToJsonString(Indented) + "\n"));
+        AtomicFile.Write(path, Encoding.UTF8.GetBytes(json.ToJsonString(Indented) + "\n"), sync);
     }
 
     /// <summary>True when a kind manifest parses as a JSON object; it is only informative, so that is all recovery checks.</summary>

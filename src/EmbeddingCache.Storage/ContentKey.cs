@@ -46,6 +46,11 @@ public readonly record struct ContentKey(ulong High, ulong Low)
     /// <summary>Computes the key of text already encoded as UTF-8.</summary>
     public static ContentKey FromUtf8(ReadOnlySpan<byte> utf8)
     {
+        if (utf8.Length <= ShortSha256.MaxLength)
+        {
+            return ShortSha256.Hash(utf8);
+        }
+
         Span<byte> hash = stackalloc byte[SHA256.HashSizeInBytes];
         SHA256.HashData(utf8, hash);
         return ReadFrom(hash);

@@ -1,4 +1,5 @@
-using System.Buffers;
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using MessagePack;
 
 namespace EmbeddingCache.Storage;
@@ -53,110 +54,136 @@ internal static class KeySidecar
 
     /// <summary>
     /// Reads up to <paramref name="limit"/> records. For each, the key (if any) and the SHA-256 key of the id
-    /// (if any) go to the arrays; ids are hashed from their UTF-8 bytes without making strings.
+    /// (if any) go to the arrays; ids are hashed from their UTF-8 bytes without making strings. Parsed by hand
+    /// rather than with MessagePackReader: only this one record shape is valid, and opening a large cache
+    /// reads millions of them.
     /// </summary>
     /// <returns>How reading stopped; <paramref name="records"/> and <paramref name="consumedBytes"/> cover the complete records.</returns>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs on open over millions of records: skip tier-0
     public static Stop Read(
-        ReadOnlyMemory<byte> content,
+        ReadOnlySpan<byte> content,
         int limit,
         Span<ContentKey?> keys,
         Span<ContentKey?> idKeys,
         out int records,
         out long consumedBytes)
     {
-        var reader = new MessagePackReader(content);
         records = 0;
-        consumedBytes = 0;
-        byte[]? idBuffer = null;
-        Span<byte> keyBuffer = stackalloc byte[ContentKey.Size];
-        try
+        int position = 0;
+        Stop stop = Stop.Limit;
+        while (records < limit)
         {
-            while (records < limit)
+            stop = ReadRecord(content[position..], out ContentKey? key, out ContentKey? idKey, out int length);
+            if (stop != Stop.Limit)
             {
-                if (reader.End)
-                {
-                    return Stop.EndOfFile;
-                }
-
-                if (!reader.TryReadArrayHeader(out int count))
-                {
-                    return Stop.EndOfFile;
-                }
-
-                if (count != 2)
-                {
-                    return Stop.Invalid;
-                }
-
-                ContentKey? key = null;
-                if (!reader.TryReadNil())
-                {
-                    if (reader.NextMessagePackType != MessagePackType.Binary)
-                    {
-                        return Stop.Invalid;
-                    }
-
-                    ReadOnlySequence<byte>? bytes = reader.ReadBytes();
-                    if (bytes is not { Length: ContentKey.Size } keyBytes)
-                    {
-                        return Stop.Invalid;
-                    }
-
-                    keyBytes.CopyTo(keyBuffer);
-                    key = ContentKey.ReadFrom(keyBuffer);
-                }
-
-                ContentKey? idKey = null;
-                if (!reader.TryReadNil())
-                {
-                    if (reader.NextMessagePackType != MessagePackType.String)
-                    {
-                        return Stop.Invalid;
-                    }
-
-                    ReadOnlySequence<byte>? utf8 = reader.ReadStringSequence();
-                    if (utf8 is not { } idBytes)
-                    {
-                        return Stop.Invalid;
-                    }
-
-                    if (idBytes.IsSingleSegment)
-                    {
-                        idKey = ContentKey.FromUtf8(idBytes.FirstSpan);
-                    }
-                    else
-                    {
-                        int length = checked((int)idBytes.Length);
-                        if (idBuffer is null || idBuffer.Length < length)
-                        {
-                            idBuffer = new byte[Math.Max(length, 256)];
-                        }
-
-                        idBytes.CopyTo(idBuffer);
-                        idKey = ContentKey.FromUtf8(idBuffer.AsSpan(0, length));
-                    }
-                }
-
-                if (key is null && idKey is null)
-                {
-                    return Stop.Invalid; // this store never writes a row that cannot be found
-                }
-
-                keys[records] = key;
-                idKeys[records] = idKey;
-                records++;
-                consumedBytes = reader.Consumed;
+                break;
             }
 
-            return Stop.Limit;
+            keys[records] = key;
+            idKeys[records] = idKey;
+            records++;
+            position += length;
         }
-        catch (EndOfStreamException)
+
+        consumedBytes = position;
+        return stop;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static Stop ReadRecord(ReadOnlySpan<byte> record, out ContentKey? key, out ContentKey? idKey, out int length)
+    {
+        key = null;
+        idKey = null;
+        length = 0;
+        if (record.Length < 3)
         {
-            return Stop.EndOfFile;
+            return record.IsEmpty || record[0] == FixArray2 ? Stop.EndOfFile : Stop.Invalid;
         }
-        catch (MessagePackSerializationException)
+
+        if (record[0] != FixArray2)
         {
             return Stop.Invalid;
         }
+
+        int position = 1;
+        if (record[position] == Nil)
+        {
+            position++;
+        }
+        else if (record[position] == Bin8)
+        {
+            if (record[position + 1] != ContentKey.Size)
+            {
+                return Stop.Invalid;
+            }
+
+            if (record.Length < position + 2 + ContentKey.Size + 1)
+            {
+                return Stop.EndOfFile;
+            }
+
+            key = ContentKey.ReadFrom(record.Slice(position + 2, ContentKey.Size));
+            position += 2 + ContentKey.Size;
+        }
+        else
+        {
+            return Stop.Invalid;
+        }
+
+        byte code = record[position];
+        int idLength;
+        int headerLength;
+        if (code == Nil)
+        {
+            length = position + 1;
+            return key is null ? Stop.Invalid : Stop.Limit; // this store never writes a row that cannot be found
+        }
+        else if ((code & 0xE0) == FixStr)
+        {
+            idLength = code & 0x1F;
+            headerLength = 1;
+        }
+        else if (code is Str8 or Str16 or Str32)
+        {
+            headerLength = code == Str8 ? 2 : code == Str16 ? 3 : 5;
+            if (record.Length < position + headerLength)
+            {
+                return Stop.EndOfFile;
+            }
+
+            ReadOnlySpan<byte> size = record.Slice(position + 1, headerLength - 1);
+            long declared = code == Str8 ? size[0] : code == Str16 ? BinaryPrimitives.ReadUInt16BigEndian(size) : BinaryPrimitives.ReadUInt32BigEndian(size);
+            if (declared > MaxIdBytes)
+            {
+                return Stop.Invalid;
+            }
+
+            idLength = (int)declared;
+        }
+        else
+        {
+            return Stop.Invalid;
+        }
+
+        int idStart = position + headerLength;
+        if (record.Length < idStart + idLength)
+        {
+            return Stop.EndOfFile;
+        }
+
+        idKey = ContentKey.FromUtf8(record.Slice(idStart, idLength));
+        length = idStart + idLength;
+        return Stop.Limit;
     }
+
+    private const byte FixArray2 = 0x92;
+    private const byte Nil = 0xC0;
+    private const byte Bin8 = 0xC4;
+    private const byte FixStr = 0xA0;
+    private const byte Str8 = 0xD9;
+    private const byte Str16 = 0xDA;
+    private const byte Str32 = 0xDB;
+
+    // Ids beyond this are treated as corruption rather than read (a damaged length must not run off).
+    private const int MaxIdBytes = 1 << 20;
 }

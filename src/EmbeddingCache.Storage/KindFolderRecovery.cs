@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Win32.SafeHandles;
@@ -18,7 +19,82 @@ internal static partial class KindFolderRecovery
         string kindName = CacheManifest.KindFolderName(kind);
         string directory = Path.Combine(modelDirectory, kindName);
         Directory.CreateDirectory(directory);
+        SortedDictionary<int, string> npyFiles = SortEntries(modelDirectory, model, kindName, directory, logger);
 
+        // Headers first (one small read each): bad ones are quarantined, and the row total sizes the index once.
+        var candidates = new List<Candidate>();
+        long expectedRows = 0;
+        int nextNumber = 0;
+        foreach ((int number, string npyPath) in npyFiles)
+        {
+            nextNumber = number + 1;
+            Candidate? candidate = ReadHeader(number, npyPath, Path.Combine(directory, Segment.SidecarName(number)), layout, out string? problem);
+            if (candidate is null)
+            {
+                QuarantineSegment(modelDirectory, model, kindName, npyPath, problem!, logger);
+                continue;
+            }
+
+            candidates.Add(candidate);
+            expectedRows += candidate.Limit;
+        }
+
+        var recovered = new RecoveredKind(directory) { NextNumber = nextNumber };
+        recovered.Keys.EnsureCapacity((int)Math.Min(expectedRows, int.MaxValue / 2));
+
+        // Sidecars are parsed and their ids hashed in parallel, a window at a time; rows enter the index in
+        // segment order so the newest write of a key or id wins.
+        var kept = new List<Candidate>();
+        int window = Math.Max(1, Environment.ProcessorCount);
+        for (int start = 0; start < candidates.Count; start += window)
+        {
+            List<Candidate> batch = candidates.GetRange(start, Math.Min(window, candidates.Count - start));
+            Parallel.ForEach(batch, new ParallelOptions { MaxDegreeOfParallelism = window }, candidate => candidate.ParseSidecar());
+            foreach (Candidate candidate in batch)
+            {
+                if (candidate.Problem is not null)
+                {
+                    QuarantineSegment(modelDirectory, model, kindName, candidate.NpyPath, candidate.Problem, logger);
+                    continue;
+                }
+
+                candidate.TrimTail(layout, model, kindName, logger);
+                if (kept.Count == 0 && candidate.IdRows > 0)
+                {
+                    // Caches written with ids usually have one per row: size the id index once, too.
+                    recovered.Ids.EnsureCapacity((int)Math.Min(expectedRows, int.MaxValue / 2));
+                }
+
+                candidate.AddToIndex(kept.Count, recovered);
+                kept.Add(candidate);
+            }
+        }
+
+        bool sync = options.Durability == DurabilityMode.GroupCommit;
+        for (int i = 0; i < kept.Count; i++)
+        {
+            Candidate segment = kept[i];
+            bool last = i == kept.Count - 1;
+            if (last && segment.Rows < options.SegmentRows)
+            {
+                ResizeIfNeeded(segment, layout.FileLength(options.SegmentRows), sync);
+                var appendable = AppendableSegment.Resume(directory, segment.Number, layout, options.SegmentRows, segment.Rows, segment.SidecarBytes, sync);
+                recovered.Segments.Add(appendable);
+                recovered.Appendable = appendable;
+            }
+            else
+            {
+                // A non-last segment longer than its rows was being sealed when the process died.
+                ResizeIfNeeded(segment, layout.FileLength(segment.Rows), sync);
+                recovered.Segments.Add(new SealedSegment(directory, segment.Number, layout, segment.Rows, segment.SidecarBytes));
+            }
+        }
+
+        return recovered;
+    }
+
+    private static SortedDictionary<int, string> SortEntries(string modelDirectory, string model, string kindName, string directory, ILogger logger)
+    {
         var npyFiles = new SortedDictionary<int, string>();
         var sidecars = new Dictionary<int, string>();
         foreach (string entry in Directory.EnumerateFileSystemEntries(directory))
@@ -66,150 +142,37 @@ internal static partial class KindFolderRecovery
             }
         }
 
-        var recovered = new RecoveredKind(directory);
-        var checkedSegments = new List<CheckedSegment>();
-        int nextNumber = 0;
-        foreach ((int number, string npyPath) in npyFiles)
-        {
-            nextNumber = number + 1;
-            sidecars.TryGetValue(number, out string? sidecarPath);
-            CheckedSegment? segment = Check(model, kindName, number, npyPath, sidecarPath, layout, checkedSegments.Count, recovered, logger, out string? problem);
-            if (segment is null)
-            {
-                Quarantine.Move(modelDirectory, model, kindName, npyPath, problem!, logger);
-                if (sidecarPath is not null && File.Exists(sidecarPath))
-                {
-                    Quarantine.Move(modelDirectory, model, kindName, sidecarPath, "sidecar of a quarantined segment", logger);
-                }
-
-                continue;
-            }
-
-            checkedSegments.Add(segment);
-        }
-
-        recovered.NextNumber = nextNumber;
-        bool sync = options.Durability == DurabilityMode.GroupCommit;
-        for (int i = 0; i < checkedSegments.Count; i++)
-        {
-            CheckedSegment segment = checkedSegments[i];
-            bool last = i == checkedSegments.Count - 1;
-            if (last && segment.Rows < options.SegmentRows)
-            {
-                ResizeIfNeeded(segment, layout.FileLength(options.SegmentRows), sync);
-                var appendable = AppendableSegment.Resume(directory, segment.Number, layout, options.SegmentRows, segment.Rows, segment.SidecarBytes, sync);
-                recovered.Segments.Add(appendable);
-                recovered.Appendable = appendable;
-            }
-            else
-            {
-                // A non-last segment longer than its rows was being sealed when the process died.
-                ResizeIfNeeded(segment, layout.FileLength(segment.Rows), sync);
-                recovered.Segments.Add(new SealedSegment(directory, segment.Number, layout, segment.Rows, segment.SidecarBytes));
-            }
-        }
-
-        return recovered;
+        return npyFiles;
     }
 
-    private static CheckedSegment? Check(
-        string model,
-        string kindName,
-        int number,
-        string npyPath,
-        string? sidecarPath,
-        NpyLayout layout,
-        int slot,
-        RecoveredKind recovered,
-        ILogger logger,
-        out string? problem)
+    private static Candidate? ReadHeader(int number, string npyPath, string sidecarPath, NpyLayout layout, out string? problem)
     {
         problem = null;
-        string fileName = Path.GetFileName(npyPath);
-        using SafeFileHandle npy = AppendableSegment.OpenForWrite(npyPath, FileMode.Open);
+        using SafeFileHandle npy = File.OpenHandle(npyPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
         long length = RandomAccess.GetLength(npy);
         byte[] header = new byte[Math.Min(length, layout.HeaderLength)];
         int read = RandomAccess.Read(npy, header, 0);
-        int? headerRows = layout.TryReadCount(header.AsSpan(0, read));
-        if (headerRows is not { } count)
+        if (layout.TryReadCount(header.AsSpan(0, read)) is not { } count)
         {
             problem = $"{NpyLayout.Describe(header.AsSpan(0, read))} is not the expected '{NpyLayout.DescrOf(layout.DType)}' (rows, {layout.Dims}) header";
             return null;
         }
 
         long fitting = (length - layout.HeaderLength) / layout.RowBytes;
-        byte[] sidecar = sidecarPath is null ? [] : File.ReadAllBytes(sidecarPath);
-        ContentKey?[] keys = ArrayPool<ContentKey?>.Shared.Rent(Math.Max(count, 1));
-        ContentKey?[] idKeys = ArrayPool<ContentKey?>.Shared.Rent(Math.Max(count, 1));
-        try
-        {
-            KeySidecar.Stop stop = KeySidecar.Read(sidecar, count, keys, idKeys, out int records, out long consumed);
-            if (stop == KeySidecar.Stop.Invalid && records < count)
-            {
-                problem = $"sidecar record {records} is not a [key, id] record (header counts {count} rows)";
-                return null;
-            }
-
-            int rows = (int)Math.Min(Math.Min(count, records), fitting);
-            long sidecarBytes = consumed;
-            if (rows < records)
-            {
-                // Fewer rows fit than records were read: keep the records of kept rows only.
-                sidecarBytes = MeasureRecords(sidecar, rows);
-            }
-
-            if (rows != count)
-            {
-                byte[] word = new byte[NpyLayout.CountWidth];
-                NpyLayout.FormatCount(word, rows);
-                RandomAccess.Write(npy, word, layout.CountOffset);
-                NativeFile.SyncData(npy, npyPath);
-            }
-
-            if (sidecar.Length != sidecarBytes && sidecarPath is not null)
-            {
-                using SafeFileHandle handle = AppendableSegment.OpenForWrite(sidecarPath, FileMode.Open);
-                RandomAccess.SetLength(handle, sidecarBytes);
-                NativeFile.SyncData(handle, sidecarPath);
-            }
-
-            if (rows != count || sidecar.Length != sidecarBytes)
-            {
-                StorageLog.SegmentTailTruncated(logger, model, kindName, fileName, count, records, fitting, rows);
-            }
-
-            for (int row = 0; row < rows; row++)
-            {
-                long location = RecoveredKind.Pack(slot, row);
-                if (keys[row] is { } key)
-                {
-                    recovered.Keys[key] = location;
-                }
-
-                if (idKeys[row] is { } idKey)
-                {
-                    recovered.Ids[idKey] = location;
-                }
-            }
-
-            return new CheckedSegment(number, npyPath, rows, sidecarBytes, length);
-        }
-        finally
-        {
-            ArrayPool<ContentKey?>.Shared.Return(keys);
-            ArrayPool<ContentKey?>.Shared.Return(idKeys);
-        }
+        return new Candidate(number, npyPath, File.Exists(sidecarPath) ? sidecarPath : null, count, fitting, length);
     }
 
-    private static long MeasureRecords(byte[] sidecar, int records)
+    private static void QuarantineSegment(string modelDirectory, string model, string kindName, string npyPath, string problem, ILogger logger)
     {
-        var keys = new ContentKey?[records];
-        var ids = new ContentKey?[records];
-        KeySidecar.Read(sidecar, records, keys, ids, out _, out long consumed);
-        return consumed;
+        Quarantine.Move(modelDirectory, model, kindName, npyPath, problem, logger);
+        string sidecarPath = Path.ChangeExtension(npyPath, null) + KeySidecar.Suffix;
+        if (File.Exists(sidecarPath))
+        {
+            Quarantine.Move(modelDirectory, model, kindName, sidecarPath, "sidecar of a quarantined segment", logger);
+        }
     }
 
-    private static void ResizeIfNeeded(CheckedSegment segment, long length, bool sync)
+    private static void ResizeIfNeeded(Candidate segment, long length, bool sync)
     {
         if (segment.FileLength == length)
         {
@@ -227,7 +190,147 @@ internal static partial class KindFolderRecovery
     [GeneratedRegex(@"^(?<number>[0-9]{6})(?:\.npy|(?<sidecar>\.keys\.msgpack))$", RegexOptions.CultureInvariant)]
     private static partial Regex SegmentFilePattern();
 
-    private sealed record CheckedSegment(int Number, string NpyPath, int Rows, long SidecarBytes, long FileLength);
+    /// <summary>One segment on its way through recovery.</summary>
+    private sealed class Candidate(int number, string npyPath, string? sidecarPath, int headerRows, long fittingRows, long fileLength)
+    {
+        private ContentKey?[] _keys = [];
+        private ContentKey?[] _idKeys = [];
+        private long _sidecarLength;
+
+        public int Number { get; } = number;
+
+        public string NpyPath { get; } = npyPath;
+
+        public long FileLength { get; } = fileLength;
+
+        /// <summary>Most rows the segment can keep; a damaged count must not size buffers.</summary>
+        public int Limit { get; } = (int)Math.Max(0, Math.Min(headerRows, fittingRows));
+
+        public int Rows { get; private set; }
+
+        public long SidecarBytes { get; private set; }
+
+        public int IdRows { get; private set; }
+
+        public string? Problem { get; private set; }
+
+        public void ParseSidecar()
+        {
+            // Pooled buffers: a fresh multi-megabyte array per segment kept the GC busy during open.
+            byte[] sidecar = [];
+            int sidecarLength = 0;
+            if (sidecarPath is not null)
+            {
+                using SafeFileHandle handle = File.OpenHandle(sidecarPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                sidecarLength = checked((int)RandomAccess.GetLength(handle));
+                sidecar = ArrayPool<byte>.Shared.Rent(sidecarLength);
+                sidecarLength = RandomAccess.Read(handle, sidecar.AsSpan(0, sidecarLength), 0);
+            }
+
+            try
+            {
+                _sidecarLength = sidecarLength;
+                _keys = ArrayPool<ContentKey?>.Shared.Rent(Limit);
+                _idKeys = ArrayPool<ContentKey?>.Shared.Rent(Limit);
+                KeySidecar.Stop stop = KeySidecar.Read(sidecar.AsSpan(0, sidecarLength), Limit, _keys, _idKeys, out int records, out long consumed);
+                if (stop == KeySidecar.Stop.Invalid && records < Limit)
+                {
+                    Problem = $"sidecar record {records} is not a [key, id] record (the header counts {headerRows} rows)";
+                    ReturnKeys();
+                    return;
+                }
+
+                Rows = records;
+                SidecarBytes = consumed;
+                IdRows = CountIds(_idKeys, records);
+            }
+            finally
+            {
+                if (sidecar.Length > 0)
+                {
+                    ArrayPool<byte>.Shared.Return(sidecar);
+                }
+            }
+        }
+
+        /// <summary>Lowers the header count and cuts the sidecar to the rows kept (a torn or uncommitted tail).</summary>
+        public void TrimTail(NpyLayout layout, string model, string kindName, ILogger logger)
+        {
+            if (Rows == headerRows && _sidecarLength == SidecarBytes)
+            {
+                return;
+            }
+
+            if (Rows != headerRows)
+            {
+                using SafeFileHandle npy = AppendableSegment.OpenForWrite(NpyPath, FileMode.Open);
+                byte[] word = new byte[NpyLayout.CountWidth];
+                NpyLayout.FormatCount(word, Rows);
+                RandomAccess.Write(npy, word, layout.CountOffset);
+                NativeFile.SyncData(npy, NpyPath);
+            }
+
+            if (_sidecarLength != SidecarBytes && sidecarPath is not null)
+            {
+                using SafeFileHandle handle = AppendableSegment.OpenForWrite(sidecarPath, FileMode.Open);
+                RandomAccess.SetLength(handle, SidecarBytes);
+                NativeFile.SyncData(handle, sidecarPath);
+            }
+
+            StorageLog.SegmentTailTruncated(logger, model, kindName, Path.GetFileName(NpyPath), headerRows, Rows, fittingRows, Rows);
+        }
+
+        public void AddToIndex(int slot, RecoveredKind recovered)
+        {
+            // The two indexes are independent tables, each filled in row order: fill them side by side.
+            if (IdRows > 0)
+            {
+                Parallel.Invoke(() => Add(slot, _keys, recovered.Keys), () => Add(slot, _idKeys, recovered.Ids));
+            }
+            else
+            {
+                Add(slot, _keys, recovered.Keys);
+            }
+
+            ReturnKeys();
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static int CountIds(ContentKey?[] idKeys, int rows)
+        {
+            int count = 0;
+            for (int row = 0; row < rows; row++)
+            {
+                count += idKeys[row].HasValue ? 1 : 0;
+            }
+
+            return count;
+        }
+
+        private void ReturnKeys()
+        {
+            if (_keys.Length > 0)
+            {
+                ArrayPool<ContentKey?>.Shared.Return(_keys);
+                ArrayPool<ContentKey?>.Shared.Return(_idKeys);
+            }
+
+            _keys = [];
+            _idKeys = [];
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)] // one long loop per segment on open
+        private void Add(int slot, ContentKey?[] keys, KeyIndex index)
+        {
+            for (int row = 0; row < Rows; row++)
+            {
+                if (keys[row] is { } key)
+                {
+                    index.Set(key, RecoveredKind.Pack(slot, row));
+                }
+            }
+        }
+    }
 }
 
 /// <summary>What recovery found in a kind folder: its segments in order and the index over them.</summary>
@@ -239,9 +342,9 @@ internal sealed class RecoveredKind(string directory)
 
     public AppendableSegment? Appendable { get; set; }
 
-    public Dictionary<ContentKey, long> Keys { get; } = [];
+    public KeyIndex Keys { get; } = new();
 
-    public Dictionary<ContentKey, long> Ids { get; } = [];
+    public KeyIndex Ids { get; } = new();
 
     public int NextNumber { get; set; }
 

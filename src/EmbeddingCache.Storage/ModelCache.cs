@@ -148,7 +148,7 @@ public sealed class ModelCache
     {
         lock (_manifestLock)
         {
-            _manifest.Write(Path.Combine(_directory, CacheManifest.FileName), _query.RowCount, _document.RowCount, ByteCount, _options.SegmentRows);
+            _manifest.Write(Path.Combine(_directory, CacheManifest.FileName), _query.RowCount, _document.RowCount, ByteCount, _options.SegmentRows, _options.Durability == DurabilityMode.GroupCommit);
         }
     }
 
@@ -174,6 +174,11 @@ public sealed class ModelCache
 
     internal static void DeleteTrash(string path, ILogger logger)
     {
+        if (!Directory.Exists(path))
+        {
+            return;
+        }
+
         try
         {
             Directory.Delete(path, recursive: true);

@@ -97,7 +97,7 @@ internal sealed class RootLock : IDisposable
             ["started_at"] = CacheManifest.FormatTime(self.StartTime.ToUniversalTime()),
             ["host"] = Environment.MachineName,
         };
-        AtomicFile.Write(path, Encoding.UTF8.GetBytes(json.ToJsonString() + "\n"));
+        AtomicFile.Write(path, Encoding.UTF8.GetBytes(json.ToJsonString() + "\n"), sync: true);
     }
 
     private static ArtifactsLockedException Locked(string root, string holderPath, Exception? inner)

@@ -6,6 +6,9 @@ namespace EmbeddingCache.Storage;
 /// </summary>
 public sealed class RowBatch
 {
+    /// <summary>Longest id accepted, in UTF-8 bytes; ids are identifiers, not texts.</summary>
+    public const int MaxIdBytes = 65536;
+
     private float[] _vectors;
     private ContentKey[] _keys;
     private bool[] _hasKey;
@@ -46,6 +49,11 @@ public sealed class RowBatch
         if (key is null && id is null)
         {
             throw new ArgumentException("A row needs a content key, an id, or both.", nameof(key));
+        }
+
+        if (id is not null && id.Length > MaxIdBytes / 3 && System.Text.Encoding.UTF8.GetByteCount(id) > MaxIdBytes)
+        {
+            throw new ArgumentException($"The id is longer than {MaxIdBytes} UTF-8 bytes.", nameof(id));
         }
 
         if (Count == _keys.Length)

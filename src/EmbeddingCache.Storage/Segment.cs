@@ -55,7 +55,13 @@ internal abstract class Segment
 internal sealed class SealedSegment : Segment
 {
     public SealedSegment(string directory, int number, NpyLayout layout, int rows, long sidecarBytes)
-        : base(directory, number, layout, SegmentMapping.Open(Path.Combine(directory, NpyName(number))))
+        : this(directory, number, layout, rows, sidecarBytes, SegmentMapping.Open(Path.Combine(directory, NpyName(number))))
+    {
+    }
+
+    /// <summary>Takes over the mapping of the appendable segment it was: reads never see a segment unmapped.</summary>
+    public SealedSegment(string directory, int number, NpyLayout layout, int rows, long sidecarBytes, SegmentMapping mapping)
+        : base(directory, number, layout, mapping)
     {
         Rows = rows;
         SidecarBytes = sidecarBytes;

@@ -12,10 +12,10 @@ namespace EmbeddingCache.Storage;
 /// and ids to rows, and a single writer that group-commits appends.
 /// </summary>
 /// <remarks>
-/// Reads (<see cref="Gather"/>) take a shared lock and copy rows straight from the mappings; the writer
-/// takes it exclusively only to publish committed rows into the index or to swap segments, so a segment is
-/// never unmapped while a read may use it. Every append goes through one loop that drains all queued
-/// batches, writes them together and shares two fsyncs among them.
+/// Reads (<see cref="Gather"/>) take no lock: they copy rows straight from the mappings through an index
+/// that one writer updates in place (<see cref="KeyIndex"/>). A segment is unmapped only when a whole
+/// generation is retired (invalidation, dispose), after the readers that entered it have left. Every append
+/// goes through one loop that drains all queued batches, writes them together and shares two fsyncs among them.
 /// </remarks>
 public sealed class VectorStore
 {
@@ -28,7 +28,6 @@ public sealed class VectorStore
     private readonly string _kindName;
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
-    private readonly ReaderWriterLockSlim _readers = new(LockRecursionPolicy.NoRecursion);
     private readonly Lock _writeGate = new();
     private readonly Channel<PendingAppend> _queue = Channel.CreateUnbounded<PendingAppend>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Task _writer;
@@ -55,7 +54,7 @@ public sealed class VectorStore
         _directory = recovered.Directory;
         _options = options;
         _logger = logger;
-        _state = new StoreState(1, layout, [.. recovered.Segments], recovered.Keys, recovered.Ids);
+        _state = new StoreState(1, layout, [.. recovered.Segments], recovered.Keys, recovered.Ids, disposed: false);
         _appendable = recovered.Appendable;
         _appendableSlot = recovered.Segments.Count - 1;
         _nextNumber = recovered.NextNumber;
@@ -129,10 +128,9 @@ public sealed class VectorStore
     /// <returns>How many keys were found.</returns>
     public int Gather(ReadOnlySpan<ContentKey> keys, VectorDType outputType, Span<byte> destination, Span<bool> found)
     {
-        _readers.EnterReadLock();
+        StoreState state = EnterState();
         try
         {
-            StoreState state = _state;
             int rowBytes = CheckGather(state, keys.Length, outputType, destination, found);
             int hits = 0;
             for (int i = 0; i < keys.Length; i++)
@@ -155,7 +153,7 @@ public sealed class VectorStore
         }
         finally
         {
-            _readers.ExitReadLock();
+            state.Exit();
         }
     }
 
@@ -163,10 +161,9 @@ public sealed class VectorStore
     public int GatherByIds(IReadOnlyList<string> ids, VectorDType outputType, Span<byte> destination, Span<bool> found)
     {
         ArgumentNullException.ThrowIfNull(ids);
-        _readers.EnterReadLock();
+        StoreState state = EnterState();
         try
         {
-            StoreState state = _state;
             int rowBytes = CheckGather(state, ids.Count, outputType, destination, found);
             int hits = 0;
             for (int i = 0; i < ids.Count; i++)
@@ -190,21 +187,21 @@ public sealed class VectorStore
         }
         finally
         {
-            _readers.ExitReadLock();
+            state.Exit();
         }
     }
 
     /// <summary>True when a committed row has this content key.</summary>
     public bool ContainsKey(ContentKey key)
     {
-        _readers.EnterReadLock();
+        StoreState state = EnterState();
         try
         {
-            return _state.Keys.ContainsKey(key);
+            return state.Keys.ContainsKey(key);
         }
         finally
         {
-            _readers.ExitReadLock();
+            state.Exit();
         }
     }
 
@@ -213,14 +210,14 @@ public sealed class VectorStore
     {
         ArgumentNullException.ThrowIfNull(id);
         ContentKey idKey = ContentKey.FromText(id);
-        _readers.EnterReadLock();
+        StoreState state = EnterState();
         try
         {
-            return _state.Ids.ContainsKey(idKey);
+            return state.Ids.ContainsKey(idKey);
         }
         finally
         {
-            _readers.ExitReadLock();
+            state.Exit();
         }
     }
 
@@ -274,6 +271,7 @@ public sealed class VectorStore
     {
         InvalidationResult result;
         long generation;
+        string trash;
         lock (_writeGate)
         {
             StoreState old = _state;
@@ -283,34 +281,30 @@ public sealed class VectorStore
             }
 
             result = new InvalidationResult(RowCount, ByteCount);
-            string trash = Path.Combine(_modelDirectory, $"{ModelCache.TrashPrefix}{_kindName}-{old.Generation}-{Environment.TickCount64}");
+            trash = Path.Combine(_modelDirectory, $"{ModelCache.TrashPrefix}{_kindName}-{old.Generation}-{Environment.TickCount64}");
             if (Directory.Exists(_directory))
             {
                 Directory.Move(_directory, trash);
             }
 
             Directory.CreateDirectory(_directory);
-            NativeFile.SyncDirectory(_modelDirectory);
-
-            var fresh = new StoreState(old.Generation + 1, layout ?? old.Layout, [], [], []);
-            _readers.EnterWriteLock();
-            try
+            if (Sync)
             {
-                _state = fresh;
-            }
-            finally
-            {
-                _readers.ExitWriteLock();
+                NativeFile.SyncDirectory(_modelDirectory);
             }
 
-            // No read can hold the old state now: it is safe to unmap.
+            var fresh = new StoreState(old.Generation + 1, layout ?? old.Layout, [], new KeyIndex(), new KeyIndex(), disposed: false);
+            Volatile.Write(ref _state, fresh);
+            old.Retire(); // waits for reads that entered the old generation
             ReleaseSegments(old);
             _appendable = null;
             _nextNumber = 0;
             generation = fresh.Generation;
-            ModelCache.DeleteTrash(trash, _logger);
             TryWriteKindManifest(fresh);
         }
+
+        // Outside the gate: appends to the new generation need not wait for a large folder to be deleted.
+        ModelCache.DeleteTrash(trash, _logger);
 
         StorageLog.CacheInvalidated(_logger, _owner.Name, _kindName, result.RowsRemoved, result.BytesRemoved, generation);
         return result;
@@ -338,22 +332,29 @@ public sealed class VectorStore
             }
 
             TryWriteKindManifest(state);
-            _readers.EnterWriteLock();
-            try
-            {
-                state.Disposed = true;
-            }
-            finally
-            {
-                _readers.ExitWriteLock();
-            }
-
+            Volatile.Write(ref _state, new StoreState(state.Generation, state.Layout, [], new KeyIndex(), new KeyIndex(), disposed: true));
+            state.Retire();
             ReleaseSegments(state);
             _appendable = null;
         }
     }
 
+    private bool Sync => _options.Durability == DurabilityMode.GroupCommit;
+
     internal IReadOnlyList<Segment> SegmentsSnapshot => Volatile.Read(ref _state).Segments;
+
+    /// <summary>Enters the current generation; a read that raced with its retirement retries on the next one.</summary>
+    private StoreState EnterState()
+    {
+        while (true)
+        {
+            StoreState state = Volatile.Read(ref _state);
+            if (state.TryEnter())
+            {
+                return state;
+            }
+        }
+    }
 
     private static int CheckGather(StoreState state, int count, VectorDType outputType, Span<byte> destination, Span<bool> found)
     {
@@ -378,6 +379,7 @@ public sealed class VectorStore
 
     private static void CopyRow(StoreState state, long location, VectorDType outputType, Span<byte> destination)
     {
+        // Segments is read after the index: the writer publishes a new segment before any row in it.
         ReadOnlySpan<byte> source = state.Segments[(int)(location >> 32)].Row((int)location);
         VectorDType storage = state.Layout.DType;
         if (storage == outputType)
@@ -534,8 +536,7 @@ public sealed class VectorStore
         return idKey is { } onlyId && TryLocate(_groupIds, state.Ids, onlyId, out _);
     }
 
-    // The writer is the index's only mutator, so it may read it without the readers' lock.
-    private static bool TryLocate(Dictionary<ContentKey, long> group, Dictionary<ContentKey, long> committed, ContentKey key, out long location) =>
+    private static bool TryLocate(Dictionary<ContentKey, long> group, KeyIndex committed, ContentKey key, out long location) =>
         group.TryGetValue(key, out location) || committed.TryGetValue(key, out location);
 
     private void WriteSelected(StoreState state)
@@ -634,27 +635,19 @@ public sealed class VectorStore
 
     private void Publish(StoreState state, int position, int count, int firstRow)
     {
-        _readers.EnterWriteLock();
-        try
+        for (int i = 0; i < count; i++)
         {
-            for (int i = 0; i < count; i++)
+            SelectedRow row = _selected[position + i];
+            long location = RecoveredKind.Pack(_appendableSlot, firstRow + i);
+            if (row.Key is { } key)
             {
-                SelectedRow row = _selected[position + i];
-                long location = RecoveredKind.Pack(_appendableSlot, firstRow + i);
-                if (row.Key is { } key)
-                {
-                    state.Keys[key] = location;
-                }
-
-                if (row.IdKey is { } idKey)
-                {
-                    state.Ids[idKey] = location;
-                }
+                state.Keys.Set(key, location);
             }
-        }
-        finally
-        {
-            _readers.ExitWriteLock();
+
+            if (row.IdKey is { } idKey)
+            {
+                state.Ids.Set(idKey, location);
+            }
         }
     }
 
@@ -662,17 +655,8 @@ public sealed class VectorStore
     {
         Directory.CreateDirectory(_directory); // an invalidation that failed half-way may have left none
         int number = _nextNumber++;
-        AppendableSegment segment = AppendableSegment.Create(_directory, number, state.Layout, _options.SegmentRows, _options.Durability == DurabilityMode.GroupCommit);
-        _readers.EnterWriteLock();
-        try
-        {
-            state.Segments = [.. state.Segments, segment];
-        }
-        finally
-        {
-            _readers.ExitWriteLock();
-        }
-
+        AppendableSegment segment = AppendableSegment.Create(_directory, number, state.Layout, _options.SegmentRows, Sync);
+        state.Segments = [.. state.Segments, segment];
         _appendable = segment;
         _appendableSlot = state.Segments.Length - 1;
         return segment;
@@ -682,18 +666,9 @@ public sealed class VectorStore
     {
         AppendableSegment segment = _appendable!;
         SealedSegment sealedSegment = segment.Seal(_directory);
-        _readers.EnterWriteLock();
-        try
-        {
-            Segment[] segments = [.. state.Segments];
-            segments[_appendableSlot] = sealedSegment;
-            state.Segments = segments;
-        }
-        finally
-        {
-            _readers.ExitWriteLock();
-        }
-
+        Segment[] segments = [.. state.Segments];
+        segments[_appendableSlot] = sealedSegment; // same mapping: a read may use either object
+        state.Segments = segments;
         segment.Dispose();
         _appendable = null;
         StorageLog.SegmentSealed(_logger, _owner.Name, _kindName, Path.GetFileName(sealedSegment.NpyPath), sealedSegment.Rows);
@@ -718,7 +693,7 @@ public sealed class VectorStore
 
     private void WriteKindManifest(StoreState state)
     {
-        CacheManifest.WriteKind(Path.Combine(_directory, CacheManifest.FileName), Kind, state.Layout, state.Segments);
+        CacheManifest.WriteKind(Path.Combine(_directory, CacheManifest.FileName), Kind, state.Layout, state.Segments, Sync);
         _lastManifestWrite = Environment.TickCount64;
     }
 
@@ -734,21 +709,60 @@ public sealed class VectorStore
         }
     }
 
-    /// <summary>What readers see: a generation's layout, segments and index. Replaced whole on invalidation.</summary>
-    private sealed class StoreState(long generation, NpyLayout layout, Segment[] segments, Dictionary<ContentKey, long> keys, Dictionary<ContentKey, long> ids)
+    /// <summary>
+    /// What readers see: a generation's layout, segments and index. Replaced whole on invalidation and
+    /// dispose; the replaced one is retired once the reads inside it have left, and only then unmapped.
+    /// </summary>
+    private sealed class StoreState(long generation, NpyLayout layout, Segment[] segments, KeyIndex keys, KeyIndex ids, bool disposed)
     {
+        private Segment[] _segments = segments;
+        private int _readers;
+        private int _retired;
+
         public long Generation { get; } = generation;
 
         public NpyLayout Layout { get; } = layout;
 
-        /// <summary>Replaced (copy on write) under the readers' write lock when a segment starts or is sealed.</summary>
-        public Segment[] Segments { get; set; } = segments;
+        /// <summary>Replaced (copy on write) by the writer when a segment starts or is sealed.</summary>
+        public Segment[] Segments
+        {
+            get => Volatile.Read(ref _segments);
+            set => Volatile.Write(ref _segments, value);
+        }
 
-        public Dictionary<ContentKey, long> Keys { get; } = keys;
+        public KeyIndex Keys { get; } = keys;
 
-        public Dictionary<ContentKey, long> Ids { get; } = ids;
+        public KeyIndex Ids { get; } = ids;
 
-        public bool Disposed { get; set; }
+        public bool Disposed { get; } = disposed;
+
+        public bool TryEnter()
+        {
+            Interlocked.Increment(ref _readers);
+            if (Volatile.Read(ref _retired) == 0)
+            {
+                return true;
+            }
+
+            Interlocked.Decrement(ref _readers);
+            return false;
+        }
+
+        public void Exit() => Interlocked.Decrement(ref _readers);
+
+        /// <summary>
+        /// Marks the state retired (it must no longer be current) and waits until no read is inside. The full
+        /// fences of Exchange and Increment make sure a read either is counted here or sees the mark.
+        /// </summary>
+        public void Retire()
+        {
+            Interlocked.Exchange(ref _retired, 1);
+            var wait = default(SpinWait);
+            while (Volatile.Read(ref _readers) != 0)
+            {
+                wait.SpinOnce();
+            }
+        }
     }
 
     private readonly record struct SelectedRow(RowBatch Batch, int Row, ContentKey? Key, ContentKey? IdKey);

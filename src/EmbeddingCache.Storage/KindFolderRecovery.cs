@@ -277,7 +277,7 @@ internal static partial class KindFolderRecovery
                 NativeFile.SyncData(handle, sidecarPath);
             }
 
-            StorageLog.SegmentTailTruncated(logger, model, kindName, Path.GetFileName(NpyPath), headerRows, Rows, fittingRows, Rows);
+            StorageLog.SegmentTailTruncated(logger, model, kindName, Path.GetFileName(NpyPath), headerRows, fittingRows, Rows, _sidecarLength - SidecarBytes);
         }
 
         public void AddToIndex(int slot, RecoveredKind recovered)

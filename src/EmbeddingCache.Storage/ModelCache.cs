@@ -195,6 +195,13 @@ public sealed class ModelCache
         {
             DeleteTrash(trash, logger);
         }
+
+        string interruptedManifest = Path.Combine(directory, CacheManifest.FileName + AtomicFile.TemporarySuffix);
+        if (File.Exists(interruptedManifest))
+        {
+            File.Delete(interruptedManifest); // a manifest write cut short; the previous manifest is intact
+            StorageLog.TemporaryFileDeleted(logger, Path.GetFileName(directory), Path.GetFileName(interruptedManifest));
+        }
     }
 
     private void OpenStores()

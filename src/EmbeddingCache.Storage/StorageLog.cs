@@ -26,8 +26,8 @@ internal static partial class StorageLog
     public static partial void CacheInvalidated(ILogger logger, string model, string kind, long rowsRemoved, long bytesRemoved, long generation);
 
     [LoggerMessage(EventId = 1006, EventName = "SegmentTailTruncated", Level = LogLevel.Warning,
-        Message = "Recovered {Model}/{Kind}/{File}: header said {HeaderRows} rows, sidecar holds {SidecarRecords} complete records, file fits {FittingRows} rows; kept {KeptRows} (torn tail of an interrupted write)")]
-    public static partial void SegmentTailTruncated(ILogger logger, string model, string kind, string file, int headerRows, int sidecarRecords, long fittingRows, int keptRows);
+        Message = "Recovered {Model}/{Kind}/{File}: header said {HeaderRows} rows and the file fits {FittingRows}; kept {KeptRows} rows with complete sidecar records and dropped {DroppedSidecarBytes} sidecar bytes past them (the tail of an interrupted write)")]
+    public static partial void SegmentTailTruncated(ILogger logger, string model, string kind, string file, int headerRows, long fittingRows, int keptRows, long droppedSidecarBytes);
 
     [LoggerMessage(EventId = 1007, EventName = "QuarantinedFile", Level = LogLevel.Warning,
         Message = "Quarantined {Model}/{Kind}/{File} to {Destination}: {Reason}")]

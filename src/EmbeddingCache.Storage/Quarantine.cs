@@ -4,8 +4,9 @@ using Microsoft.Extensions.Logging;
 namespace EmbeddingCache.Storage;
 
 /// <summary>
-/// Moves files the store cannot trust (corrupt, foreign, unreadable) into <c>embeddings/&lt;model&gt;/quarantine/</c>
-/// instead of deleting them: the user's data stays for a person to inspect, and it is never served.
+/// Moves files the store cannot trust (corrupt, foreign, unreadable) into <c>quarantine/&lt;model&gt;/</c> under the
+/// artifacts root instead of deleting them: the user's data stays for a person to inspect, it is never served,
+/// and every <c>.npy</c> left under <c>embeddings/</c> still loads in numpy (invariant N1).
 /// </summary>
 internal static class Quarantine
 {
@@ -14,7 +15,9 @@ internal static class Quarantine
     /// <summary>Moves <paramref name="path"/> (file or folder) aside and logs QuarantinedFile.</summary>
     public static void Move(string modelDirectory, string model, string area, string path, string reason, ILogger logger)
     {
-        string folder = Path.Combine(modelDirectory, FolderName);
+        // modelDirectory is <root>/embeddings/<model>.
+        string root = Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(modelDirectory)))!;
+        string folder = Path.Combine(root, FolderName, model);
         Directory.CreateDirectory(folder);
         string name = Path.GetFileName(path);
         string destination = Path.Combine(folder, $"{area}-{name}");
@@ -33,6 +36,6 @@ internal static class Quarantine
         }
 
         NativeFile.SyncDirectory(folder);
-        StorageLog.QuarantinedFile(logger, model, area, name, Path.GetRelativePath(modelDirectory, destination), reason);
+        StorageLog.QuarantinedFile(logger, model, area, name, Path.GetRelativePath(root, destination), reason);
     }
 }

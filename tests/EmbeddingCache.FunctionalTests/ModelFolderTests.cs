@@ -83,6 +83,25 @@ public sealed class ModelFolderTests(ITestOutputHelper output) : ServerTest(outp
     }
 
     [Fact]
+    public async Task An_idle_encoder_is_unloaded_and_hits_go_on_and_the_next_miss_loads_it_again()
+    {
+        var server = await StartServerAsync("--EmbeddingCache:UnloadIdleEncodersAfter=00:00:01");
+        var texts = Wire.Texts(seed: 21, count: 3);
+        var computed = await server.Client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = Kind.Document, Texts = { texts } });
+
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        while (!server.Log.Contains("Encoder of all-MiniLM-L6-v2 unloaded", StringComparison.Ordinal))
+        {
+            await Task.Delay(100, deadline.Token);
+        }
+        var hit = await server.Client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = Kind.Document, Texts = { texts } });
+        Assert.All(hit.Sources, s => Assert.Equal(RowSource.Cached, s));
+        Assert.Equal(computed.Vectors.Data, hit.Vectors.Data);
+        var miss = await server.Client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = Kind.Document, Texts = { "a text never seen" } });
+        Assert.Equal(RowSource.Computed, Assert.Single(miss.Sources));
+    }
+
+    [Fact]
     public async Task Broken_model_folders_give_clear_errors_and_the_other_models_keep_serving()
     {
         string models = Path.Combine(Artifacts.Path, "models");

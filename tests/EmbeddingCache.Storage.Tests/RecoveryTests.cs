@@ -118,7 +118,7 @@ public sealed class RecoveryTests(ITestOutputHelper output) : IDisposable
             Assert.Equal(kept ? Rows.Vector(n, Dims) : null, all[n]);
         }
 
-        string quarantine = Path.Combine(root.EmbeddingsDirectory, "mini", "quarantine");
+        string quarantine = Path.Combine(root.RootDirectory, "quarantine", "mini");
         string[] moved = [.. Directory.GetFiles(quarantine).Select(Path.GetFileName).Order(StringComparer.Ordinal)!];
         Assert.Equal(
             [
@@ -152,7 +152,7 @@ public sealed class RecoveryTests(ITestOutputHelper output) : IDisposable
         ModelCache cache = root.CreateOrOpenCache("mini", Rows.Descriptor(Dims));
         Assert.Equal(0, cache[VectorKind.Query].RowCount);
         Assert.Null(Rows.One(cache[VectorKind.Query], 1));
-        Assert.True(Directory.Exists(Path.Combine(root.EmbeddingsDirectory, "mini", "quarantine", "cache-query")));
+        Assert.True(Directory.Exists(Path.Combine(root.RootDirectory, "quarantine", "mini", "cache-query")));
         Assert.Equal(2, _artifacts.Logs.Count("QuarantinedFile"));
     }
 

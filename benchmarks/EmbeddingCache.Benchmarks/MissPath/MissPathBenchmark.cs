@@ -163,12 +163,7 @@ public static class MissPathBenchmark
             var lengths = tokenCounts.Skip(first).Take(textsPerCall).Order().ToArray();
             for (var start = 0; start < lengths.Length;)
             {
-                // As the server's BatchPlanner: grow while the batch, padded to its longest, stays within the budget.
-                var size = 1;
-                while (start + size < lengths.Length && size < maxBatchSize && (long)(size + 1) * lengths[start + size] <= tokenBudget)
-                {
-                    size++;
-                }
+                var size = BatchPlanner.NextBatchSize(lengths.AsSpan(start), tokenBudget, maxBatchSize);
 
                 padded += (long)size * lengths[start + size - 1];
                 start += size;

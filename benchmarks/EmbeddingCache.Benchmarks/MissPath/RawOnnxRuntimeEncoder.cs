@@ -1,3 +1,4 @@
+using EmbeddingCache.Inference;
 using System.Numerics.Tensors;
 using FastBertTokenizer;
 using Microsoft.ML.OnnxRuntime;
@@ -133,12 +134,7 @@ public sealed class RawOnnxRuntimeEncoder : IDisposable
             var window = output.Slice(first * Dims, count * Dims);
             for (var start = 0; start < count;)
             {
-                var size = 1;
-                while (start + size < count && size < maxBatchSize && (long)(size + 1) * lengths[start + size] <= tokenBudget)
-                {
-                    size++;
-                }
-
+                var size = BatchPlanner.NextBatchSize(lengths.AsSpan(start, count - start), tokenBudget, maxBatchSize);
                 var width = lengths[start + size - 1];
                 RunBatch(tokenized, order.AsSpan(start, size), width, window);
                 for (var r = 0; r < size; r++)

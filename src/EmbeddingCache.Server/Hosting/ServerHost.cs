@@ -6,7 +6,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 namespace EmbeddingCache.Server.Hosting;
 
 /// <summary>Builds and runs the gRPC server: Kestrel on loopback, the services, health and reflection.</summary>
-public static class ServerHost
+public static partial class ServerHost
 {
     /// <summary>gRPC's customary port, on loopback only unless configured otherwise.</summary>
     public const string DefaultUrl = "http://127.0.0.1:50051";
@@ -24,6 +24,38 @@ public static class ServerHost
         await app.RunAsync().ConfigureAwait(false);
         return 0;
     }
+
+    /// <summary>
+    /// A cache reachable from other machines without an API key lets anyone read and overwrite it: say so,
+    /// loudly, at every start.
+    /// </summary>
+    private static void WarnIfExposed(WebApplication app)
+    {
+        var options = app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<ServerOptions>>().Value;
+        if (!string.IsNullOrEmpty(options.ApiKey)) return;
+        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("EmbeddingCache.Server");
+        foreach (var url in app.Urls.Where(url => !IsLoopback(url)))
+        {
+            ExposedWithoutApiKey(logger, url);
+        }
+    }
+
+    /// <summary>True for URLs whose host only this machine can reach (127.0.0.0/8, ::1, localhost).</summary>
+    public static bool IsLoopback(string url)
+    {
+        if (!Uri.TryCreate(url.Replace("://*", "://0.0.0.0", StringComparison.Ordinal).Replace("://+", "://0.0.0.0", StringComparison.Ordinal),
+                UriKind.Absolute, out var uri))
+        {
+            return false;
+        }
+        if (uri.IsLoopback) return true;
+        return System.Net.IPAddress.TryParse(uri.Host.Trim('[', ']'), out var address) && System.Net.IPAddress.IsLoopback(address);
+    }
+
+    [LoggerMessage(EventId = 3, EventName = "ExposedWithoutApiKey", Level = LogLevel.Warning,
+        Message = "!!! Listening on {Url}, which other machines can reach, with no API key: anyone who reaches it can read and overwrite this cache. " +
+                  "Set EmbeddingCache:ApiKey (and TLS certificates) or listen on 127.0.0.1.")]
+    private static partial void ExposedWithoutApiKey(ILogger logger, string url);
 
     /// <summary>Configures the host from appsettings.json, environment variables and the command line, in the ASP.NET Core way.</summary>
     public static WebApplication Build(string[] args)
@@ -48,6 +80,7 @@ public static class ServerHost
         builder.Services.AddEmbeddingCache(builder.Configuration);
 
         var app = builder.Build();
+        app.Lifetime.ApplicationStarted.Register(() => WarnIfExposed(app));
         app.MapGrpcService<EmbeddingCacheService>();
         app.MapGrpcService<HealthServiceImpl>();
         app.MapGrpcReflectionService();

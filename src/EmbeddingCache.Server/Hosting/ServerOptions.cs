@@ -13,4 +13,10 @@ public sealed class ServerOptions
 
     /// <summary>Largest request message accepted, in bytes (a Put of 10,000 x 384 float32 is about 15 MiB).</summary>
     public int MaxReceiveMessageBytes { get; set; } = 256 * 1024 * 1024;
+
+    /// <summary>
+    /// When set, every EmbeddingCache call must send <c>authorization: Bearer &lt;ApiKey&gt;</c>. Unset by default:
+    /// the server listens on loopback only. Set it (and use TLS) before listening on any other address.
+    /// </summary>
+    public string? ApiKey { get; set; }
 }

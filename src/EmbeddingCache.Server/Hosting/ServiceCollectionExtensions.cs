@@ -28,6 +28,7 @@ public static class ServiceCollectionExtensions
         {
             grpc.MaxReceiveMessageSize = serverOptions.MaxReceiveMessageBytes;
             grpc.MaxSendMessageSize = null;
+            grpc.Interceptors.Add<ApiKeyInterceptor>();
             grpc.Interceptors.Add<CacheErrorInterceptor>();
         });
         services.AddGrpcReflection();

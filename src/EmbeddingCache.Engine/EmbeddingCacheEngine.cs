@@ -16,6 +16,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
     private readonly EngineOptions options;
     private readonly ArtifactsRoot root;
     private readonly ModelCatalog catalog;
+    private readonly VerifySamples samples;
     private readonly ILogger logger;
     private volatile bool stopping;
 
@@ -24,6 +25,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         this.options = options;
         this.root = root;
         catalog = new ModelCatalog(root, options, loggerFactory);
+        samples = new VerifySamples(root.EmbeddingsDirectory);
         logger = loggerFactory.CreateLogger<EmbeddingCacheEngine>();
     }
 
@@ -117,6 +119,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
             await WriteBackAsync(model, store, generation, keys, command.Ids, i => !found[i] ? vectorOf[keys[i]] : null)
                 .ConfigureAwait(false);
             writeTime = Stopwatch.GetElapsedTime(writeStarted);
+            samples.Record(model.Name, command.Kind, misses.Select(m => inputs[m]));
         }
         else if (command.Ids.Count != 0)
         {

@@ -77,6 +77,12 @@ public sealed class FileVerbTests(ITestOutputHelper output) : ServerTest(output)
         Assert.Contains("min cosine", report);
         Assert.Contains("verify: ok", report);
 
+        // Without a corpus, the texts the server recorded while computing are recomputed.
+        var (recorded, recordedReport) = await RunAsync("verify", Wire.MiniLM, "--artifacts", Artifacts.Path);
+        Output.WriteLine(recordedReport);
+        Assert.True(recorded == 0, recordedReport);
+        Assert.Matches(@"recompute Document: \d+ cached rows \(recorded Document texts\) recomputed with the model on disk, min cosine 1\.0000", recordedReport);
+
         string segment = Directory.GetFiles(Path.Combine(Artifacts.Path, "embeddings", Wire.MiniLM, "document"), "*.npy").Single();
         // Cut inside the committed rows, as a bad copy would.
         await using (var file = new FileStream(segment, FileMode.Open)) file.SetLength(4096);

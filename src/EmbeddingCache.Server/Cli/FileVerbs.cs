@@ -153,9 +153,13 @@ internal static class FileVerbs
     {
         var model = new Argument<string>("model") { Description = "The model whose cache is checked." };
         var root = RootOption();
-        var corpus = new Option<FileInfo?>("--corpus") { Description = "A corpus (JSONL or TSV) the cache was warmed from: a sample of its texts is recomputed and compared." };
+        var corpus = new Option<FileInfo?>("--corpus")
+        {
+            Description = "A corpus (JSONL or TSV) the cache was warmed from, to recompute a sample of its texts; " +
+                          "without it, the texts the server recorded for verification are used.",
+        };
         var kind = CliOptions.Kind("document");
-        var sample = new Option<int>("--sample") { Description = "Texts recomputed from --corpus.", DefaultValueFactory = _ => 64 };
+        var sample = new Option<int>("--sample") { Description = "Cached rows recomputed.", DefaultValueFactory = _ => 64 };
         var command = new Command("verify", "Check every file of a model's cache (headers, sizes, sidecars, manifest) and recompute a sample of rows.")
         {
             model, root, corpus, kind, sample,
@@ -172,13 +176,25 @@ internal static class FileVerbs
                 foreach (var problem in snapshot.Problems) Console.WriteLine($"  problem: {problem}");
                 problems += snapshot.Problems.Count;
             }
+            var definition = ModelDefinition.Load(Path.Combine(artifacts, "models", name));
             if (parse.GetValue(corpus) is { } corpusFile)
             {
-                problems += RecomputeSample(artifacts, name, ToKind(parse.GetValue(kind)!), corpusFile.FullName, parse.GetValue(sample));
+                var corpusKind = ToKind(parse.GetValue(kind)!);
+                var random = new Random(17);
+                var inputs = new CorpusReader(corpusFile.FullName, "id", "text").Lines()
+                    .Where(_ => random.Next(4) == 0)
+                    .Select(line => definition.PrefixFor(corpusKind == VectorKind.Query) + line.Text);
+                problems += RecomputeSample(artifacts, definition, corpusKind, inputs, parse.GetValue(sample), $"texts of {corpusFile.Name}");
             }
             else
             {
-                Console.WriteLine("recompute: skipped (the cache keeps hashes of texts, not texts: pass --corpus to recompute a sample)");
+                // The server records the texts of the first rows it computes, since the cache keeps only their hashes.
+                string embeddings = Path.Combine(artifacts, "embeddings");
+                foreach (var each in new[] { VectorKind.Query, VectorKind.Document })
+                {
+                    var inputs = VerifySamples.Read(embeddings, name, each);
+                    if (inputs.Count > 0) problems += RecomputeSample(artifacts, definition, each, inputs, parse.GetValue(sample), $"recorded {each} texts");
+                }
             }
             Console.WriteLine(problems == 0 ? "verify: ok" : $"verify: {problems} problems");
             return problems == 0 ? 0 : 1;
@@ -186,24 +202,27 @@ internal static class FileVerbs
         return command;
     }
 
-    /// <summary>Recomputes cached rows of sampled corpus texts with the model on disk; returns how many fall below 0.9999 cosine.</summary>
-    private static int RecomputeSample(string artifacts, string model, VectorKind kind, string corpus, int sampleSize)
+    /// <summary>
+    /// Recomputes the cached rows of up to <paramref name="sampleSize"/> tokenizer inputs with the model on disk;
+    /// returns 1 if any falls below 0.9999 cosine to what is stored (a changed ONNX Runtime or model file), else 0.
+    /// </summary>
+    private static int RecomputeSample(
+        string artifacts, ModelDefinition definition, VectorKind kind, IEnumerable<string> inputs, int sampleSize, string source)
     {
-        var definition = ModelDefinition.Load(Path.Combine(artifacts, "models", model));
         using var logging = LoggerFactory.Create(builder => builder.SetMinimumLevel(LogLevel.Warning));
         using var encoder = TextEncoder.Load(definition, new EncoderOptions(), logging);
-        var snapshot = KindSnapshot.Read(artifacts, model, kind);
+        var snapshot = KindSnapshot.Read(artifacts, definition.Name, kind);
         var rowByKey = new Dictionary<ContentKey, StoredRow>();
         foreach (var row in snapshot.LiveRows())
         {
             if (row.Key is { } key) rowByKey[key] = row;
         }
-        var random = new Random(17);
-        var texts = new CorpusReader(corpus, "id", "text").Lines().Select(line => line.Text)
-            .Where(_ => random.Next(4) == 0).Take(sampleSize)
-            .Select(text => definition.PrefixFor(kind == VectorKind.Query) + text)
-            .Where(input => rowByKey.ContainsKey(ContentKey.FromText(input)))
-            .ToArray();
+        var texts = inputs.Where(input => rowByKey.ContainsKey(ContentKey.FromText(input))).Take(sampleSize).ToArray();
+        if (texts.Length == 0)
+        {
+            Console.WriteLine($"recompute {kind}: none of the {source} is cached any more");
+            return 0;
+        }
         var fresh = new float[texts.Length * encoder.Dims];
         encoder.Encode(texts, fresh);
         var stored = new byte[encoder.Dims * (snapshot.DType == VectorDType.Float16 ? 2 : 4)];
@@ -217,7 +236,7 @@ internal static class FileVerbs
             worst = Math.Min(worst, TensorPrimitives.CosineSimilarity(storedFloats, fresh.AsSpan(i * encoder.Dims, encoder.Dims)));
         }
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"recompute: {texts.Length} cached rows recomputed with the model on disk, min cosine {worst:F6}"));
+            $"recompute {kind}: {texts.Length} cached rows ({source}) recomputed with the model on disk, min cosine {worst:F6}"));
         return worst >= 0.9999 ? 0 : 1;
     }
 

@@ -294,9 +294,11 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
             var loaded = catalog.Loaded(name);
             var cache = loaded?.Cache ?? root.OpenCache(name);
             bool hasFolder = BuiltInModels.IsBuiltIn(name) || Directory.Exists(Path.Combine(root.ModelsDirectory, name));
+            // A model not used yet: its dims are known for the built-ins, and from its cache for the rest.
+            int dims = cache?.Dims ?? (BuiltInModels.IsBuiltIn(name) ? BuiltInModels.SettingsOf(name).Dims ?? 0 : 0);
             models.Add(new ModelStatus(
                 name,
-                cache?.Dims ?? 0,
+                dims,
                 CanCompute: hasFolder && catalog.LoadError(name) is null,
                 loaded?.Fingerprint ?? cache?.Fingerprint ?? "",
                 cache?[VectorKind.Query].RowCount ?? 0,

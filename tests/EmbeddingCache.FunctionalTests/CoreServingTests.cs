@@ -165,6 +165,9 @@ public sealed class CoreServingTests(ITestOutputHelper output) : ServerTest(outp
         Assert.True(miniLm.CanCompute);
         Assert.Equal(384u, miniLm.Dims);
         Assert.False(string.IsNullOrEmpty(miniLm.Fingerprint));
+        var arctic = Assert.Single(models.Models, m => m.Name == "snowflake-arctic-embed-xs");
+        Assert.True(arctic.CanCompute);
+        Assert.Equal(384u, arctic.Dims);
         Assert.True(File.Exists(Path.Combine(Artifacts.Path, "models", Wire.MiniLM, "model.onnx")));
         Assert.True(File.Exists(Path.Combine(Artifacts.Path, "models", Wire.MiniLM, "manifest.json")));
     }

@@ -80,7 +80,9 @@ public sealed class BadInputTests(ITestOutputHelper output) : ServerTest(output)
             "ids and texts differ in length" => client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = doc, Texts = { "a", "b" }, Ids = { "1" } }).ResponseAsync,
             "wrong vector byte count" => client.PutAsync(new PutRequest
             {
-                Model = "stored", Kind = doc, Ids = { "y" },
+                Model = "stored",
+                Kind = doc,
+                Ids = { "y" },
                 Vectors = new Vectors { Count = 1, Dims = 2, Dtype = DType.Float32, Data = ByteString.CopyFrom(new byte[12]) },
             }).ResponseAsync,
             "NaN in a vector" => client.PutAsync(new PutRequest { Model = "stored", Kind = doc, Ids = { "y" }, Vectors = Wire.Pack([1f, float.NaN], 2) }).ResponseAsync,

@@ -81,13 +81,18 @@ public sealed class CoreServingTests(ITestOutputHelper output) : ServerTest(outp
         string[] ids = ["d1", "d2", "d3", "d4", "d5"];
         var put = await server.Client.PutAsync(new PutRequest
         {
-            Model = "gpu-encoder", Kind = Kind.Document, Ids = { ids }, Vectors = Wire.Pack(vectors, 8),
+            Model = "gpu-encoder",
+            Kind = Kind.Document,
+            Ids = { ids },
+            Vectors = Wire.Pack(vectors, 8),
         });
         Assert.Equal(5u, put.Stored);
 
         var got = await server.Client.GetAsync(new GetRequest
         {
-            Model = "gpu-encoder", Kind = Kind.Document, Ids = { "d3", "nope", "d1", "d5" },
+            Model = "gpu-encoder",
+            Kind = Kind.Document,
+            Ids = { "d3", "nope", "d1", "d5" },
         });
         Assert.Equal([RowSource.Cached, RowSource.Missing, RowSource.Cached, RowSource.Cached], got.Sources);
         var floats = Wire.Floats(got.Vectors);
@@ -136,7 +141,10 @@ public sealed class CoreServingTests(ITestOutputHelper output) : ServerTest(outp
         var full = await server.Client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = Kind.Document, Texts = { texts } });
         var half = await server.Client.EmbedAsync(new EmbedRequest
         {
-            Model = Wire.MiniLM, Kind = Kind.Document, Texts = { texts }, Dtype = DType.Float16,
+            Model = Wire.MiniLM,
+            Kind = Kind.Document,
+            Texts = { texts },
+            Dtype = DType.Float16,
         });
         Assert.Equal(DType.Float16, half.Vectors.Dtype);
         Assert.Equal(full.Vectors.Data.Length / 2, half.Vectors.Data.Length);

@@ -118,7 +118,8 @@ internal static class FileVerbs
                     Ids = { chunkIds },
                     Vectors = new Vectors
                     {
-                        Count = (uint)count, Dims = (uint)header.Columns,
+                        Count = (uint)count,
+                        Dims = (uint)header.Columns,
                         Dtype = dtype == VectorDType.Float16 ? DType.Float16 : DType.Float32,
                         Data = UnsafeByteOperations.UnsafeWrap(data),
                     },

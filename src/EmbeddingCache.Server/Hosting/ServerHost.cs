@@ -80,6 +80,7 @@ public static partial class ServerHost
         builder.Services.AddEmbeddingCache(builder.Configuration);
 
         var app = builder.Build();
+        app.Services.GetRequiredService<CacheMetrics>();
         app.Lifetime.ApplicationStarted.Register(() => WarnIfExposed(app));
         app.MapGrpcService<EmbeddingCacheService>();
         app.MapGrpcService<HealthServiceImpl>();

@@ -15,6 +15,12 @@ public sealed class ServerOptions
     public int MaxReceiveMessageBytes { get; set; } = 256 * 1024 * 1024;
 
     /// <summary>
+    /// Port of the Prometheus endpoint (http://127.0.0.1:PORT/metrics), apart from gRPC, e.g. 9464. Default 0: off,
+    /// so that several servers on one machine never contend for a port nobody asked for.
+    /// </summary>
+    public int MetricsPort { get; set; }
+
+    /// <summary>
     /// When set, every EmbeddingCache call must send <c>authorization: Bearer &lt;ApiKey&gt;</c>. Unset by default:
     /// the server listens on loopback only. Set it (and use TLS) before listening on any other address.
     /// </summary>

@@ -1,6 +1,7 @@
 using EmbeddingCache.Engine;
 using EmbeddingCache.Server.Services;
 using Grpc.HealthCheck;
+using Prometheus;
 using Microsoft.Extensions.Options;
 
 namespace EmbeddingCache.Server.Hosting;
@@ -28,10 +29,20 @@ public static class ServiceCollectionExtensions
         {
             grpc.MaxReceiveMessageSize = serverOptions.MaxReceiveMessageBytes;
             grpc.MaxSendMessageSize = null;
+            grpc.Interceptors.Add<MetricsInterceptor>();
             grpc.Interceptors.Add<ApiKeyInterceptor>();
             grpc.Interceptors.Add<CacheErrorInterceptor>();
         });
         services.AddGrpcReflection();
+        services.AddSingleton<CacheMetrics>();
+        if (serverOptions.MetricsPort is > 0 and <= ushort.MaxValue)
+        {
+            services.AddMetricServer(metrics =>
+            {
+                metrics.Hostname = "127.0.0.1";
+                metrics.Port = (ushort)serverOptions.MetricsPort;
+            });
+        }
         // The standard grpc.health.v1 service; EngineLifetime sets SERVING once the preloaded models are warm.
         services.AddSingleton<HealthServiceImpl>();
         return services;

@@ -12,7 +12,9 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
 {
     public override async Task<EmbedResponse> Embed(EmbedRequest request, ServerCallContext context)
     {
-        var result = await engine.EmbedAsync(ToCommand(request), context.CancellationToken).ConfigureAwait(false);
+        var command = ToCommand(request);
+        var result = await engine.EmbedAsync(command, context.CancellationToken).ConfigureAwait(false);
+        CacheMetrics.Answered(command.Model, command.Kind, result);
         AddTimings(context, result.Timings);
         return ToResponse(result);
     }
@@ -62,7 +64,9 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
 
     private async Task<EmbedResponse> EmbedOneAsync(EmbedRequest request, ServerCallContext context)
     {
-        var result = await engine.EmbedAsync(ToCommand(request), context.CancellationToken).ConfigureAwait(false);
+        var command = ToCommand(request);
+        var result = await engine.EmbedAsync(command, context.CancellationToken).ConfigureAwait(false);
+        CacheMetrics.Answered(command.Model, command.Kind, result);
         return ToResponse(result);
     }
 
@@ -94,9 +98,9 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
 
     public override async Task<GetResponse> Get(GetRequest request, ServerCallContext context)
     {
-        var result = await engine.GetAsync(
-            new GetCommand(request.Model, RequiredKind(request.Kind), request.Ids, request.Texts, ToStorage(request.Dtype, "dtype")),
-            context.CancellationToken).ConfigureAwait(false);
+        var command = new GetCommand(request.Model, RequiredKind(request.Kind), request.Ids, request.Texts, ToStorage(request.Dtype, "dtype"));
+        var result = await engine.GetAsync(command, context.CancellationToken).ConfigureAwait(false);
+        CacheMetrics.Answered(command.Model, command.Kind, result);
         AddTimings(context, result.Timings);
         int missing = result.CountOf(Engine.RowSource.Missing);
         var response = new GetResponse
@@ -117,6 +121,7 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
                 (int)Math.Min(vectors.Count, int.MaxValue), (int)Math.Min(vectors.Dims, int.MaxValue),
                 ToStorage(vectors.Dtype, "vectors.dtype"), vectors.Data.Memory),
             context.CancellationToken).ConfigureAwait(false);
+        CacheMetrics.Stored(request.Model, stored);
         return new PutResponse { Stored = (uint)stored };
     }
 

@@ -1,0 +1,107 @@
+using EmbeddingCache.Engine;
+using Grpc.Core;
+using Grpc.Core.Interceptors;
+using Prometheus;
+
+namespace EmbeddingCache.Server.Services;
+
+/// <summary>
+/// Prometheus metrics, served on their own port (<c>EmbeddingCache:MetricsPort</c>): rows by model, kind and
+/// where they came from (hit rate = cached / (cached + computed + missing)), bytes served and written, time
+/// per stage, latency and errors per RPC, and disk bytes per model, read when Prometheus scrapes.
+/// </summary>
+internal sealed class CacheMetrics
+{
+    private static readonly Counter Rows = Metrics.CreateCounter(
+        "embcache_rows_total", "Rows answered, by model, kind and source (cached, computed, missing).", "model", "kind", "source");
+
+    private static readonly Counter BytesServed = Metrics.CreateCounter(
+        "embcache_bytes_served_total", "Vector bytes sent to clients.", "model");
+
+    private static readonly Counter RowsWritten = Metrics.CreateCounter(
+        "embcache_rows_written_total", "Rows stored by Put.", "model");
+
+    private static readonly Counter StageSeconds = Metrics.CreateCounter(
+        "embcache_stage_seconds_total", "Time spent per stage of Embed (lookup, tokenize, queue, inference, write).", "model", "stage");
+
+    private static readonly Gauge DiskBytes = Metrics.CreateGauge(
+        "embcache_disk_bytes", "Bytes of cache files on disk, by model.", "model");
+
+    public CacheMetrics(EmbeddingCacheEngine engine) =>
+        Metrics.DefaultRegistry.AddBeforeCollectCallback(() =>
+        {
+            foreach (var model in engine.ListModels()) DiskBytes.WithLabels(model.Name).Set(model.Bytes);
+        });
+
+    public static void Answered(string model, Storage.VectorKind kind, LookupResult result)
+    {
+        string kindLabel = kind == Storage.VectorKind.Query ? "query" : "document";
+        foreach (var source in new[] { Engine.RowSource.Cached, Engine.RowSource.Computed, Engine.RowSource.Missing })
+        {
+            int count = result.CountOf(source);
+            if (count > 0) Rows.WithLabels(model, kindLabel, source.ToString().ToLowerInvariant()).Inc(count);
+        }
+        BytesServed.WithLabels(model).Inc(result.Vectors.Data.Length);
+        var timings = result.Timings;
+        foreach (var (stage, elapsed) in new[] { ("lookup", timings.Lookup), ("tokenize", timings.Tokenize), ("queue", timings.Queue), ("inference", timings.Inference), ("write", timings.Write) })
+        {
+            if (elapsed > TimeSpan.Zero) StageSeconds.WithLabels(model, stage).Inc(elapsed.TotalSeconds);
+        }
+    }
+
+    public static void Stored(string model, int rows) => RowsWritten.WithLabels(model).Inc(rows);
+}
+
+/// <summary>Latency and outcome of every RPC, by method and status code.</summary>
+internal sealed class MetricsInterceptor : Interceptor
+{
+    private static readonly Histogram Latency = Metrics.CreateHistogram(
+        "embcache_rpc_duration_seconds", "Time to answer an RPC.",
+        new HistogramConfiguration { LabelNames = ["method"], Buckets = Histogram.ExponentialBuckets(0.00005, 2, 20) });
+
+    private static readonly Counter Calls = Metrics.CreateCounter(
+        "embcache_rpc_total", "RPCs answered, by method and gRPC status code.", "method", "code");
+
+    public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(
+        TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
+    {
+        using var timer = Latency.WithLabels(context.Method).NewTimer();
+        try
+        {
+            var response = await continuation(request, context).ConfigureAwait(false);
+            Calls.WithLabels(context.Method, nameof(StatusCode.OK)).Inc();
+            return response;
+        }
+        catch (RpcException e)
+        {
+            Calls.WithLabels(context.Method, e.StatusCode.ToString()).Inc();
+            throw;
+        }
+        catch (Exception)
+        {
+            Calls.WithLabels(context.Method, nameof(StatusCode.Unknown)).Inc();
+            throw;
+        }
+    }
+
+    public override async Task DuplexStreamingServerHandler<TRequest, TResponse>(
+        IAsyncStreamReader<TRequest> requestStream, IServerStreamWriter<TResponse> responseStream,
+        ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        try
+        {
+            await continuation(requestStream, responseStream, context).ConfigureAwait(false);
+            Calls.WithLabels(context.Method, nameof(StatusCode.OK)).Inc();
+        }
+        catch (RpcException e)
+        {
+            Calls.WithLabels(context.Method, e.StatusCode.ToString()).Inc();
+            throw;
+        }
+        catch (Exception)
+        {
+            Calls.WithLabels(context.Method, nameof(StatusCode.Unknown)).Inc();
+            throw;
+        }
+    }
+}

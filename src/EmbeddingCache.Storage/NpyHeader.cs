@@ -32,6 +32,13 @@ public sealed partial record NpyHeader(string Descr, bool FortranOrder, long[] S
     public static NpyHeader Read(string path)
     {
         using var file = File.OpenRead(path);
+        return Read(file, path);
+    }
+
+    /// <summary>Reads the header at the start of <paramref name="file"/>; <paramref name="path"/> names it in errors.</summary>
+    /// <exception cref="InvalidDataException">Not a .npy file, or a header this parser cannot read; the message says which.</exception>
+    public static NpyHeader Read(Stream file, string path)
+    {
         var prefix = new byte[12];
         int read = file.ReadAtLeast(prefix, prefix.Length, throwOnEndOfStream: false);
         if (read < 10 || !prefix.AsSpan(0, 6).SequenceEqual(Magic))
@@ -93,7 +100,7 @@ public sealed partial record NpyHeader(string Descr, bool FortranOrder, long[] S
             throw new InvalidDataException($"{path}: cannot read the .npy header {header.Trim()}");
         }
         var dims = shape.Groups[1].Value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-            .Select(d => long.TryParse(d, NumberStyles.None, CultureInfo.InvariantCulture, out long n) ? n
+            .Select(d => long.TryParse(d, NumberStyles.None, CultureInfo.InvariantCulture, out long n) && n <= int.MaxValue ? n
                 : throw new InvalidDataException($"{path}: shape ({shape.Groups[1].Value}) is not a tuple of sizes"))
             .ToArray();
         return new NpyHeader(descr.Groups[1].Value, fortran.Groups[1].Value == "True", dims, dataOffset);

@@ -135,18 +135,8 @@ public sealed class VectorStore
             int hits = 0;
             for (int i = 0; i < keys.Length; i++)
             {
-                Span<byte> target = destination.Slice(i * rowBytes, rowBytes);
-                if (state.Keys.TryGetValue(keys[i], out long location))
-                {
-                    CopyRow(state, location, outputType, target);
-                    found[i] = true;
-                    hits++;
-                }
-                else
-                {
-                    target.Clear();
-                    found[i] = false;
-                }
+                found[i] = CopyOrClear(state, state.Keys, keys[i], outputType, destination.Slice(i * rowBytes, rowBytes));
+                hits += found[i] ? 1 : 0;
             }
 
             return hits;
@@ -168,19 +158,10 @@ public sealed class VectorStore
             int hits = 0;
             for (int i = 0; i < ids.Count; i++)
             {
-                Span<byte> target = destination.Slice(i * rowBytes, rowBytes);
                 string? id = ids[i];
-                if (id is not null && state.Ids.TryGetValue(ContentKey.FromText(id), out long location))
-                {
-                    CopyRow(state, location, outputType, target);
-                    found[i] = true;
-                    hits++;
-                }
-                else
-                {
-                    target.Clear();
-                    found[i] = false;
-                }
+                ContentKey? idKey = id is null ? null : ContentKey.FromText(id);
+                found[i] = CopyOrClear(state, state.Ids, idKey, outputType, destination.Slice(i * rowBytes, rowBytes));
+                hits += found[i] ? 1 : 0;
             }
 
             return hits;
@@ -189,6 +170,19 @@ public sealed class VectorStore
         {
             state.Exit();
         }
+    }
+
+    /// <summary>Copies the row <paramref name="key"/> maps to in <paramref name="index"/> into <paramref name="target"/>, or zero-fills it; true when found.</summary>
+    private static bool CopyOrClear(StoreState state, KeyIndex index, ContentKey? key, VectorDType outputType, Span<byte> target)
+    {
+        if (key is { } k && index.TryGetValue(k, out long location))
+        {
+            CopyRow(state, location, outputType, target);
+            return true;
+        }
+
+        target.Clear();
+        return false;
     }
 
     /// <summary>True when a committed row has this content key.</summary>

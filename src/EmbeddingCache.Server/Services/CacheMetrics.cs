@@ -72,14 +72,9 @@ internal sealed class MetricsInterceptor : Interceptor
             Calls.WithLabels(context.Method, nameof(StatusCode.OK)).Inc();
             return response;
         }
-        catch (RpcException e)
+        catch (Exception e)
         {
-            Calls.WithLabels(context.Method, e.StatusCode.ToString()).Inc();
-            throw;
-        }
-        catch (Exception)
-        {
-            Calls.WithLabels(context.Method, nameof(StatusCode.Unknown)).Inc();
+            CountFailure(context.Method, e);
             throw;
         }
     }
@@ -93,15 +88,14 @@ internal sealed class MetricsInterceptor : Interceptor
             await continuation(requestStream, responseStream, context).ConfigureAwait(false);
             Calls.WithLabels(context.Method, nameof(StatusCode.OK)).Inc();
         }
-        catch (RpcException e)
+        catch (Exception e)
         {
-            Calls.WithLabels(context.Method, e.StatusCode.ToString()).Inc();
-            throw;
-        }
-        catch (Exception)
-        {
-            Calls.WithLabels(context.Method, nameof(StatusCode.Unknown)).Inc();
+            CountFailure(context.Method, e);
             throw;
         }
     }
+
+    /// <summary>A failed call counts under its gRPC status; anything else surfaces to clients as UNKNOWN.</summary>
+    private static void CountFailure(string method, Exception error) =>
+        Calls.WithLabels(method, error is RpcException rpc ? rpc.StatusCode.ToString() : nameof(StatusCode.Unknown)).Inc();
 }

@@ -27,7 +27,7 @@ public static class HitPathBenchmark
         var repository = RepositoryRoot()
                          ?? throw new ArgumentException("Run the hits verb from inside the EmbeddingCache repository: it needs src/python and benchmarks/.");
         var work = Path.GetFullPath(options.WorkDirectory ?? Path.Combine(repository, "benchmarks", ".scratch"));
-        var report = new HitPathReport { Options = options, LoadBefore = MachineLoad.LoadAverage() };
+        var report = new HitPathReport { Options = options, LoadBefore = MachineLoad.LoadAverage(), WorkDirectory = work };
         Console.WriteLine($"hits: {options.Rows:N0} vectors x {HitDataset.Dims}, seed {options.Seed}; data kept in {work}; load average before: {report.LoadBefore}");
 
         if (!options.SkipRedis)

@@ -47,6 +47,9 @@ public sealed class HitPathReport
 
     public ClientResults? Client { get; set; }
 
+    /// <summary>The scratch folder, written as <c>&lt;work-dir&gt;</c> where server lines quote it: no machine's paths in the report.</summary>
+    public string WorkDirectory { get; init; } = "";
+
     /// <summary>True when other processes used more than a few percent of the machine while it was measured.</summary>
     public bool MachineWasBusy =>
         Phases.Any(phase => phase.Load.Others + phase.Load.Steal > BusyShare)
@@ -194,7 +197,7 @@ public sealed class HitPathReport
         md.AppendLine("The real server (default settings) started on the cache; **open** = process start → first Get that finds a vector (includes .NET start-up " +
                       "and Kestrel); **server says** = the open time the server logged for the cache. **Index memory** = the server's anonymous resident memory " +
                       "(RssAnon: heaps, index, buffers; not the memory-mapped vectors) once it is serving (preloaded model loaded) plus 2 s, minus that of the " +
-                      "same server on an empty artifacts root, divided by the vectors. Medians over starts.");
+                      "same server on an empty artifacts root, divided by the vectors in the cache (N by id plus the " + Options.CachedTexts.ToString("N0", Invariant) + " by text). Medians over starts.");
         md.AppendLine();
         md.AppendLine("| vectors | starts | to listening ms | open ms (median, min–max) | server says ms | RssAnon MB | index B/entry | RssFile MB |");
         md.AppendLine("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
@@ -205,13 +208,15 @@ public sealed class HitPathReport
             var said = group.Where(run => run.ServerOpenMilliseconds is not null).Select(run => run.ServerOpenMilliseconds!.Value).ToArray();
             var anon = group.Select(run => (double)(run.Settled?.Anonymous ?? 0)).Median();
             var file = group.Select(run => (double)(run.Settled?.FileBacked ?? 0)).Median();
-            var perEntry = group.Key == 0 ? "–" : ((anon - emptyAnon) / group.Key).ToString("F1", Invariant);
+            var perEntry = group.Key == 0 ? "–" : ((anon - emptyAnon) / (group.Key + Options.CachedTexts)).ToString("F1", Invariant);
             md.AppendLine($"| {(group.Key == 0 ? "0 (empty root)" : group.Key.ToString("N0", Invariant))} | {group.Count()} | {group.Select(run => run.ToListening.TotalMilliseconds).Median():F0} | " +
                           $"{(group.Key == 0 ? "–" : $"{open.Median:F0} ({open.Range("F0")})")} | {(said.Length == 0 ? "–" : said.Median().ToString("F0", Invariant))} | " +
                           $"{anon / 1e6:F0} | {perEntry} | {file / 1e6:F0} |");
         }
 
-        var lines = Opens.Where(run => run.Rows > 0).SelectMany(run => run.ServerLines).Distinct().Take(6).ToArray();
+        var lines = Opens.Where(run => run.Rows > 0).SelectMany(run => run.ServerLines)
+            .Select(line => WorkDirectory.Length > 0 ? line.Replace(WorkDirectory, "<work-dir>", StringComparison.Ordinal) : line)
+            .Take(6).ToArray();
         md.AppendLine();
         if (lines.Length > 0)
         {
@@ -283,7 +288,7 @@ public sealed class HitPathReport
             var largest = Opens.Max(run => run.Rows);
             var open = Opens.Where(run => run.Rows == largest).Select(run => run.ToFirstHit.TotalSeconds).Median();
             md.AppendLine($"- Open {largest:N0} vectors to the first hit in < 1 s: {Verdict(open < 1, 1)} ({open:F2} s, process start included).");
-            var perEntry = (Opens.Where(run => run.Rows == largest).Select(run => (double)(run.Settled?.Anonymous ?? 0)).Median() - EmptyAnonymous()) / largest;
+            var perEntry = (Opens.Where(run => run.Rows == largest).Select(run => (double)(run.Settled?.Anonymous ?? 0)).Median() - EmptyAnonymous()) / (largest + Options.CachedTexts);
             md.AppendLine($"- Index < 64 B per entry at {largest:N0}: {Verdict(perEntry < 64, 1)} ({perEntry:F1} B, from RssAnon, see above).");
         }
 
@@ -360,6 +365,13 @@ public sealed class HitPathReport
                                          $"<title>{peers[p]}, N={size}: {value:F0} µs</title></rect>");
             }
 
+            if (medians[size].TryGetValue("floor", out var floor) && floor > 0)
+            {
+                // The target: Get at most 1.3x the floor's median.
+                var target = Y(1.3 * floor);
+                svg.AppendLine(Invariant, $"<line x1=\"{x0:F1}\" x2=\"{x0 + (groupWidth * 0.8):F1}\" y1=\"{target:F1}\" y2=\"{target:F1}\" stroke=\"black\" stroke-dasharray=\"4 3\"/>");
+            }
+
             svg.AppendLine(Invariant, $"<text x=\"{x0 + (groupWidth * 0.4):F1}\" y=\"{top + plotHeight + 20}\" text-anchor=\"middle\">N = {size:N0}</text>");
         }
 
@@ -371,6 +383,9 @@ public sealed class HitPathReport
             svg.AppendLine(Invariant, $"<text x=\"{left + plotWidth + 40}\" y=\"{y + 11}\">{peers[p]}</text>");
         }
 
+        var legendY = top + 10 + (peers.Length * 22);
+        svg.AppendLine(Invariant, $"<line x1=\"{left + plotWidth + 20}\" x2=\"{left + plotWidth + 34}\" y1=\"{legendY + 7}\" y2=\"{legendY + 7}\" stroke=\"black\" stroke-dasharray=\"4 3\"/>");
+        svg.AppendLine(Invariant, $"<text x=\"{left + plotWidth + 40}\" y=\"{legendY + 11}\">target: 1.3 x floor</text>");
         svg.AppendLine("</svg>");
         return svg.ToString();
     }

@@ -33,7 +33,7 @@ public static class MachineLoad
     /// </summary>
     public static TimeSpan ProcessTreeCpuTime(int processId)
     {
-        var ticksPerSecond = 100.0; // USER_HZ, 100 on every Linux that .NET runs on
+        const double TicksPerSecond = 100; // USER_HZ, 100 on every Linux that .NET runs on
         var stats = new Dictionary<int, (int Parent, long Ticks)>();
         try
         {
@@ -77,7 +77,7 @@ public static class MachineLoad
             }
         }
 
-        return TimeSpan.FromSeconds(total / ticksPerSecond);
+        return TimeSpan.FromSeconds(total / TicksPerSecond);
     }
 
     internal static (long Busy, long Total, long Steal)? ReadProcStat()

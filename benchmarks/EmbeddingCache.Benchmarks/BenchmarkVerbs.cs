@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using BenchmarkDotNet.Running;
 using EmbeddingCache.Benchmarks.HitPath;
 using EmbeddingCache.Benchmarks.Micro;
@@ -44,6 +45,14 @@ public static class BenchmarkVerbs
             }
         };
         Console.CancelKeyPress += onCancel;
+        // SIGTERM (kill, a CI timeout) takes the same clean way out; left to the runtime, it ends the process before
+        // the servers this run started are stopped.
+        using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context =>
+        {
+            context.Cancel = true;
+            Console.Error.WriteLine("Stopping on SIGTERM: killing the servers and clients this run started.");
+            cancellation.Cancel();
+        });
         try
         {
             switch (args[0])

@@ -289,7 +289,9 @@ public sealed class HitPathReport
             var open = Opens.Where(run => run.Rows == largest).Select(run => run.ToFirstHit.TotalSeconds).Median();
             md.AppendLine($"- Open {largest:N0} vectors to the first hit in < 1 s: {Verdict(open < 1, 1)} ({open:F2} s, process start included).");
             var perEntry = (Opens.Where(run => run.Rows == largest).Select(run => (double)(run.Settled?.Anonymous ?? 0)).Median() - EmptyAnonymous()) / (largest + Options.CachedTexts);
-            md.AppendLine($"- Index < 64 B per entry at {largest:N0}: {Verdict(perEntry < 64, 1)} ({perEntry:F1} B, from RssAnon, see above).");
+            md.AppendLine(perEntry > 0
+                ? $"- Index < 64 B per entry at {largest:N0}: {Verdict(perEntry < 64, 1)} ({perEntry:F1} B, from RssAnon, see above)."
+                : $"- Index < 64 B per entry at {largest:N0}: **not resolved**: the server's RssAnon on the cache was within the noise of the empty server's ({perEntry:F1} B); measure a larger cache.");
         }
 
         md.AppendLine();

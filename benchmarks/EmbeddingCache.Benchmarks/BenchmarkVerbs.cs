@@ -1,4 +1,6 @@
+using System.Runtime.InteropServices;
 using BenchmarkDotNet.Running;
+using EmbeddingCache.Benchmarks.HitPath;
 using EmbeddingCache.Benchmarks.Micro;
 using EmbeddingCache.Benchmarks.MissPath;
 
@@ -6,9 +8,8 @@ namespace EmbeddingCache.Benchmarks;
 
 /// <summary>
 /// The verbs of the benchmark program. Each end-to-end comparison is a verb of its own that prints ratios measured
-/// in the same run; <c>micro</c> hands over to BenchmarkDotNet for in-process work. To add a comparison (the hit
-/// path against Redis and a bare gRPC server is next): give it a verb here, an options class with its usage, and a
-/// folder beside MissPath/.
+/// in the same run; <c>micro</c> hands over to BenchmarkDotNet for in-process work. To add a comparison: give it a
+/// verb here, an options class with its usage, and a folder beside MissPath/ and HitPath/.
 /// </summary>
 public static class BenchmarkVerbs
 {
@@ -17,6 +18,7 @@ public static class BenchmarkVerbs
 
         Verbs:
           miss    miss-path throughput against raw ONNX Runtime and a peer (see below)
+          hits    hit-path latency and throughput against a bare gRPC server, Redis and numpy memory maps (see below)
           micro   BenchmarkDotNet micro-benchmarks of in-process work; BenchmarkDotNet's own options follow
                   (e.g. micro --filter '*Tokeniz*', micro --list flat)
 
@@ -27,7 +29,7 @@ public static class BenchmarkVerbs
     {
         if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
         {
-            Console.WriteLine(Usage + MissPathOptions.Usage);
+            Console.WriteLine(Usage + MissPathOptions.Usage + "\n" + HitPathOptions.Usage);
             return args.Length == 0 ? 2 : 0;
         }
 
@@ -38,22 +40,32 @@ public static class BenchmarkVerbs
             if (!cancellation.IsCancellationRequested)
             {
                 e.Cancel = true;
-                Console.Error.WriteLine("Stopping: killing the servers this run started. Press Ctrl+C again to quit at once.");
+                Console.Error.WriteLine("Stopping: killing the servers and clients this run started. Press Ctrl+C again to quit at once.");
                 cancellation.Cancel();
             }
         };
         Console.CancelKeyPress += onCancel;
+        // SIGTERM (kill, a CI timeout) takes the same clean way out; left to the runtime, it ends the process before
+        // the servers this run started are stopped.
+        using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context =>
+        {
+            context.Cancel = true;
+            Console.Error.WriteLine("Stopping on SIGTERM: killing the servers and clients this run started.");
+            cancellation.Cancel();
+        });
         try
         {
             switch (args[0])
             {
                 case "miss":
                     return await MissPathBenchmark.RunAsync(MissPathOptions.Parse(args[1..]), cancellation.Token).ConfigureAwait(false);
+                case "hits":
+                    return await HitPathBenchmark.RunAsync(HitPathOptions.Parse(args[1..]), cancellation.Token).ConfigureAwait(false);
                 case "micro":
                     BenchmarkSwitcher.FromAssembly(typeof(BenchmarkVerbs).Assembly).Run(args[1..], MicroBenchmarkConfig.Create());
                     return 0;
                 default:
-                    Console.Error.WriteLine($"Unknown verb '{args[0]}'.\n\n{Usage}{MissPathOptions.Usage}");
+                    Console.Error.WriteLine($"Unknown verb '{args[0]}'.\n\n{Usage}{MissPathOptions.Usage}\n{HitPathOptions.Usage}");
                     return 2;
             }
         }

@@ -56,6 +56,12 @@ public sealed partial class EmbcacheServerProcess : IAsyncDisposable
     /// <summary>The server's <c>http://127.0.0.1:PORT</c> address.</summary>
     public string Address { get; private set; } = "";
 
+    /// <summary>The server's process id.</summary>
+    public int ProcessId => _processId;
+
+    /// <summary>When the process was started (a <see cref="Stopwatch"/> timestamp), for open-time measurements.</summary>
+    public long StartedAt { get; private set; }
+
     /// <summary>The last lines the server printed.</summary>
     public string Log => string.Join('\n', _log);
 
@@ -76,8 +82,11 @@ public sealed partial class EmbcacheServerProcess : IAsyncDisposable
         }
     }
 
-    /// <summary>Starts the server and returns once its health service says SERVING (models loaded and warmed).</summary>
-    public static async Task<EmbcacheServerProcess> StartAsync(string artifactsDirectory, CancellationToken cancellationToken)
+    /// <summary>
+    /// Starts the server and returns once its health service says SERVING (models loaded and warmed), or, with
+    /// <paramref name="waitUntilServing"/> false, as soon as it listens.
+    /// </summary>
+    public static async Task<EmbcacheServerProcess> StartAsync(string artifactsDirectory, CancellationToken cancellationToken, bool waitUntilServing = true)
     {
         var embcache = Path.Combine(AppContext.BaseDirectory, "embcache.dll");
         if (!File.Exists(embcache))
@@ -88,13 +97,18 @@ public sealed partial class EmbcacheServerProcess : IAsyncDisposable
         var server = new EmbcacheServerProcess(artifactsDirectory);
         try
         {
+            server.StartedAt = Stopwatch.GetTimestamp();
             server._process.Start();
             server._processId = server._process.Id;
             Running[server._processId] = server._process;
             server._process.BeginOutputReadLine();
             server._process.BeginErrorReadLine();
             server.Address = await server._listening.Task.WaitAsync(StartTimeout, cancellationToken).ConfigureAwait(false);
-            await server.WaitUntilServingAsync(cancellationToken).ConfigureAwait(false);
+            if (waitUntilServing)
+            {
+                await server.WaitUntilServingAsync(cancellationToken).ConfigureAwait(false);
+            }
+
             return server;
         }
         catch
@@ -152,7 +166,8 @@ public sealed partial class EmbcacheServerProcess : IAsyncDisposable
         }
     }
 
-    private async Task WaitUntilServingAsync(CancellationToken cancellationToken)
+    /// <summary>Returns once the health service says SERVING: the preloaded models are loaded and warmed.</summary>
+    public async Task WaitUntilServingAsync(CancellationToken cancellationToken)
     {
         using var channel = OpenChannel();
         var health = new Health.HealthClient(channel);

@@ -27,7 +27,60 @@ public static class MachineLoad
     /// <summary>Starts watching a phase; <paramref name="ownCpuTime"/> returns the CPU time of the processes under test so far.</summary>
     public static PhaseWatch Watch(Func<TimeSpan> ownCpuTime) => new(ownCpuTime);
 
-    internal static (long Busy, long Total)? ReadProcStat()
+    /// <summary>
+    /// CPU time of process <paramref name="processId"/> and every live descendant, including children they already
+    /// reaped (from <c>/proc/*/stat</c>): the cost of a tree of client processes. Zero where /proc cannot be read.
+    /// </summary>
+    public static TimeSpan ProcessTreeCpuTime(int processId)
+    {
+        const double TicksPerSecond = 100; // USER_HZ, 100 on every Linux that .NET runs on
+        var stats = new Dictionary<int, (int Parent, long Ticks)>();
+        try
+        {
+            foreach (var folder in Directory.EnumerateDirectories("/proc"))
+            {
+                if (!int.TryParse(Path.GetFileName(folder), NumberStyles.Integer, CultureInfo.InvariantCulture, out var pid))
+                {
+                    continue;
+                }
+
+                try
+                {
+                    var text = File.ReadAllText(Path.Combine(folder, "stat"));
+                    var fields = text[(text.LastIndexOf(')') + 2)..].Split(' ');
+                    // After the name: state ppid ... utime(11) stime(12) cutime(13) cstime(14), counted from state = 0.
+                    var ticks = long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)
+                                + long.Parse(fields[13], CultureInfo.InvariantCulture) + long.Parse(fields[14], CultureInfo.InvariantCulture);
+                    stats[pid] = (int.Parse(fields[1], CultureInfo.InvariantCulture), ticks);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException or ArgumentOutOfRangeException)
+                {
+                    // The process ended while we looked.
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return TimeSpan.Zero;
+        }
+
+        long total = 0;
+        foreach (var (pid, (_, ticks)) in stats)
+        {
+            for (var ancestor = pid; ancestor > 1 && stats.TryGetValue(ancestor, out var entry); ancestor = entry.Parent)
+            {
+                if (ancestor == processId)
+                {
+                    total += ticks;
+                    break;
+                }
+            }
+        }
+
+        return TimeSpan.FromSeconds(total / TicksPerSecond);
+    }
+
+    internal static (long Busy, long Total, long Steal)? ReadProcStat()
     {
         try
         {
@@ -43,7 +96,7 @@ public static class MachineLoad
                 .Select(field => long.Parse(field, CultureInfo.InvariantCulture)).ToArray();
             var total = ticks.Sum();
             var idle = ticks[3] + ticks[4];
-            return (total - idle, total);
+            return (total - idle, total, ticks[7]);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
         {
@@ -56,13 +109,14 @@ public static class MachineLoad
 /// <param name="MachineBusy">Share of the machine's CPU time that was busy, whoever used it.</param>
 /// <param name="Own">Share used by this program and the server it started.</param>
 /// <param name="Others">Share used by every other process: near 0 on a quiet machine.</param>
-public readonly record struct PhaseLoad(double MachineBusy, double Own, double Others);
+/// <param name="Steal">Share the hypervisor gave to other machines while this one wanted to run (counted in busy).</param>
+public readonly record struct PhaseLoad(double MachineBusy, double Own, double Others, double Steal);
 
 /// <summary>A phase being watched; <see cref="Stop"/> gives its <see cref="PhaseLoad"/>.</summary>
 public sealed class PhaseWatch
 {
     private readonly Func<TimeSpan> _ownCpuTime;
-    private readonly (long Busy, long Total)? _stat;
+    private readonly (long Busy, long Total, long Steal)? _stat;
     private readonly TimeSpan _ownStart;
     private readonly long _startedAt;
 
@@ -82,11 +136,12 @@ public sealed class PhaseWatch
         var end = MachineLoad.ReadProcStat();
         if (_stat is not { } start || end is not { } stop || stop.Total <= start.Total)
         {
-            return new PhaseLoad(double.NaN, double.NaN, double.NaN);
+            return new PhaseLoad(double.NaN, double.NaN, double.NaN, double.NaN);
         }
 
         var busy = (double)(stop.Busy - start.Busy) / (stop.Total - start.Total);
         var ownShare = Math.Min(1, own.TotalSeconds / (elapsed.TotalSeconds * Environment.ProcessorCount));
-        return new PhaseLoad(busy, ownShare, Math.Max(0, busy - ownShare));
+        var steal = (double)(stop.Steal - start.Steal) / (stop.Total - start.Total);
+        return new PhaseLoad(busy, ownShare, Math.Max(0, busy - ownShare - steal), steal);
     }
 }

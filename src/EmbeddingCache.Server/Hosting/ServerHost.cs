@@ -20,7 +20,17 @@ public static partial class ServerHost
     /// <summary>Runs the server until it is stopped (Ctrl+C, SIGTERM); returns the exit code.</summary>
     public static async Task<int> RunAsync(string[] args)
     {
-        var app = Build(args);
+        WebApplication app;
+        try
+        {
+            app = Build(args);
+        }
+        catch (IOException e)
+        {
+            // The artifacts root cannot be opened (another writer holds it, it is read-only): one clear line, no stack trace.
+            await Console.Error.WriteLineAsync($"embcache: {e.Message}").ConfigureAwait(false);
+            return 1;
+        }
         await app.RunAsync().ConfigureAwait(false);
         return 0;
     }

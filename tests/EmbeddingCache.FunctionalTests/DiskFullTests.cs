@@ -64,7 +64,7 @@ public sealed class DiskFullTests(ITestOutputHelper output) : ServerTest(output)
         File.Delete(filler);
         for (int i = 0; i < 8; i++) Assert.Null(await TryPutAsync(server, batch++, random, acknowledged));
         await AssertServedAsync(server, acknowledged);
-        Assert.DoesNotContain(server.ErrorLines(), line => !line.Contains("[1009]", StringComparison.Ordinal)); // only StorageFull
+        Assert.DoesNotContain(server.ErrorLines(), line => !line.Contains("[1009] StorageFull: ", StringComparison.Ordinal));
 
         await server.StopAsync();
         server = await StartServerOnAsync(artifacts, args);

@@ -43,7 +43,11 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
     /// <summary>True once every model in <see cref="EngineOptions.PreloadModels"/> is loaded and warmed.</summary>
     public bool Ready { get; private set; }
 
-    /// <summary>Loads and warms the preloaded models so that the first real request is not slow.</summary>
+    /// <summary>
+    /// Loads and warms the preloaded models so that the first real request is not slow, and opens every other
+    /// cache on disk: recovery trims torn tails and quarantines untrustworthy files now, at start, where an
+    /// operator reads the log, rather than at some model's first request.
+    /// </summary>
     public async Task LoadPreloadedModelsAsync(CancellationToken cancellationToken)
     {
         foreach (var name in options.PreloadModels)
@@ -52,6 +56,17 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
             if (model.CanCompute)
             {
                 using var warm = await model.AcquireBatcherAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+        foreach (var name in root.ListCaches())
+        {
+            try
+            {
+                root.OpenCache(name);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+            {
+                logger.CacheOpenFailed(name, e.Message);
             }
         }
         Ready = true;

@@ -32,4 +32,8 @@ internal static partial class EngineLog
     [LoggerMessage(EventId = 106, EventName = "EncoderUnloaded", Level = LogLevel.Information,
         Message = "Encoder of {Model} unloaded after {IdleFor} idle; its cache keeps serving hits")]
     public static partial void EncoderUnloaded(this ILogger logger, string model, TimeSpan idleFor);
+
+    [LoggerMessage(EventId = 107, EventName = "CacheOpenFailed", Level = LogLevel.Error,
+        Message = "The cache of {Model} could not be opened at start ({Reason}); the other models are served")]
+    public static partial void CacheOpenFailed(this ILogger logger, string model, string reason);
 }

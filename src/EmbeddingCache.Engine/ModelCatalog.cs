@@ -136,7 +136,17 @@ internal sealed class ModelCatalog : IAsyncDisposable
         }
         if (storeOnlyDims is int dims)
         {
-            var cache = root.CreateOrOpenCache(name, new CacheDescriptor { Dims = dims, Fingerprint = "", StoreOnly = true });
+            ModelCache cache;
+            try
+            {
+                cache = root.CreateOrOpenCache(name, new CacheDescriptor { Dims = dims, Fingerprint = "", StoreOnly = true });
+            }
+            catch (StorageFullException e)
+            {
+                CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
+                    $"the disk holding the cache is full, so the cache of '{name}' could not be created: {e.Message}", e);
+                return null;
+            }
             logger.StoreOnlyModelCreated(name, dims);
             return new ServedModel(name, cache, definition: null, loadedEncoder: null, options.Encoder, loggerFactory);
         }

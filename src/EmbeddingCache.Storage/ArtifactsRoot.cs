@@ -47,6 +47,7 @@ public sealed partial class ArtifactsRoot : IDisposable
     /// Opens (creating if needed) the artifacts directory and takes its single-writer lock.
     /// </summary>
     /// <exception cref="ArtifactsLockedException">Another writer holds it; the message names the holder.</exception>
+    /// <exception cref="IOException">The directory cannot be written (read-only filesystem, no permission); the message says so.</exception>
     public static ArtifactsRoot Open(string rootDirectory, StorageOptions options, ILoggerFactory loggerFactory)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(rootDirectory);

@@ -10,6 +10,7 @@ internal static class DiskErrors
 {
     private const int NoSpaceErrno = 28;           // ENOSPC
     private const int QuotaExceededErrno = 122;    // EDQUOT on Linux
+    private const int ReadOnlyFilesystemErrno = 30; // EROFS
     private const int WindowsDiskFull = 0x70;      // ERROR_DISK_FULL
     private const int WindowsHandleDiskFull = 0x27; // ERROR_HANDLE_DISK_FULL
 
@@ -19,6 +20,17 @@ internal static class DiskErrors
     /// </summary>
     public static bool IsDiskFull(IOException exception) =>
         exception is StorageFullException || IsDiskFullCode(exception.HResult) || IsDiskFullCode(exception.HResult & 0xFFFF);
+
+    /// <summary>
+    /// True when <paramref name="exception"/> says the place cannot be written at all (a read-only filesystem, no
+    /// permission), as opposed to a passing condition such as another process holding a lock.
+    /// </summary>
+    public static bool IsNotWritable(Exception exception) => exception switch
+    {
+        UnauthorizedAccessException => true,
+        IOException io => !OperatingSystem.IsWindows() && io.HResult == ReadOnlyFilesystemErrno,
+        _ => false,
+    };
 
     /// <summary>Turns a disk-full <see cref="IOException"/> into <see cref="StorageFullException"/>; others pass through.</summary>
     public static Exception Classify(Exception exception, string what) => exception switch

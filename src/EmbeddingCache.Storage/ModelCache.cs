@@ -104,7 +104,17 @@ public sealed class ModelCache
         };
         var cache = new ModelCache(name, directory, manifest, options, logger);
         cache.OpenStores();
-        cache.WriteManifest();
+        try
+        {
+            cache.WriteManifest();
+        }
+        catch
+        {
+            // A disk full at creation: no manifest, so no cache; its stores must not keep running unowned.
+            cache._query.Shutdown();
+            cache._document.Shutdown();
+            throw;
+        }
         NativeFile.SyncDirectory(Path.GetDirectoryName(directory)!);
         StorageLog.CacheCreated(logger, name, descriptor.Dims, NpyLayout.DescrOf(descriptor.DType), descriptor.Fingerprint);
         return cache;

@@ -35,6 +35,12 @@ internal sealed class RootLock : IDisposable
             // FileShare.None is an exclusive flock on Unix (and a sharing lock on Windows).
             stream = new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
         }
+        catch (Exception exception) when (DiskErrors.IsNotWritable(exception))
+        {
+            throw new IOException(
+                $"The artifacts directory '{root}' cannot be written ({exception.Message}): it is on a read-only filesystem or " +
+                "this user may not write there. Point --artifacts at a directory this process can write.", exception);
+        }
         catch (IOException exception) when (exception is not (FileNotFoundException or DirectoryNotFoundException))
         {
             throw Locked(root, holderPath, exception);

@@ -251,7 +251,8 @@ public sealed class VectorStore
         var store = new VectorStore(owner, kind, modelDirectory, layout, options, logger, recovered);
         lock (store._writeGate)
         {
-            store.WriteKindManifest(store._state);
+            // Informative only: a full disk must not stop a cache from opening and serving what it holds.
+            store.TryWriteKindManifest(store._state);
         }
 
         return store;

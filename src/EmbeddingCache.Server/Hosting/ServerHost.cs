@@ -2,6 +2,7 @@ using EmbeddingCache.Engine;
 using EmbeddingCache.Server.Services;
 using Grpc.HealthCheck;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.Logging.Console;
 
 namespace EmbeddingCache.Server.Hosting;
 
@@ -20,7 +21,17 @@ public static partial class ServerHost
     /// <summary>Runs the server until it is stopped (Ctrl+C, SIGTERM); returns the exit code.</summary>
     public static async Task<int> RunAsync(string[] args)
     {
-        var app = Build(args);
+        WebApplication app;
+        try
+        {
+            app = Build(args);
+        }
+        catch (IOException e)
+        {
+            // The artifacts root cannot be opened (another writer holds it, it is read-only): one clear line, no stack trace.
+            await Console.Error.WriteLineAsync($"embcache: {e.Message}").ConfigureAwait(false);
+            return 1;
+        }
         await app.RunAsync().ConfigureAwait(false);
         return 0;
     }
@@ -70,12 +81,8 @@ public static partial class ServerHost
         // gRPC without TLS needs HTTP/2 without the upgrade dance (h2c) on every endpoint.
         builder.WebHost.ConfigureKestrel(kestrel =>
             kestrel.ConfigureEndpointDefaults(endpoint => endpoint.Protocols = HttpProtocols.Http2));
-        builder.Logging.AddSimpleConsole(console =>
-        {
-            console.SingleLine = true;
-            console.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
-            console.UseUtcTimestamp = true;
-        });
+        builder.Logging.AddConsole(console => console.FormatterName = EventNameConsoleFormatter.FormatterName)
+            .AddConsoleFormatter<EventNameConsoleFormatter, ConsoleFormatterOptions>();
 
         builder.Services.AddEmbeddingCache(builder.Configuration);
 

@@ -37,8 +37,11 @@ public sealed partial class ServerProcess : IAsyncDisposable
         process = new Process { StartInfo = start, EnableRaisingEvents = true };
         process.OutputDataReceived += (_, e) => OnLine(e.Data);
         process.ErrorDataReceived += (_, e) => OnLine(e.Data);
-        process.Exited += (_, _) => listening.TrySetException(
-            new InvalidOperationException($"embcache exited with code {process.ExitCode} before listening:\n{Log}"));
+        process.Exited += (_, _) =>
+        {
+            process.WaitForExit(); // the last lines of output, which say why it exited
+            listening.TrySetException(new InvalidOperationException($"embcache exited with code {process.ExitCode} before listening:\n{Log}"));
+        };
     }
 
     public string ArtifactsDirectory { get; }
@@ -76,10 +79,11 @@ public sealed partial class ServerProcess : IAsyncDisposable
             await server.WaitUntilServingAsync();
             return server;
         }
-        catch
+        catch (Exception e)
         {
             await server.DisposeAsync();
-            throw;
+            if (e is InvalidOperationException) throw;
+            throw new InvalidOperationException($"embcache did not become SERVING ({e.Message}):\n{server.Log}", e);
         }
     }
 

@@ -14,9 +14,12 @@ public abstract class ServerTest(ITestOutputHelper output) : IAsyncLifetime
 
     protected ITestOutputHelper Output { get; } = output;
 
-    protected async Task<ServerProcess> StartServerAsync(params string[] extraArgs)
+    protected Task<ServerProcess> StartServerAsync(params string[] extraArgs) => StartServerOnAsync(Artifacts.Path, extraArgs);
+
+    /// <summary>A server on another artifacts root than the test's own (a small filesystem, say).</summary>
+    protected async Task<ServerProcess> StartServerOnAsync(string artifactsDirectory, params string[] extraArgs)
     {
-        var server = await ServerProcess.StartAsync(Artifacts.Path, extraArgs);
+        var server = await ServerProcess.StartAsync(artifactsDirectory, extraArgs);
         servers.Add(server);
         return server;
     }

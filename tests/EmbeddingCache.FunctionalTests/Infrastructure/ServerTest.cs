@@ -14,9 +14,12 @@ public abstract class ServerTest(ITestOutputHelper output) : IAsyncLifetime
 
     protected ITestOutputHelper Output { get; } = output;
 
-    protected async Task<ServerProcess> StartServerAsync(params string[] extraArgs)
+    protected Task<ServerProcess> StartServerAsync(params string[] extraArgs) => StartServerAsync(trustedCertificate: null, extraArgs);
+
+    /// <summary>Starts a server whose client channel trusts <paramref name="trustedCertificate"/> (null: plaintext).</summary>
+    protected async Task<ServerProcess> StartServerAsync(System.Security.Cryptography.X509Certificates.X509Certificate2? trustedCertificate, params string[] extraArgs)
     {
-        var server = await ServerProcess.StartAsync(Artifacts.Path, extraArgs);
+        var server = await ServerProcess.StartAsync(Artifacts.Path, trustedCertificate, extraArgs);
         servers.Add(server);
         return server;
     }

@@ -16,7 +16,9 @@ public static class ServiceCollectionExtensions
         services.AddOptions<EngineOptions>().Bind(section)
             .Validate(o => o.Validate() is null, "invalid EmbeddingCache settings")
             .ValidateOnStart();
-        services.AddOptions<ServerOptions>().Bind(section);
+        services.AddOptions<ServerOptions>().Bind(section)
+            .Validate(o => o.MaxReceiveMessageBytes > 0, "EmbeddingCache:MaxReceiveMessageBytes must be positive")
+            .ValidateOnStart();
 
         // Opening the engine takes the artifacts root's writer lock: a second server fails here, before it listens.
         services.AddSingleton(provider => EmbeddingCacheEngine.Open(

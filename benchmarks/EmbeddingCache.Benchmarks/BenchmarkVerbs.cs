@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using BenchmarkDotNet.Running;
 using EmbeddingCache.Benchmarks.HitPath;
+using EmbeddingCache.Benchmarks.Flood;
 using EmbeddingCache.Benchmarks.Micro;
 using EmbeddingCache.Benchmarks.MissPath;
 
@@ -19,17 +20,20 @@ public static class BenchmarkVerbs
         Verbs:
           miss    miss-path throughput against raw ONNX Runtime and a peer (see below)
           hits    hit-path latency and throughput against a bare gRPC server, Redis and numpy memory maps (see below)
+          flood   good clients' p99 latency alone and while others flood oversize and invalid requests (see below)
           micro   BenchmarkDotNet micro-benchmarks of in-process work; BenchmarkDotNet's own options follow
                   (e.g. micro --filter '*Tokeniz*', micro --list flat)
 
         """;
+
+    private static string FullUsage => Usage + MissPathOptions.Usage + "\n" + HitPathOptions.Usage + "\n" + FloodOptions.Usage;
 
     /// <summary>Runs the verb named by the first argument; returns the exit code.</summary>
     public static async Task<int> RunAsync(string[] args)
     {
         if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
         {
-            Console.WriteLine(Usage + MissPathOptions.Usage + "\n" + HitPathOptions.Usage);
+            Console.WriteLine(FullUsage);
             return args.Length == 0 ? 2 : 0;
         }
 
@@ -61,11 +65,13 @@ public static class BenchmarkVerbs
                     return await MissPathBenchmark.RunAsync(MissPathOptions.Parse(args[1..]), cancellation.Token).ConfigureAwait(false);
                 case "hits":
                     return await HitPathBenchmark.RunAsync(HitPathOptions.Parse(args[1..]), cancellation.Token).ConfigureAwait(false);
+                case "flood":
+                    return await FloodBenchmark.RunAsync(FloodOptions.Parse(args[1..]), cancellation.Token).ConfigureAwait(false);
                 case "micro":
                     BenchmarkSwitcher.FromAssembly(typeof(BenchmarkVerbs).Assembly).Run(args[1..], MicroBenchmarkConfig.Create());
                     return 0;
                 default:
-                    Console.Error.WriteLine($"Unknown verb '{args[0]}'.\n\n{Usage}{MissPathOptions.Usage}\n{HitPathOptions.Usage}");
+                    Console.Error.WriteLine($"Unknown verb '{args[0]}'.\n\n{FullUsage}");
                     return 2;
             }
         }

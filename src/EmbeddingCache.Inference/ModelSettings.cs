@@ -6,6 +6,15 @@ namespace EmbeddingCache.Inference;
 /// </summary>
 public sealed class ModelSettings
 {
+    /// <summary>
+    /// The most tokens a folder may ask for: 32,768, beyond every BERT-family encoder's position table. A larger
+    /// number in a settings file is a mistake, and honouring it would size each text's token buffer by it.
+    /// </summary>
+    public const int MaxTokensLimit = 32_768;
+
+    /// <summary>The widest vector a folder may state: 65,536, as for the cache's files.</summary>
+    public const int MaxDims = 65_536;
+
     /// <summary>How token vectors are pooled into the sentence vector. Mean pooling unless the model says otherwise.</summary>
     public PoolingMode Pooling { get; init; } = PoolingMode.Mean;
 

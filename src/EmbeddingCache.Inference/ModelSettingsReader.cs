@@ -8,10 +8,15 @@ namespace EmbeddingCache.Inference;
 /// </summary>
 internal static class ModelSettingsReader
 {
+    /// <summary>[CLS], one piece, [SEP]: the fewest tokens a model can be fed.</summary>
+    private const int MinTokens = 3;
+
     private static readonly JsonDocumentOptions JsonOptions = new()
     {
         AllowTrailingCommas = true,
         CommentHandling = JsonCommentHandling.Skip,
+        // {"pooling": "mean", "pooling": "cls"} asks for two things; refuse rather than pick one.
+        AllowDuplicateProperties = false,
     };
 
     public static ModelSettings Read(string directory)
@@ -29,22 +34,22 @@ internal static class ModelSettingsReader
 
         var lowercasedBySentenceTransformers = false;
         var poolingFolder = ModelDefinition.DefaultPoolingFolder;
-        using (var modules = ReadJson(directory, ModelDefinition.ModulesFileName))
+        using (var modules = ReadJson(directory, ModelDefinition.ModulesFileName, JsonValueKind.Array))
         {
             if (modules is not null)
             {
                 var (path, root) = (modules.Path, modules.Root);
-                if (root.ValueKind != JsonValueKind.Array)
-                {
-                    throw Bad(path, "is not a JSON array of modules");
-                }
-
                 var hasNormalize = false;
                 foreach (var module in root.EnumerateArray())
                 {
                     var type = GetString(module, "type", path) ?? "";
                     if (type.EndsWith(".Pooling", StringComparison.Ordinal) && GetString(module, "path", path) is { Length: > 0 } folder)
                     {
+                        if (Path.IsPathRooted(folder) || folder.Split('/', '\\').Contains("..") || folder.Contains('\0', StringComparison.Ordinal))
+                        {
+                            throw Bad(path, $"names the pooling folder '{folder}', which is not inside the model folder");
+                        }
+
                         poolingFolder = folder;
                     }
 
@@ -61,7 +66,7 @@ internal static class ModelSettingsReader
             {
                 var (path, root) = (poolingConfig.Path, poolingConfig.Root);
                 pooling = ReadPoolingConfig(root, path);
-                dims = GetInt(root, "word_embedding_dimension", path) ?? dims;
+                dims = GetInt(root, "word_embedding_dimension", path, 1, ModelSettings.MaxDims) ?? dims;
             }
         }
 
@@ -70,7 +75,7 @@ internal static class ModelSettingsReader
             if (sbert is not null)
             {
                 var (path, root) = (sbert.Path, sbert.Root);
-                maxTokens = GetInt(root, "max_seq_length", path) ?? maxTokens;
+                maxTokens = GetInt(root, "max_seq_length", path, MinTokens, ModelSettings.MaxTokensLimit) ?? maxTokens;
                 lowercasedBySentenceTransformers = GetBool(root, "do_lower_case", path) == true;
             }
         }
@@ -97,7 +102,7 @@ internal static class ModelSettingsReader
 
                 // Tokenizers without a limit say so with a huge sentinel (1e30); only a real limit counts.
                 if (maxTokens is null && root.TryGetProperty("model_max_length", out var limit) && limit.ValueKind == JsonValueKind.Number
-                    && limit.TryGetInt32(out var value) && value is > 0 and <= 1_000_000)
+                    && limit.TryGetInt32(out var value) && value is >= MinTokens and <= ModelSettings.MaxTokensLimit)
                 {
                     maxTokens = value;
                 }
@@ -112,8 +117,8 @@ internal static class ModelSettingsReader
             if (transformerConfig is not null)
             {
                 var (path, root) = (transformerConfig.Path, transformerConfig.Root);
-                positionLimit = GetInt(root, "max_position_embeddings", path);
-                dims ??= GetInt(root, "hidden_size", path);
+                positionLimit = GetInt(root, "max_position_embeddings", path, MinTokens, int.MaxValue);
+                dims ??= GetInt(root, "hidden_size", path, 1, ModelSettings.MaxDims);
             }
         }
 
@@ -127,28 +132,23 @@ internal static class ModelSettingsReader
             if (manifest is not null)
             {
                 var (path, root) = (manifest.Path, manifest.Root);
-                if (root.ValueKind != JsonValueKind.Object)
-                {
-                    throw Bad(path, "is not a JSON object");
-                }
-
                 if (GetString(root, "pooling", path) is { } poolingName)
                 {
                     pooling = ParsePooling(poolingName, path);
                 }
 
                 normalize = GetBool(root, "normalize", path) ?? normalize;
-                maxTokens = GetInt(root, "max_tokens", path) ?? maxTokens;
+                maxTokens = GetInt(root, "max_tokens", path, MinTokens, ModelSettings.MaxTokensLimit) ?? maxTokens;
                 queryPrefix = GetString(root, "query_prefix", path) ?? queryPrefix;
                 documentPrefix = GetString(root, "document_prefix", path) ?? documentPrefix;
                 lowerCase = GetBool(root, "lower_case", path) ?? lowerCase;
-                dims = GetInt(root, "dims", path) ?? dims;
+                dims = GetInt(root, "dims", path, 1, ModelSettings.MaxDims) ?? dims;
                 baseModel = GetString(root, "base_model", path);
                 huggingFaceUrl = GetString(root, "huggingface_url", path);
             }
         }
 
-        var settings = new ModelSettings
+        return new ModelSettings
         {
             Pooling = pooling,
             Normalize = normalize,
@@ -160,20 +160,6 @@ internal static class ModelSettingsReader
             BaseModel = baseModel,
             HuggingFaceUrl = huggingFaceUrl,
         };
-
-        if (settings.MaxTokens < 3)
-        {
-            throw new ModelFolderException(
-                $"Model folder '{directory}' asks for max tokens {settings.MaxTokens}; at least 3 are needed ([CLS], one piece, [SEP]).",
-                Path.Combine(directory, ModelDefinition.ManifestFileName));
-        }
-
-        if (settings.Dims is < 1)
-        {
-            throw new ModelFolderException($"Model folder '{directory}' states dims {settings.Dims}; it must be positive.", Path.Combine(directory, ModelDefinition.ManifestFileName));
-        }
-
-        return settings;
     }
 
     /// <summary>Maps our manifest's pooling names to a mode.</summary>
@@ -186,11 +172,6 @@ internal static class ModelSettingsReader
 
     private static PoolingMode ReadPoolingConfig(JsonElement root, string path)
     {
-        if (root.ValueKind != JsonValueKind.Object)
-        {
-            throw Bad(path, "is not a JSON object");
-        }
-
         var modes = new List<string>();
         foreach (var property in root.EnumerateObject())
         {
@@ -209,7 +190,8 @@ internal static class ModelSettingsReader
         };
     }
 
-    private static JsonFile? ReadJson(string directory, string relativePath)
+    /// <summary>The file parsed, or null when there is none; a file whose top level is not <paramref name="kind"/> is refused.</summary>
+    private static JsonFile? ReadJson(string directory, string relativePath, JsonValueKind kind = JsonValueKind.Object)
     {
         var path = Path.Combine(directory, relativePath);
         if (!File.Exists(path))
@@ -220,6 +202,12 @@ internal static class ModelSettingsReader
         try
         {
             var document = JsonDocument.Parse(File.ReadAllBytes(path), JsonOptions);
+            if (document.RootElement.ValueKind != kind)
+            {
+                document.Dispose();
+                throw Bad(path, kind == JsonValueKind.Array ? "is not a JSON array" : "is not a JSON object");
+            }
+
             return new JsonFile(path, document);
         }
         catch (JsonException e)
@@ -243,7 +231,19 @@ internal static class ModelSettingsReader
             return null;
         }
 
-        return value.ValueKind == JsonValueKind.String ? value.GetString() : throw Bad(path, $"has '{name}' that is not a string");
+        if (value.ValueKind != JsonValueKind.String)
+        {
+            throw Bad(path, $"has '{name}' that is not a string");
+        }
+
+        try
+        {
+            return value.GetString();
+        }
+        catch (InvalidOperationException)
+        {
+            throw Bad(path, $"has '{name}' with an escaped lone surrogate, which is not text");
+        }
     }
 
     private static bool? GetBool(JsonElement element, string name, string path)
@@ -261,16 +261,16 @@ internal static class ModelSettingsReader
         };
     }
 
-    private static int? GetInt(JsonElement element, string name, string path)
+    private static int? GetInt(JsonElement element, string name, string path, int min, int max)
     {
         if (element.ValueKind != JsonValueKind.Object || !element.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null)
         {
             return null;
         }
 
-        return value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out var result)
+        return value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out var result) && result >= min && result <= max
             ? result
-            : throw Bad(path, $"has '{name}' that is not an integer");
+            : throw Bad(path, $"has '{name}' {value.GetRawText()}, which is not an integer from {min} to {max}");
     }
 
     private static ModelFolderException Bad(string path, string what) => new($"'{path}' {what}.", path);

@@ -61,48 +61,80 @@ internal sealed class CacheManifest
 
         try
         {
-            if (JsonNode.Parse(content) is not JsonObject json)
+            if (JsonNode.Parse(content, documentOptions: StrictJson) is not JsonObject json)
             {
                 problem = "not a JSON object";
                 return null;
             }
 
-            int? version = (int?)json["format_version"];
+            int? version = Number(json, "format_version");
             if (version is not FormatVersion)
             {
-                problem = $"format_version {version?.ToString(CultureInfo.InvariantCulture) ?? "missing"}, expected {FormatVersion}";
+                problem = $"format_version {version?.ToString(CultureInfo.InvariantCulture) ?? "missing or not an integer"}, expected {FormatVersion}";
                 return null;
             }
 
-            int? dims = (int?)json["dims"];
-            VectorDType? dtype = NpyLayout.ParseDescr((string?)json["dtype"]);
-            string? fingerprint = (string?)json["fingerprint"];
-            if (dims is not (>= 1 and <= CacheDescriptor.MaxDims) || dtype is null || fingerprint is null)
+            int? dims = Number(json, "dims");
+            VectorDType? dtype = NpyLayout.ParseDescr(Text(json, "dtype"));
+            string? fingerprint = Text(json, "fingerprint");
+            bool? storeOnly = json["store_only"] switch
             {
-                problem = "dims, dtype or fingerprint missing or out of range";
+                null => false,
+                JsonValue value when value.TryGetValue(out bool flag) => flag,
+                _ => null,
+            };
+            problem = (dims, dtype, fingerprint, storeOnly) switch
+            {
+                (not (>= 1 and <= CacheDescriptor.MaxDims), _, _, _) => $"dims missing, not an integer or not within 1..{CacheDescriptor.MaxDims}",
+                (_, null, _, _) => "dtype missing or not '<f4' or '<f2'",
+                (_, _, null, _) => "fingerprint missing or not a string",
+                (_, _, _, null) => "store_only not true or false",
+                _ => null,
+            };
+            if (problem is not null)
+            {
                 return null;
             }
 
-            DateTimeOffset createdAt = DateTimeOffset.TryParse((string?)json["created_at"], CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var created)
+            // The research convention's informational keys never decide whether vectors are served: unreadable means unset.
+            DateTimeOffset createdAt = DateTimeOffset.TryParse(Text(json, "created_at"), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var created)
                 ? created
                 : DateTimeOffset.UtcNow;
             return new CacheManifest
             {
                 ModelName = modelName,
-                Dims = dims.Value,
-                DType = dtype.Value,
-                Fingerprint = fingerprint,
-                StoreOnly = (bool?)json["store_only"] ?? false,
-                BaseModel = (string?)json["base_model"],
-                HuggingFaceUrl = (string?)json["huggingface_url"],
+                Dims = dims!.Value,
+                DType = dtype!.Value,
+                Fingerprint = fingerprint!,
+                StoreOnly = storeOnly!.Value,
+                BaseModel = Text(json, "base_model"),
+                HuggingFaceUrl = Text(json, "huggingface_url"),
                 CreatedAt = createdAt,
                 _original = json,
             };
         }
-        catch (Exception exception) when (exception is JsonException or InvalidOperationException or FormatException)
+        catch (JsonException exception)
         {
             problem = $"not valid JSON ({exception.Message})";
             return null;
+        }
+    }
+
+    /// <summary>Duplicate keys make a manifest ambiguous (which dims?); refuse them instead of guessing.</summary>
+    private static readonly JsonDocumentOptions StrictJson = new() { AllowDuplicateProperties = false };
+
+    private static int? Number(JsonObject json, string key) =>
+        json[key] is JsonValue value && value.GetValueKind() == JsonValueKind.Number && value.TryGetValue(out int number) ? number : null;
+
+    private static string? Text(JsonObject json, string key)
+    {
+        try
+        {
+            return json[key] is JsonValue value && value.GetValueKind() == JsonValueKind.String ? value.GetValue<string>() : null;
+        }
+        catch (InvalidOperationException)
+        {
+            return null; // an escaped lone surrogate: no .NET string holds it faithfully
         }
     }
 

@@ -28,6 +28,11 @@ public sealed class BadInputTests(ITestOutputHelper output) : ServerTest(output)
         { "miss on a store-only model", StatusCode.FailedPrecondition, "store-only" },
         { "too many texts", StatusCode.ResourceExhausted, "at most 64" },
         { "empty id", StatusCode.InvalidArgument, "ids[0] is empty" },
+        { "message over the size limit", StatusCode.ResourceExhausted, "exceeds the maximum configured message size" },
+        { "text over the length limit", StatusCode.ResourceExhausted, "at most 1000 are allowed" },
+        { "id over the length limit", StatusCode.InvalidArgument, "at most 1024 are allowed" },
+        { "too many scores", StatusCode.ResourceExhausted, "at most 100 are allowed" },
+        { "more misses than the encoder queue holds", StatusCode.ResourceExhausted, "would pass the limit of 8" },
     };
 
     [Theory]
@@ -35,7 +40,9 @@ public sealed class BadInputTests(ITestOutputHelper output) : ServerTest(output)
     public async Task Bad_request_gets_its_status_and_a_clear_message_while_good_requests_go_on(
         string name, StatusCode expected, string messagePart)
     {
-        var server = await StartServerAsync("--EmbeddingCache:MaxRowsPerRequest=64");
+        var server = await StartServerAsync(
+            "--EmbeddingCache:MaxRowsPerRequest=64", "--EmbeddingCache:MaxReceiveMessageBytes=1048576", "--EmbeddingCache:MaxTextLength=1000",
+            "--EmbeddingCache:MaxScoresPerRequest=100", "--EmbeddingCache:Encoder:MaxQueuedTexts=8");
         var client = server.Client;
         await client.PutAsync(new PutRequest { Model = "stored", Kind = Kind.Document, Ids = { "x" }, Vectors = Wire.Pack([1f, 2f], 2) });
         var goodTexts = Wire.Texts(seed: 11, count: 4);
@@ -94,6 +101,11 @@ public sealed class BadInputTests(ITestOutputHelper output) : ServerTest(output)
             "miss on a store-only model" => client.EmbedAsync(new EmbedRequest { Model = "stored", Kind = doc, Texts = { "not there" } }).ResponseAsync,
             "too many texts" => client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = doc, Texts = { Enumerable.Repeat("t", 65) } }).ResponseAsync,
             "empty id" => client.GetAsync(new GetRequest { Model = "stored", Kind = doc, Ids = { "" } }).ResponseAsync,
+            "message over the size limit" => client.PutAsync(new PutRequest { Model = "stored", Kind = doc, Ids = { "big" }, Vectors = Wire.Pack(new float[300_000], 300_000) }).ResponseAsync,
+            "text over the length limit" => client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = doc, Texts = { "short", new string('x', 1001) } }).ResponseAsync,
+            "id over the length limit" => client.GetAsync(new GetRequest { Model = "stored", Kind = doc, Ids = { new string('i', 1025) } }).ResponseAsync,
+            "too many scores" => client.ScoreAsync(new ScoreRequest { Model = "stored", Queries = { Enumerable.Repeat("q", 11) }, DocumentIds = { Enumerable.Repeat("x", 10) } }).ResponseAsync,
+            "more misses than the encoder queue holds" => client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = doc, Texts = { Wire.Texts(seed: Random.Shared.Next(), count: 9) } }).ResponseAsync,
             _ => throw new ArgumentOutOfRangeException(nameof(name), name, "no such case"),
         };
     }

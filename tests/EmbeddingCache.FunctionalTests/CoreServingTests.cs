@@ -114,6 +114,24 @@ public sealed class CoreServingTests(ITestOutputHelper output) : ServerTest(outp
     }
 
     [Fact]
+    public async Task A_put_far_larger_than_the_stream_window_arrives_whole()
+    {
+        // The server opens a 64 KiB HTTP/2 window (so refused oversize messages stay cheap): a 15 MiB Put must still flow.
+        var server = await StartServerAsync();
+        const int rows = 10_000, dims = 384;
+        var vectors = Wire.RandomRows(new Random(16), rows, dims);
+        var ids = Enumerable.Range(0, rows).Select(i => $"passage-{i}").ToArray();
+        var put = await server.Client.PutAsync(new PutRequest { Model = "gpu-bulk", Kind = Kind.Document, Ids = { ids }, Vectors = Wire.Pack(vectors, dims) });
+        Assert.Equal((uint)rows, put.Stored);
+
+        var got = await server.Client.GetAsync(new GetRequest { Model = "gpu-bulk", Kind = Kind.Document, Ids = { ids[0], ids[rows / 2], ids[^1] } });
+        var floats = Wire.Floats(got.Vectors);
+        Assert.Equal(vectors.AsSpan(0, dims).ToArray(), floats[..dims]);
+        Assert.Equal(vectors.AsSpan(rows / 2 * dims, dims).ToArray(), floats[dims..(2 * dims)]);
+        Assert.Equal(vectors.AsSpan((rows - 1) * dims, dims).ToArray(), floats[(2 * dims)..]);
+    }
+
+    [Fact]
     public async Task Vectors_over_grpc_match_the_reference_implementation()
     {
         var server = await StartServerAsync();

@@ -248,7 +248,7 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
     [InlineData("1_Pooling/config.json", """{"pooling_mode_mean_tokens": true, "pooling_mode_cls_token": true}""", "pooling_mode_cls_token")]
     [InlineData("manifest.json", """{"pooling": "mean",""", "not valid JSON")]
     [InlineData("config_sentence_transformers.json", """{"prompts": {"query": 3}}""", "query")]
-    [InlineData("manifest.json", """{"max_tokens": 1}""", "max tokens 1")]
+    [InlineData("manifest.json", """{"max_tokens": 1}""", "'max_tokens' 1, which is not an integer from 3")]
     public void A_bad_settings_file_is_named_in_the_error(string file, string content, string expectedInMessage)
     {
         using var temp = new TempDirectory();

@@ -1,5 +1,7 @@
 using System.Text;
+using System.Text.Json;
 using CsCheck;
+using EmbeddingCache.Fuzzing;
 using Xunit.Abstractions;
 
 namespace EmbeddingCache.Storage.Tests;
@@ -84,5 +86,92 @@ public sealed class FuzzTests(ITestOutputHelper output)
             Assert.True(Enum.IsDefined(stop));
         }, iter: Inputs);
         output.WriteLine($"{Inputs} random sidecars read");
+    }
+
+    /// <summary>
+    /// A cache manifest field by field: each of the keys the store reads is missing, right, out of range or of
+    /// another type, among members the store does not know and nesting beyond the parser's limit.
+    /// </summary>
+    private static readonly Gen<(JsonFuzz.Field[] Fields, (string Json, bool Readable) Extra)> CacheManifests = Gen.Select(
+        Gen.Select(
+            JsonFuzz.Integer("format_version", CacheManifest.FormatVersion, CacheManifest.FormatVersion, required: true),
+            JsonFuzz.Integer("dims", 1, CacheDescriptor.MaxDims, required: true),
+            Gen.Frequency(
+                (4, Gen.OneOf("\"<f4\"", "\"<f2\"").Select(d => new JsonFuzz.Field("dtype", d, true))),
+                (1, Gen.Const(new JsonFuzz.Field("dtype", null, false))),
+                (2, Gen.OneOf("\">f4\"", "\"<f8\"", "\"float32\"", "\"\"", "4", "null", "[\"<f4\"]").Select(d => new JsonFuzz.Field("dtype", d, false)))),
+            Gen.Frequency(
+                (4, Gen.String[Gen.Char.AlphaNumeric, 0, 64].Select(f => new JsonFuzz.Field("fingerprint", JsonFuzz.Quote(f), true))),
+                (1, Gen.OneOf(JsonFuzz.OddScalar.Where(s => !s.StartsWith('"')), Gen.Const("\"\\ud800\"")).Select(f => new JsonFuzz.Field("fingerprint", f, false)))),
+            JsonFuzz.OptionalBool("store_only")),
+        Gen.Select(JsonFuzz.OptionalString("base_model"), JsonFuzz.OptionalString("huggingface_url"), JsonFuzz.OptionalString("created_at")),
+        JsonFuzz.ExtraMembers,
+        (required, described, extra) => (new[] { required.Item1, required.Item2, required.Item3, required.Item4, required.Item5, described.Item1, described.Item2, described.Item3 }, extra));
+
+    [Fact]
+    public void The_cache_manifest_reader_accepts_exactly_the_manifests_it_can_serve()
+    {
+        using var directory = new TestArtifacts();
+        long accepted = 0;
+        CacheManifests.Sample((fields, extra) =>
+        {
+            string path = WriteUnique(directory.Root, JsonFuzz.Object(fields, extra.Json));
+            var manifest = CacheManifest.TryRead(path, "m", out string? problem);
+            string written = File.ReadAllText(path);
+            File.Delete(path);
+            // The informational keys (base_model, huggingface_url, created_at) never decide; a bad one reads as unset.
+            bool acceptable = extra.Readable && fields.Where(f => f.Key is not ("base_model" or "huggingface_url" or "created_at")).All(f => f.Acceptable);
+            Assert.True(acceptable == (manifest is not null), $"{(manifest is null ? "refused" : "accepted")} ({problem}): {written}");
+            if (manifest is null)
+            {
+                Assert.False(string.IsNullOrWhiteSpace(problem));
+                return;
+            }
+            Interlocked.Increment(ref accepted);
+            Assert.Null(problem);
+            Assert.Equal(Expected<int>(fields, "dims"), manifest.Dims);
+            Assert.Equal(Expected<string>(fields, "dtype"), NpyLayout.DescrOf(manifest.DType));
+            Assert.Equal(Expected<string>(fields, "fingerprint"), manifest.Fingerprint);
+            Assert.Equal(Expected<bool?>(fields, "store_only") ?? false, manifest.StoreOnly);
+            Assert.Equal(Expected<string?>(fields, "base_model"), manifest.BaseModel);
+            Assert.Equal(Expected<string?>(fields, "huggingface_url"), manifest.HuggingFaceUrl);
+        }, iter: Inputs);
+        output.WriteLine($"{Inputs} generated cache manifests, {accepted} accepted, each exactly when every key it needs is right");
+        Assert.True(accepted > 0);
+    }
+
+    [Fact]
+    public void The_cache_manifest_reader_refuses_or_reads_any_bytes()
+    {
+        using var directory = new TestArtifacts();
+        var anyText = Gen.OneOf(
+            Gen.Byte.Array[0, 200],
+            JsonFuzz.TokenSoup.Select(Encoding.UTF8.GetBytes),
+            JsonFuzz.AnyValue.Select(Encoding.UTF8.GetBytes),
+            JsonFuzz.Nesting.Select(n => Encoding.UTF8.GetBytes($"{{\"format_version\":1,\"dims\":{n.Json}}}")));
+        anyText.Sample(bytes =>
+        {
+            string path = WriteUnique(directory.Root, bytes);
+            var manifest = CacheManifest.TryRead(path, "m", out string? problem);
+            File.Delete(path);
+            Assert.True(manifest is null != (problem is null), "either a manifest or a problem");
+            if (manifest is not null) Assert.InRange(manifest.Dims, 1, CacheDescriptor.MaxDims);
+        }, iter: Inputs);
+        output.WriteLine($"{Inputs} arbitrary cache manifest files read");
+    }
+
+    private static T Expected<T>(JsonFuzz.Field[] fields, string key)
+    {
+        var field = fields.Single(f => f.Key == key);
+        return field is { Json: { } json, Acceptable: true } ? JsonSerializer.Deserialize<T>(json)! : default!;
+    }
+
+    private static string WriteUnique(string directory, string json) => WriteUnique(directory, Encoding.UTF8.GetBytes(json));
+
+    private static string WriteUnique(string directory, byte[] content)
+    {
+        string path = Path.Combine(directory, Guid.NewGuid().ToString("N") + ".json");
+        File.WriteAllBytes(path, content);
+        return path;
     }
 }

@@ -27,7 +27,7 @@ public sealed partial class EmbcacheServerProcess : IAsyncDisposable
         AppDomain.CurrentDomain.ProcessExit += (_, _) => KillAll();
     }
 
-    private EmbcacheServerProcess(string artifactsDirectory)
+    private EmbcacheServerProcess(string artifactsDirectory, IEnumerable<string> extraArgs)
     {
         ArtifactsDirectory = artifactsDirectory;
         var start = new ProcessStartInfo("dotnet")
@@ -37,7 +37,7 @@ public sealed partial class EmbcacheServerProcess : IAsyncDisposable
             UseShellExecute = false,
         };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "embcache.dll"));
-        foreach (var arg in new[] { "--urls", "http://127.0.0.1:0", "--artifacts", artifactsDirectory })
+        foreach (var arg in new[] { "--urls", "http://127.0.0.1:0", "--artifacts", artifactsDirectory }.Concat(extraArgs))
         {
             start.ArgumentList.Add(arg);
         }
@@ -86,7 +86,12 @@ public sealed partial class EmbcacheServerProcess : IAsyncDisposable
     /// Starts the server and returns once its health service says SERVING (models loaded and warmed), or, with
     /// <paramref name="waitUntilServing"/> false, as soon as it listens.
     /// </summary>
-    public static async Task<EmbcacheServerProcess> StartAsync(string artifactsDirectory, CancellationToken cancellationToken, bool waitUntilServing = true)
+    public static Task<EmbcacheServerProcess> StartAsync(string artifactsDirectory, CancellationToken cancellationToken, bool waitUntilServing = true) =>
+        StartAsync(artifactsDirectory, [], cancellationToken, waitUntilServing);
+
+    /// <summary>As <see cref="StartAsync(string, CancellationToken, bool)"/>, with more settings (e.g. <c>--EmbeddingCache:MaxRowsPerRequest=1024</c>).</summary>
+    public static async Task<EmbcacheServerProcess> StartAsync(
+        string artifactsDirectory, IReadOnlyList<string> extraArgs, CancellationToken cancellationToken, bool waitUntilServing = true)
     {
         var embcache = Path.Combine(AppContext.BaseDirectory, "embcache.dll");
         if (!File.Exists(embcache))
@@ -94,7 +99,7 @@ public sealed partial class EmbcacheServerProcess : IAsyncDisposable
             throw new FileNotFoundException($"{embcache} is missing: build the benchmark project, which copies the server's build next to it.", embcache);
         }
 
-        var server = new EmbcacheServerProcess(artifactsDirectory);
+        var server = new EmbcacheServerProcess(artifactsDirectory, extraArgs);
         try
         {
             server.StartedAt = Stopwatch.GetTimestamp();

@@ -134,7 +134,7 @@ public static class MissPathBenchmark
             var markdown = report.ToMarkdown();
             Console.WriteLine();
             Console.WriteLine(markdown);
-            var output = options.Output ?? DefaultOutputPath();
+            var output = options.Output ?? ResultsFile.DefaultPath("miss-path.md");
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);
             await File.WriteAllTextAsync(output, markdown, cancellationToken).ConfigureAwait(false);
             Console.WriteLine($"Written to {Path.GetFullPath(output)}");
@@ -253,20 +253,6 @@ public static class MissPathBenchmark
         }
 
         return new Agreement(all, within);
-    }
-
-    /// <summary>benchmarks/results/miss-path.md of the repository the current directory is in, else results/ under it.</summary>
-    private static string DefaultOutputPath()
-    {
-        for (var directory = new DirectoryInfo(Environment.CurrentDirectory); directory is not null; directory = directory.Parent)
-        {
-            if (File.Exists(Path.Combine(directory.FullName, "EmbeddingCache.sln")))
-            {
-                return Path.Combine(directory.FullName, "benchmarks", "results", "miss-path.md");
-            }
-        }
-
-        return Path.Combine(Environment.CurrentDirectory, "results", "miss-path.md");
     }
 
     /// <summary>The file system type holding <paramref name="path"/> (from /proc/mounts), since it decides what an fsync costs.</summary>

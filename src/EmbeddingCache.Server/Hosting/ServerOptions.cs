@@ -15,6 +15,14 @@ public sealed class ServerOptions
     public int MaxReceiveMessageBytes { get; set; } = 256 * 1024 * 1024;
 
     /// <summary>
+    /// Bytes a client may send on one call before the server grants more (the HTTP/2 stream window). 65,535 by
+    /// default, HTTP/2's own initial window: a message over <see cref="MaxReceiveMessageBytes"/> is refused from its
+    /// header, yet what is already in flight must still be read and dropped, so a small window keeps a flood of
+    /// oversize messages cheap. Raise it (Kestrel's default is 786,432) for large Puts over long-latency links.
+    /// </summary>
+    public int Http2StreamWindowBytes { get; set; } = 65_535;
+
+    /// <summary>
     /// Port of the Prometheus endpoint (http://127.0.0.1:PORT/metrics), apart from gRPC, e.g. 9464. Default 0: off,
     /// so that several servers on one machine never contend for a port nobody asked for.
     /// </summary>

@@ -16,7 +16,10 @@ public static class ServiceCollectionExtensions
         services.AddOptions<EngineOptions>().Bind(section)
             .Validate(o => o.Validate() is null, "invalid EmbeddingCache settings")
             .ValidateOnStart();
-        services.AddOptions<ServerOptions>().Bind(section);
+        services.AddOptions<ServerOptions>().Bind(section)
+            .Validate(o => o.MaxReceiveMessageBytes > 0, "EmbeddingCache:MaxReceiveMessageBytes must be positive")
+            .Validate(o => o.Http2StreamWindowBytes >= 65_535, "EmbeddingCache:Http2StreamWindowBytes must be at least 65535 (HTTP/2's minimum)")
+            .ValidateOnStart();
 
         // Opening the engine takes the artifacts root's writer lock: a second server fails here, before it listens.
         services.AddSingleton(provider => EmbeddingCacheEngine.Open(

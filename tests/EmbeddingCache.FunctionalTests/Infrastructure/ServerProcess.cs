@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
 using System.Text.RegularExpressions;
 using EmbeddingCache.Protocol.V1;
 using Grpc.Health.V1;
@@ -19,8 +21,11 @@ public sealed partial class ServerProcess : IAsyncDisposable
     private readonly TaskCompletionSource<string> listening = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private GrpcChannel? channel;
 
-    private ServerProcess(string artifactsDirectory, IEnumerable<string> extraArgs)
+    private readonly X509Certificate2? trustedCertificate;
+
+    private ServerProcess(string artifactsDirectory, X509Certificate2? trustedCertificate, IEnumerable<string> extraArgs)
     {
+        this.trustedCertificate = trustedCertificate;
         ArtifactsDirectory = artifactsDirectory;
         var start = new ProcessStartInfo("dotnet")
         {
@@ -60,9 +65,16 @@ public sealed partial class ServerProcess : IAsyncDisposable
     public GrpcChannel Channel => channel!;
 
     /// <summary>Starts the server and returns once health says SERVING (models loaded and warmed).</summary>
-    public static async Task<ServerProcess> StartAsync(string artifactsDirectory, params string[] extraArgs)
+    public static Task<ServerProcess> StartAsync(string artifactsDirectory, params string[] extraArgs) =>
+        StartAsync(artifactsDirectory, trustedCertificate: null, extraArgs);
+
+    /// <summary>
+    /// Starts the server; with <paramref name="trustedCertificate"/>, the client channel speaks TLS and trusts that
+    /// certificate alone as its root (the server must then be given an https URL and the certificate).
+    /// </summary>
+    public static async Task<ServerProcess> StartAsync(string artifactsDirectory, X509Certificate2? trustedCertificate, params string[] extraArgs)
     {
-        var server = new ServerProcess(artifactsDirectory, extraArgs);
+        var server = new ServerProcess(artifactsDirectory, trustedCertificate, extraArgs);
         server.process.Start();
         server.ProcessId = server.process.Id;
         server.process.BeginOutputReadLine();
@@ -74,6 +86,7 @@ public sealed partial class ServerProcess : IAsyncDisposable
             {
                 MaxReceiveMessageSize = null,
                 MaxSendMessageSize = null,
+                HttpHandler = server.trustedCertificate is { } certificate ? TrustingOnly(certificate) : null,
             });
             server.Client = new EmbeddingCache.Protocol.V1.EmbeddingCache.EmbeddingCacheClient(server.channel);
             await server.WaitUntilServingAsync();
@@ -86,6 +99,23 @@ public sealed partial class ServerProcess : IAsyncDisposable
             throw new InvalidOperationException($"embcache did not become SERVING ({e.Message}):\n{server.Log}", e);
         }
     }
+
+    /// <summary>An HTTP handler that accepts a server certificate only if it chains to <paramref name="root"/>.</summary>
+    public static SocketsHttpHandler TrustingOnly(X509Certificate2 root) => new()
+    {
+        SslOptions = new SslClientAuthenticationOptions
+        {
+            RemoteCertificateValidationCallback = (_, certificate, _, _) =>
+            {
+                if (certificate is null) return false;
+                using var chain = new X509Chain();
+                chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+                chain.ChainPolicy.CustomTrustStore.Add(root);
+                chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+                return chain.Build(new X509Certificate2(certificate));
+            },
+        },
+    };
 
     private async Task WaitUntilServingAsync()
     {
@@ -140,6 +170,6 @@ public sealed partial class ServerProcess : IAsyncDisposable
         process.Dispose();
     }
 
-    [GeneratedRegex(@"Now listening on: (http://127\.0\.0\.1:\d+)")]
+    [GeneratedRegex(@"Now listening on: (https?://127\.0\.0\.1:\d+)")]
     private static partial Regex ListeningLine();
 }

@@ -16,10 +16,18 @@ public abstract class ServerTest(ITestOutputHelper output) : IAsyncLifetime
 
     protected Task<ServerProcess> StartServerAsync(params string[] extraArgs) => StartServerOnAsync(Artifacts.Path, extraArgs);
 
+    /// <summary>Starts a server whose client channel trusts <paramref name="trustedCertificate"/> (null: plaintext).</summary>
+    protected Task<ServerProcess> StartServerAsync(System.Security.Cryptography.X509Certificates.X509Certificate2? trustedCertificate, params string[] extraArgs) =>
+        StartServerOnAsync(Artifacts.Path, trustedCertificate, extraArgs);
+
     /// <summary>A server on another artifacts root than the test's own (a small filesystem, say).</summary>
-    protected async Task<ServerProcess> StartServerOnAsync(string artifactsDirectory, params string[] extraArgs)
+    protected Task<ServerProcess> StartServerOnAsync(string artifactsDirectory, params string[] extraArgs) =>
+        StartServerOnAsync(artifactsDirectory, trustedCertificate: null, extraArgs);
+
+    private async Task<ServerProcess> StartServerOnAsync(
+        string artifactsDirectory, System.Security.Cryptography.X509Certificates.X509Certificate2? trustedCertificate, params string[] extraArgs)
     {
-        var server = await ServerProcess.StartAsync(artifactsDirectory, extraArgs);
+        var server = await ServerProcess.StartAsync(artifactsDirectory, trustedCertificate, extraArgs);
         servers.Add(server);
         return server;
     }

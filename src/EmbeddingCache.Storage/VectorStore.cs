@@ -112,6 +112,16 @@ public sealed class VectorStore
     /// <summary>Distinct ids that can be read.</summary>
     public int IdCount => Volatile.Read(ref _state).Ids.Count;
 
+    /// <summary>Bytes of memory held by the key and id indexes together (the vectors stay in the page cache).</summary>
+    public long IndexBytes
+    {
+        get
+        {
+            StoreState state = Volatile.Read(ref _state);
+            return state.Keys.TableBytes + state.Ids.TableBytes;
+        }
+    }
+
     /// <summary>Write groups committed so far (each shared its fsyncs by all appends in it).</summary>
     internal long CommitGroups => Interlocked.Read(ref _commitGroups);
 

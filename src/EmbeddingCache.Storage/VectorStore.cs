@@ -37,6 +37,7 @@ public sealed class VectorStore
     private readonly Dictionary<ContentKey, long> _groupKeys = [];
     private readonly Dictionary<ContentKey, long> _groupIds = [];
     private readonly ArrayBufferWriter<byte> _sidecarBuffer = new();
+    private readonly RowAddressing _addressing;
     private AppendableSegment? _appendable;
     private int _appendableSlot;
     private int _nextNumber;
@@ -54,6 +55,7 @@ public sealed class VectorStore
         _directory = recovered.Directory;
         _options = options;
         _logger = logger;
+        _addressing = recovered.Addressing;
         _state = new StoreState(1, layout, [.. recovered.Segments], recovered.Keys, recovered.Ids, disposed: false);
         _appendable = recovered.Appendable;
         _appendableSlot = recovered.Segments.Count - 1;
@@ -169,7 +171,7 @@ public sealed class VectorStore
             for (int i = 0; i < ids.Count; i++)
             {
                 string? id = ids[i];
-                ContentKey? idKey = id is null ? null : ContentKey.FromText(id);
+                ContentKey? idKey = id is null ? null : IdKey.FromId(id);
                 found[i] = CopyOrClear(state, state.Ids, idKey, outputType, destination.Slice(i * rowBytes, rowBytes));
                 hits += found[i] ? 1 : 0;
             }
@@ -183,9 +185,9 @@ public sealed class VectorStore
     }
 
     /// <summary>Copies the row <paramref name="key"/> maps to in <paramref name="index"/> into <paramref name="target"/>, or zero-fills it; true when found.</summary>
-    private static bool CopyOrClear(StoreState state, KeyIndex index, ContentKey? key, VectorDType outputType, Span<byte> target)
+    private bool CopyOrClear(StoreState state, KeyIndex index, ContentKey? key, VectorDType outputType, Span<byte> target)
     {
-        if (key is { } k && index.TryGetValue(k, out long location))
+        if (key is { } k && index.TryGetValue(k, out uint location))
         {
             CopyRow(state, location, outputType, target);
             return true;
@@ -213,7 +215,7 @@ public sealed class VectorStore
     public bool ContainsId(string id)
     {
         ArgumentNullException.ThrowIfNull(id);
-        ContentKey idKey = ContentKey.FromText(id);
+        ContentKey idKey = IdKey.FromId(id);
         StoreState state = EnterState();
         try
         {
@@ -381,10 +383,10 @@ public sealed class VectorStore
         return rowBytes;
     }
 
-    private static void CopyRow(StoreState state, long location, VectorDType outputType, Span<byte> destination)
+    private void CopyRow(StoreState state, uint location, VectorDType outputType, Span<byte> destination)
     {
         // Segments is read after the index: the writer publishes a new segment before any row in it.
-        ReadOnlySpan<byte> source = state.Segments[(int)(location >> 32)].Row((int)location);
+        ReadOnlySpan<byte> source = state.Segments[_addressing.SegmentOf(location)].Row(_addressing.RowOf(location));
         VectorDType storage = state.Layout.DType;
         if (storage == outputType)
         {
@@ -501,7 +503,7 @@ public sealed class VectorStore
             {
                 ContentKey? key = batch.KeyAt(i);
                 string? id = batch.IdAt(i);
-                ContentKey? idKey = id is null ? null : ContentKey.FromText(id);
+                ContentKey? idKey = id is null ? null : IdKey.FromId(id);
                 if (pending.Mode == AppendMode.IfAbsent && IsStored(state, key, idKey))
                 {
                     continue;
@@ -540,8 +542,17 @@ public sealed class VectorStore
         return idKey is { } onlyId && TryLocate(_groupIds, state.Ids, onlyId, out _);
     }
 
-    private static bool TryLocate(Dictionary<ContentKey, long> group, KeyIndex committed, ContentKey key, out long location) =>
-        group.TryGetValue(key, out location) || committed.TryGetValue(key, out location);
+    private static bool TryLocate(Dictionary<ContentKey, long> group, KeyIndex committed, ContentKey key, out long location)
+    {
+        if (group.TryGetValue(key, out location))
+        {
+            return true;
+        }
+
+        bool found = committed.TryGetValue(key, out uint committedLocation);
+        location = committedLocation;
+        return found;
+    }
 
     private void WriteSelected(StoreState state)
     {
@@ -642,7 +653,7 @@ public sealed class VectorStore
         for (int i = 0; i < count; i++)
         {
             SelectedRow row = _selected[position + i];
-            long location = RecoveredKind.Pack(_appendableSlot, firstRow + i);
+            uint location = _addressing.Pack(_appendableSlot, firstRow + i);
             if (row.Key is { } key)
             {
                 state.Keys.Set(key, location);
@@ -658,6 +669,11 @@ public sealed class VectorStore
     private AppendableSegment StartSegment(StoreState state)
     {
         Directory.CreateDirectory(_directory); // an invalidation that failed half-way may have left none
+        if (state.Segments.Length >= _addressing.MaxSegments)
+        {
+            throw new IOException($"{_owner.Name}/{_kindName} holds {state.Segments.Length} segments, the most its index addresses at this segment size; raise SegmentRows");
+        }
+
         int number = _nextNumber++;
         AppendableSegment segment = AppendableSegment.Create(_directory, number, state.Layout, _options.SegmentRows, Sync);
         state.Segments = [.. state.Segments, segment];

@@ -10,7 +10,8 @@ namespace EmbeddingCache.Benchmarks.OpenTime;
 /// The <c>open</c> verb: how long a cache of N vectors takes from opening the artifacts root to its first hit, and
 /// what its index costs in memory per entry. Each cache is written once through the real append path (every row
 /// with a content key and an id, so both indexes are full), then opened several times in this process: the first
-/// open runs with a cold JIT as a freshly started server does, the later ones show the steady cost.
+/// open runs with a cold JIT as a freshly started server does, the later ones show the steady cost. After each open
+/// one more row is appended: a table sized on open is at its fullest, so that append grows it to its emptiest.
 /// </summary>
 public static class OpenTimeBenchmark
 {
@@ -47,7 +48,7 @@ public static class OpenTimeBenchmark
         }
 
         Console.WriteLine($"open: {Environment.ProcessorCount} cores, load average {MachineLoad.LoadAverage()} (1/5/15 min)");
-        Console.WriteLine("rows       open  ms to first hit  index bytes  bytes/entry  keys      ids");
+        Console.WriteLine("rows       open  ms to first hit  index bytes  bytes/entry  after growth  keys      ids");
         foreach (int rows in sizes)
         {
             string root = Path.Combine(workDirectory, "embcache-open-bench-" + Guid.NewGuid().ToString("N"));
@@ -56,9 +57,10 @@ public static class OpenTimeBenchmark
                 Write(root, rows, dims);
                 for (int open = 1; open <= opens; open++)
                 {
-                    var (elapsed, indexBytes, keys, ids) = OpenToFirstHit(root);
+                    var (elapsed, indexBytes, grownBytes, keys, ids) = OpenToFirstHit(root, rows + open);
+                    int entries = Math.Max(keys, ids);
                     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"{rows,-9}  {open,4}  {elapsed.TotalMilliseconds,15:F0}  {indexBytes,11}  {(double)indexBytes / Math.Max(keys, ids),11:F1}  {keys,-8}  {ids}"));
+                        $"{rows,-9}  {open,4}  {elapsed.TotalMilliseconds,15:F0}  {indexBytes,11}  {(double)indexBytes / entries,11:F1}  {(double)grownBytes / (entries + 1),12:F1}  {keys,-8}  {ids}"));
                 }
             }
             finally
@@ -94,7 +96,7 @@ public static class OpenTimeBenchmark
         Console.Error.WriteLine($"wrote {rows} rows in {Stopwatch.GetElapsedTime(started).TotalSeconds:F1} s");
     }
 
-    private static (TimeSpan Elapsed, long IndexBytes, int Keys, int Ids) OpenToFirstHit(string root)
+    private static (TimeSpan Elapsed, long IndexBytes, long GrownBytes, int Keys, int Ids) OpenToFirstHit(string root, int newRow)
     {
         var started = Stopwatch.GetTimestamp();
         using var artifacts = ArtifactsRoot.Open(root, new StorageOptions(), NullLoggerFactory.Instance);
@@ -104,7 +106,12 @@ public static class OpenTimeBenchmark
         store.GatherByIds([Id(0)], VectorDType.Float32, destination, found);
         var elapsed = Stopwatch.GetElapsedTime(started);
         if (!found[0]) throw new InvalidOperationException("the first row was not found after open");
-        return (elapsed, store.IndexBytes, store.KeyCount, store.IdCount);
+        long indexBytes = store.IndexBytes;
+        int keys = store.KeyCount, ids = store.IdCount;
+        var batch = new RowBatch(store.Dims, 1);
+        batch.Add(ContentKey.FromText("text " + newRow.ToString(CultureInfo.InvariantCulture)), Id(newRow), new float[store.Dims]);
+        store.AppendAsync(batch, AppendMode.Overwrite, expectedGeneration: -1).AsTask().GetAwaiter().GetResult();
+        return (elapsed, indexBytes, store.IndexBytes, keys, ids);
     }
 
     private static string Id(int n) => "doc-" + n.ToString(CultureInfo.InvariantCulture);

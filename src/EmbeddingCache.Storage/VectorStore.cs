@@ -114,6 +114,53 @@ public sealed class VectorStore
     /// <summary>Distinct ids that can be read.</summary>
     public int IdCount => Volatile.Read(ref _state).Ids.Count;
 
+    /// <summary>Bytes of committed rows (headers included) that <see cref="Warm"/> reads.</summary>
+    internal long WarmableBytes => Volatile.Read(ref _state).Segments.Sum(segment => segment.Layout.FileLength(segment.Rows));
+
+    /// <summary>
+    /// Touches every page of the committed rows of the current generation, <paramref name="chunkBytes"/> at a time,
+    /// calling <paramref name="pace"/> after each chunk with the bytes touched so far. Each chunk is read inside the
+    /// generation like a Gather, so invalidation and shutdown never unmap a segment under it; once the generation is
+    /// retired, or <paramref name="pace"/> returns false, it stops.
+    /// </summary>
+    /// <returns>Bytes touched.</returns>
+    internal long Warm(int chunkBytes, Func<long, bool> pace)
+    {
+        StoreState state = Volatile.Read(ref _state);
+        long touched = 0;
+        int sink = 0;
+        foreach (Segment segment in state.Segments)
+        {
+            long end = segment.Layout.FileLength(segment.Rows);
+            for (long offset = 0; offset < end; offset += chunkBytes)
+            {
+                int length = (int)Math.Min(chunkBytes, end - offset);
+                if (!state.TryEnter())
+                {
+                    return touched;
+                }
+
+                try
+                {
+                    sink += segment.Mapping.Touch(offset, length);
+                }
+                finally
+                {
+                    state.Exit();
+                }
+
+                touched += length;
+                if (!pace(touched))
+                {
+                    return touched;
+                }
+            }
+        }
+
+        GC.KeepAlive(sink);
+        return touched;
+    }
+
     /// <summary>Bytes of memory held by the key and id indexes together (the vectors stay in the page cache).</summary>
     public long IndexBytes
     {

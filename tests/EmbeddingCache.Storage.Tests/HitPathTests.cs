@@ -65,6 +65,32 @@ public sealed class HitPathTests(ITestOutputHelper output) : IDisposable
         Assert.InRange(byKey, Count - 10, Count - 1);
     }
 
+    [Fact]
+    public async Task Pages_are_warmed_in_the_background_after_open_and_the_log_says_how_many_bytes()
+    {
+        using (ArtifactsRoot root = _artifacts.Open(segmentRows: 1024, durability: DurabilityMode.None))
+        {
+            VectorStore store = root.CreateOrOpenCache("mini", Tests.Rows.Descriptor(Dims))[VectorKind.Document];
+            await store.AppendAsync(Tests.Rows.Batch(Dims, Enumerable.Range(0, 3000)), AppendMode.Overwrite, -1);
+        }
+
+        Assert.Equal(0, _artifacts.Logs.Count("CacheWarmingStarted")); // a cache created in this process is already in memory
+        using (ArtifactsRoot root = _artifacts.Open(segmentRows: 1024, durability: DurabilityMode.None))
+        {
+            VectorStore store = root.OpenCache("mini")![VectorKind.Document];
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (_artifacts.Logs.Count("CacheWarmed") == 0 && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(20);
+            }
+
+            LogEntry warmed = Assert.Single(_artifacts.Logs.Events("CacheWarmed"));
+            Assert.Contains($"{store.WarmableBytes} bytes", warmed.Message, StringComparison.Ordinal);
+            string[] order = [.. _artifacts.Logs.Entries.Select(e => e.EventName ?? "").Where(n => n is "CacheOpened" or "CacheWarmingStarted" or "CacheWarmed")];
+            Assert.Equal(["CacheOpened", "CacheWarmingStarted", "CacheWarmed"], order);
+        }
+    }
+
     private void AssertUnder64BytesPerRow(VectorStore store, string when)
     {
         Assert.Equal(store.KeyCount, store.IdCount);

@@ -1,9 +1,10 @@
 using System.Runtime.InteropServices;
 using BenchmarkDotNet.Running;
-using EmbeddingCache.Benchmarks.HitPath;
 using EmbeddingCache.Benchmarks.Flood;
+using EmbeddingCache.Benchmarks.HitPath;
 using EmbeddingCache.Benchmarks.Micro;
 using EmbeddingCache.Benchmarks.MissPath;
+using EmbeddingCache.Benchmarks.OpenTime;
 
 namespace EmbeddingCache.Benchmarks;
 
@@ -21,12 +22,13 @@ public static class BenchmarkVerbs
           miss    miss-path throughput against raw ONNX Runtime and a peer (see below)
           hits    hit-path latency and throughput against a bare gRPC server, Redis and numpy memory maps (see below)
           flood   good clients' p99 latency alone and while others flood oversize and invalid requests (see below)
+          open    open time to first hit and index bytes per entry of a 1M and a 2M cache (see below)
           micro   BenchmarkDotNet micro-benchmarks of in-process work; BenchmarkDotNet's own options follow
                   (e.g. micro --filter '*Tokeniz*', micro --list flat)
 
         """;
 
-    private static string FullUsage => Usage + MissPathOptions.Usage + "\n" + HitPathOptions.Usage + "\n" + FloodOptions.Usage;
+    private static string FullUsage => Usage + MissPathOptions.Usage + "\n" + HitPathOptions.Usage + "\n" + FloodOptions.Usage + "\n" + OpenTimeBenchmark.Usage;
 
     /// <summary>Runs the verb named by the first argument; returns the exit code.</summary>
     public static async Task<int> RunAsync(string[] args)
@@ -67,6 +69,8 @@ public static class BenchmarkVerbs
                     return await HitPathBenchmark.RunAsync(HitPathOptions.Parse(args[1..]), cancellation.Token).ConfigureAwait(false);
                 case "flood":
                     return await FloodBenchmark.RunAsync(FloodOptions.Parse(args[1..]), cancellation.Token).ConfigureAwait(false);
+                case "open":
+                    return OpenTimeBenchmark.Run(args[1..]);
                 case "micro":
                     BenchmarkSwitcher.FromAssembly(typeof(BenchmarkVerbs).Assembly).Run(args[1..], MicroBenchmarkConfig.Create());
                     return 0;

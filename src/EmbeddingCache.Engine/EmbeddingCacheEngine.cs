@@ -100,6 +100,23 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
             keys[i] = ContentKey.FromText(inputs[i]);
         }
         var output = new RowWriter(count, store.Dims, command.DType);
+        try
+        {
+            return await FillAsync(model, store, generation, command, inputs, keys, output, started, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            output.Rows.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The rows of <see cref="EmbedAsync"/>: hits gathered, misses computed once and written back.</summary>
+    private async Task<LookupResult> FillAsync(
+        ServedModel model, VectorStore store, long generation, EmbedCommand command, string[] inputs, ContentKey[] keys,
+        RowWriter output, long started, CancellationToken cancellationToken)
+    {
+        int count = keys.Length;
         var found = new bool[count];
         int hits = store.Gather(keys, command.DType, output.Data, found);
         var sources = new RowSource[count];
@@ -142,7 +159,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
             await WriteBackAsync(model, store, generation, keys, command.Ids, _ => null).ConfigureAwait(false);
             writeTime = Stopwatch.GetElapsedTime(writeStarted);
         }
-        return new LookupResult(output.ToPacked(), sources, model.Fingerprint,
+        return new LookupResult(output.Rows, sources, model.Fingerprint,
             new RequestTimings(lookupTime, encoding.Tokenize, encoding.Queue, encoding.Inference, writeTime));
     }
 
@@ -175,7 +192,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         model.Count(hits, count - hits);
         var sources = new RowSource[count];
         for (int i = 0; i < count; i++) sources[i] = found[i] ? RowSource.Cached : RowSource.Missing;
-        return new LookupResult(output.ToPacked(), sources, model.Fingerprint,
+        return new LookupResult(output.Rows, sources, model.Fingerprint,
             new RequestTimings(Stopwatch.GetElapsedTime(started), default, default, default, default));
     }
 
@@ -249,21 +266,18 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
                 $"{command.Queries.Count} queries x {documentCount} documents is {pairs} scores; at most {options.MaxScoresPerRequest} are allowed per request: split the queries");
         }
 
-        var queries = await EmbedAsync(
+        using var queries = await EmbedAsync(
             new EmbedCommand(command.Model, VectorKind.Query, command.Queries, [], VectorDType.Float32, CacheOnly: false),
             cancellationToken).ConfigureAwait(false);
-        LookupResult documents;
-        if (command.DocumentTexts.Count != 0)
-        {
-            documents = await EmbedAsync(
+        using var documents = command.DocumentTexts.Count != 0
+            ? await EmbedAsync(
                 new EmbedCommand(command.Model, VectorKind.Document, command.DocumentTexts, command.DocumentIds, VectorDType.Float32, CacheOnly: false),
-                cancellationToken).ConfigureAwait(false);
-        }
-        else
-        {
-            documents = await GetAsync(
+                cancellationToken).ConfigureAwait(false)
+            : await GetAsync(
                 new GetCommand(command.Model, VectorKind.Document, command.DocumentIds, [], VectorDType.Float32),
                 cancellationToken).ConfigureAwait(false);
+        if (command.DocumentTexts.Count == 0)
+        {
             var missing = command.DocumentIds.Where((_, i) => documents.Sources[i] == RowSource.Missing).Take(5).ToList();
             if (missing.Count > 0)
             {
@@ -275,8 +289,8 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
 
         int dims = queries.Vectors.Dims;
         var scores = CosineScorer.Matrix(
-            System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(queries.Vectors.Data),
-            System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(documents.Vectors.Data), dims);
+            MemoryMarshal.Cast<byte, float>(queries.Vectors.Data.Span),
+            MemoryMarshal.Cast<byte, float>(documents.Vectors.Data.Span), dims);
         var top = new List<(int Index, float Score)[]>();
         if (command.TopK > 0 && documentCount > 0)
         {
@@ -492,20 +506,20 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         root.Dispose();
     }
 
-    /// <summary>Response rows being filled in the requested dtype.</summary>
+    /// <summary>Response rows being filled in the requested dtype, in a pooled buffer the result owns.</summary>
     private sealed class RowWriter(int count, int dims, VectorDType dtype)
     {
         private readonly int rowBytes = dims * PackedVectors.ElementSize(dtype);
 
-        public byte[] Data { get; } = new byte[(long)count * dims * PackedVectors.ElementSize(dtype)];
+        public PackedVectors Rows { get; } = new(count, dims, dtype);
+
+        public Span<byte> Data => Rows.Data.Span;
 
         public void Write(int row, ReadOnlySpan<float> vector)
         {
-            var destination = Data.AsSpan(row * rowBytes, rowBytes);
+            var destination = Data.Slice(row * rowBytes, rowBytes);
             if (dtype == VectorDType.Float16) TensorPrimitives.ConvertToHalf(vector, MemoryMarshal.Cast<byte, Half>(destination));
             else MemoryMarshal.AsBytes(vector).CopyTo(destination);
         }
-
-        public PackedVectors ToPacked() => new(count, dims, dtype, Data);
     }
 }

@@ -61,7 +61,7 @@ public sealed partial class ArtifactsRoot : IDisposable
 
         string root = Path.GetFullPath(rootDirectory);
         Directory.CreateDirectory(root);
-        var copy = new StorageOptions { Durability = options.Durability, SegmentRows = options.SegmentRows };
+        var copy = new StorageOptions { Durability = options.Durability, SegmentRows = options.SegmentRows, WarmBytesPerSecond = options.WarmBytesPerSecond };
         ILogger logger = loggerFactory.CreateLogger("EmbeddingCache.Storage");
         var rootLock = RootLock.Acquire(root);
         try

@@ -1,14 +1,16 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace EmbeddingCache.Storage;
 
 /// <summary>
-/// Maps 16-byte keys (content keys, or SHA-256 keys of ids) to packed row locations. Open addressing with
-/// linear probing over 24-byte slots at a load of at most 0.8, placed by multiply-shift so any capacity
-/// works: a table sized on open costs 30 bytes per entry, one grown by appends at most 45, and no object
-/// is allocated per entry. One writer (the store's write loop) and any number of readers, without locks:
-/// a slot's key is written before its location is published with a release write, readers acquire the
-/// location first, and a resize publishes a complete new table in one reference write.
+/// Maps 16-byte keys (content keys, or keys of ids) to 32-bit row locations (<see cref="RowAddressing"/>). Open
+/// addressing with linear probing over 20-byte slots at a load of at most 0.8, placed by multiply-shift so any
+/// capacity works. A table sized on open costs 25 bytes per entry; growth is by a quarter, so a table grown by
+/// appends costs at most 31.25: both indexes of a kind stay under 64 bytes per row, and no object is allocated per
+/// entry. One writer (the store's write loop) and any number of readers, without locks: a slot's key is written
+/// before its location is published with a release write, readers acquire the location first, and a resize
+/// publishes a complete new table in one reference write.
 /// </summary>
 internal sealed class KeyIndex
 {
@@ -26,15 +28,15 @@ internal sealed class KeyIndex
     public int Count => Volatile.Read(ref _count);
 
     /// <summary>Bytes held by the table (for memory accounting).</summary>
-    public long TableBytes => (long)Volatile.Read(ref _slots).Length * 24;
+    public long TableBytes => (long)Volatile.Read(ref _slots).Length * Unsafe.SizeOf<Slot>();
 
-    public bool TryGetValue(ContentKey key, out long location)
+    public bool TryGetValue(ContentKey key, out uint location)
     {
         Slot[] slots = Volatile.Read(ref _slots);
         for (int i = Home(key, slots.Length); ; i = Next(i, slots.Length))
         {
             ref Slot slot = ref slots[i];
-            long stored = Volatile.Read(ref slot.Location);
+            uint stored = Volatile.Read(ref slot.Location);
             if (stored == 0)
             {
                 location = 0;
@@ -51,16 +53,16 @@ internal sealed class KeyIndex
 
     public bool ContainsKey(ContentKey key) => TryGetValue(key, out _);
 
-    /// <summary>Adds or replaces the location of <paramref name="key"/>. Writer only.</summary>
+    /// <summary>Adds or replaces the location of <paramref name="key"/> (below <see cref="uint.MaxValue"/>). Writer only.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // millions of calls on open: skip tier-0
-    public void Set(ContentKey key, long location)
+    public void Set(ContentKey key, uint location)
     {
         if ((_count + 1) * 5L > _slots.Length * 4L)
         {
-            Resize(CapacityFor((int)Math.Min(int.MaxValue / 2, _count * 3L / 2)));
+            Resize((int)Math.Min(Array.MaxLength, _slots.Length + (_slots.Length / 4L)));
         }
 
-        if (Insert(_slots, key, location + 1))
+        if (Insert(_slots, key, checked(location + 1)))
         {
             Volatile.Write(ref _count, _count + 1);
         }
@@ -77,7 +79,7 @@ internal sealed class KeyIndex
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static bool Insert(Slot[] slots, ContentKey key, long storedLocation)
+    private static bool Insert(Slot[] slots, ContentKey key, uint storedLocation)
     {
         for (int i = Home(key, slots.Length); ; i = Next(i, slots.Length))
         {
@@ -121,12 +123,35 @@ internal sealed class KeyIndex
     private static int CapacityFor(int entries) =>
         (int)Math.Min(Array.MaxLength, Math.Max(MinimumCapacity, (entries * 5L / 4) + 1));
 
+    // Packed to 4-byte alignment: 20 bytes rather than 24, which is what keeps two indexes under 64 bytes a row.
+    [StructLayout(LayoutKind.Sequential, Pack = 4)]
     private struct Slot
     {
         public ulong High;
         public ulong Low;
 
         /// <summary>Row location + 1; 0 marks an empty slot.</summary>
-        public long Location;
+        public uint Location;
     }
+}
+
+/// <summary>
+/// How a kind's index packs a row's place into 32 bits: the segment's slot in the kind above, the row below
+/// <see cref="RowBits"/> bits, enough for the longest segment. With the default 65,536 rows per segment that is
+/// 65,535 segments of 65,536 rows; any setting addresses about 4 billion rows.
+/// </summary>
+internal readonly record struct RowAddressing(int RowBits)
+{
+    /// <summary>The addressing for segments of at most <paramref name="segmentRows"/> rows.</summary>
+    public static RowAddressing ForSegmentRows(int segmentRows) =>
+        new(32 - System.Numerics.BitOperations.LeadingZeroCount((uint)Math.Max(1, segmentRows) - 1));
+
+    /// <summary>Segments a kind can hold: the index keeps <see cref="uint.MaxValue"/> for its empty slots.</summary>
+    public int MaxSegments => (int)Math.Min(int.MaxValue, (uint.MaxValue - 1L) >> RowBits);
+
+    public uint Pack(int slot, int row) => ((uint)slot << RowBits) | (uint)row;
+
+    public int SegmentOf(uint location) => (int)(location >> RowBits);
+
+    public int RowOf(uint location) => (int)(location & ((1u << RowBits) - 1));
 }

@@ -53,7 +53,7 @@ internal static class KeySidecar
     }
 
     /// <summary>
-    /// Reads up to <paramref name="limit"/> records. For each, the key (if any) and the SHA-256 key of the id
+    /// Reads up to <paramref name="limit"/> records. For each, the key (if any) and the <see cref="IdKey"/> of the id
     /// (if any) go to the arrays; ids are hashed from their UTF-8 bytes without making strings. Parsed by hand
     /// rather than with MessagePackReader: only this one record shape is valid, and opening a large cache
     /// reads millions of them.
@@ -171,7 +171,7 @@ internal static class KeySidecar
             return Stop.EndOfFile;
         }
 
-        idKey = ContentKey.FromUtf8(record.Slice(idStart, idLength));
+        idKey = IdKey.FromUtf8(record.Slice(idStart, idLength));
         length = idStart + idLength;
         return Stop.Limit;
     }

@@ -39,7 +39,13 @@ internal static partial class KindFolderRecovery
             expectedRows += candidate.Limit;
         }
 
-        var recovered = new RecoveredKind(directory) { NextNumber = nextNumber };
+        int longestSegment = candidates.Count == 0 ? 0 : candidates.Max(c => c.Limit);
+        var recovered = new RecoveredKind(directory, RowAddressing.ForSegmentRows(Math.Max(options.SegmentRows, longestSegment))) { NextNumber = nextNumber };
+        if (candidates.Count > recovered.Addressing.MaxSegments)
+        {
+            throw new IOException($"{model}/{kindName} holds {candidates.Count} segments; its index addresses at most {recovered.Addressing.MaxSegments} at this segment size");
+        }
+
         recovered.Keys.EnsureCapacity((int)Math.Min(expectedRows, int.MaxValue / 2));
 
         // Sidecars are parsed and their ids hashed in parallel, a window at a time; rows enter the index in
@@ -285,11 +291,11 @@ internal static partial class KindFolderRecovery
             // The two indexes are independent tables, each filled in row order: fill them side by side.
             if (IdRows > 0)
             {
-                Parallel.Invoke(() => Add(slot, _keys, recovered.Keys), () => Add(slot, _idKeys, recovered.Ids));
+                Parallel.Invoke(() => Add(slot, _keys, recovered.Keys, recovered.Addressing), () => Add(slot, _idKeys, recovered.Ids, recovered.Addressing));
             }
             else
             {
-                Add(slot, _keys, recovered.Keys);
+                Add(slot, _keys, recovered.Keys, recovered.Addressing);
             }
 
             ReturnKeys();
@@ -320,13 +326,13 @@ internal static partial class KindFolderRecovery
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)] // one long loop per segment on open
-        private void Add(int slot, ContentKey?[] keys, KeyIndex index)
+        private void Add(int slot, ContentKey?[] keys, KeyIndex index, RowAddressing addressing)
         {
             for (int row = 0; row < Rows; row++)
             {
                 if (keys[row] is { } key)
                 {
-                    index.Set(key, RecoveredKind.Pack(slot, row));
+                    index.Set(key, addressing.Pack(slot, row));
                 }
             }
         }
@@ -334,9 +340,11 @@ internal static partial class KindFolderRecovery
 }
 
 /// <summary>What recovery found in a kind folder: its segments in order and the index over them.</summary>
-internal sealed class RecoveredKind(string directory)
+internal sealed class RecoveredKind(string directory, RowAddressing addressing)
 {
     public string Directory { get; } = directory;
+
+    public RowAddressing Addressing { get; } = addressing;
 
     public List<Segment> Segments { get; } = [];
 
@@ -347,7 +355,4 @@ internal sealed class RecoveredKind(string directory)
     public KeyIndex Ids { get; } = new();
 
     public int NextNumber { get; set; }
-
-    /// <summary>A row location: segment slot in the high 32 bits, row in the low 32.</summary>
-    public static long Pack(int slot, int row) => ((long)slot << 32) | (uint)row;
 }

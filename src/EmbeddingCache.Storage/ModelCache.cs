@@ -19,6 +19,7 @@ public sealed class ModelCache
     private CacheDescriptor _descriptor;
     private VectorStore _query = null!;
     private VectorStore _document = null!;
+    private PageWarmer? _warmer;
 
     private ModelCache(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger)
     {
@@ -84,8 +85,15 @@ public sealed class ModelCache
         var cache = new ModelCache(name, directory, manifest, options, logger);
         cache.OpenStores();
         cache.TryWriteManifest();
+        long elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        long indexBytes = cache._query.IndexBytes + cache._document.IndexBytes;
+        long entries = Math.Max(cache._query.KeyCount, cache._query.IdCount) + Math.Max(cache._document.KeyCount, cache._document.IdCount);
         StorageLog.CacheOpened(logger, name, cache._query.RowCount, cache._document.RowCount,
-            cache._query.SegmentCount + cache._document.SegmentCount, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+            cache._query.SegmentCount + cache._document.SegmentCount, elapsedMs, indexBytes, entries == 0 ? 0 : Math.Round((double)indexBytes / entries, 1));
+        if (entries > 0)
+        {
+            cache._warmer = PageWarmer.Start(name, [cache._document, cache._query], options.WarmBytesPerSecond, logger);
+        }
         return cache;
     }
 
@@ -177,6 +185,7 @@ public sealed class ModelCache
 
     internal void Shutdown()
     {
+        _warmer?.Stop();
         _query.Shutdown();
         _document.Shutdown();
         TryWriteManifest();

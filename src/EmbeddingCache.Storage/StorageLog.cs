@@ -9,9 +9,14 @@ internal static partial class StorageLog
         Message = "Opened artifacts directory {Root} as its single writer (pid {ProcessId})")]
     public static partial void ArtifactsOpened(ILogger logger, string root, int processId);
 
+    /// <summary>
+    /// Open time and index memory of a cache, for operators and the hit benchmark, which reads the fields by name:
+    /// ElapsedMs from the start of the open to the index being ready, IndexBytes of both kinds' key and id
+    /// indexes, and IndexBytesPerEntry = IndexBytes over the entries of the fuller index of each kind.
+    /// </summary>
     [LoggerMessage(EventId = 1002, EventName = "CacheOpened", Level = LogLevel.Information,
-        Message = "Opened cache {Model}: {QueryRows} query rows, {DocumentRows} document rows, {Segments} segments in {ElapsedMs} ms")]
-    public static partial void CacheOpened(ILogger logger, string model, long queryRows, long documentRows, int segments, long elapsedMs);
+        Message = "Opened cache {Model}: {QueryRows} query rows, {DocumentRows} document rows, {Segments} segments in {ElapsedMs} ms; index {IndexBytes} bytes, {IndexBytesPerEntry} per entry")]
+    public static partial void CacheOpened(ILogger logger, string model, long queryRows, long documentRows, int segments, long elapsedMs, long indexBytes, double indexBytesPerEntry);
 
     [LoggerMessage(EventId = 1003, EventName = "CacheCreated", Level = LogLevel.Information,
         Message = "Created cache {Model}: {Dims} dims, dtype {DType}, fingerprint '{Fingerprint}'")]
@@ -52,6 +57,14 @@ internal static partial class StorageLog
     [LoggerMessage(EventId = 1012, EventName = "ManifestNotWritten", Level = LogLevel.Warning,
         Message = "Could not write the manifest of {Model}; the vectors are unaffected")]
     public static partial void ManifestNotWritten(ILogger logger, Exception exception, string model);
+
+    [LoggerMessage(EventId = 1014, EventName = "CacheWarmingStarted", Level = LogLevel.Information,
+        Message = "Warming cache {Model} in the background: {Bytes} bytes of vectors at up to {BytesPerSecond} bytes/s")]
+    public static partial void CacheWarmingStarted(ILogger logger, string model, long bytes, long bytesPerSecond);
+
+    [LoggerMessage(EventId = 1015, EventName = "CacheWarmed", Level = LogLevel.Information,
+        Message = "Warmed cache {Model}: {Bytes} bytes of vectors in {ElapsedMs} ms")]
+    public static partial void CacheWarmed(ILogger logger, string model, long bytes, long elapsedMs);
 
     [LoggerMessage(EventId = 1013, EventName = "TemporaryFileDeleted", Level = LogLevel.Debug,
         Message = "Deleted leftover temporary file {Model}/{File}")]

@@ -26,11 +26,19 @@ public sealed class StorageOptions
     /// </summary>
     public int SegmentRows { get; set; } = 65536;
 
+    /// <summary>
+    /// How fast a cache's vector pages are read into memory in the background after it opens, in bytes per second;
+    /// 0 turns warming off. Default 256 MiB/s: a 3 GB cache (2 million 384-float rows) is warm in about 12 s, while the
+    /// throttle leaves most of a core to requests. Opening never waits for warming.
+    /// </summary>
+    public long WarmBytesPerSecond { get; set; } = 256L << 20;
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> for a setting out of range.</summary>
     public void Validate()
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(SegmentRows, 1, nameof(SegmentRows));
         ArgumentOutOfRangeException.ThrowIfGreaterThan(SegmentRows, MaxSegmentRows, nameof(SegmentRows));
+        ArgumentOutOfRangeException.ThrowIfNegative(WarmBytesPerSecond, nameof(WarmBytesPerSecond));
         if (!Enum.IsDefined(Durability))
         {
             throw new ArgumentOutOfRangeException(nameof(Durability), Durability, "Unknown durability mode.");

@@ -37,6 +37,7 @@ public sealed class VectorStore
     private readonly Dictionary<ContentKey, long> _groupKeys = [];
     private readonly Dictionary<ContentKey, long> _groupIds = [];
     private readonly ArrayBufferWriter<byte> _sidecarBuffer = new();
+    private readonly RowAddressing _addressing;
     private AppendableSegment? _appendable;
     private int _appendableSlot;
     private int _nextNumber;
@@ -54,6 +55,7 @@ public sealed class VectorStore
         _directory = recovered.Directory;
         _options = options;
         _logger = logger;
+        _addressing = recovered.Addressing;
         _state = new StoreState(1, layout, [.. recovered.Segments], recovered.Keys, recovered.Ids, disposed: false);
         _appendable = recovered.Appendable;
         _appendableSlot = recovered.Segments.Count - 1;
@@ -112,6 +114,63 @@ public sealed class VectorStore
     /// <summary>Distinct ids that can be read.</summary>
     public int IdCount => Volatile.Read(ref _state).Ids.Count;
 
+    /// <summary>Bytes of committed rows (headers included) that <see cref="Warm"/> reads.</summary>
+    internal long WarmableBytes => Volatile.Read(ref _state).Segments.Sum(segment => segment.Layout.FileLength(segment.Rows));
+
+    /// <summary>
+    /// Touches every page of the committed rows of the current generation, <paramref name="chunkBytes"/> at a time,
+    /// calling <paramref name="pace"/> after each chunk with the bytes touched so far. Each chunk is read inside the
+    /// generation like a Gather, so invalidation and shutdown never unmap a segment under it; once the generation is
+    /// retired, or <paramref name="pace"/> returns false, it stops.
+    /// </summary>
+    /// <returns>Bytes touched.</returns>
+    internal long Warm(int chunkBytes, Func<long, bool> pace)
+    {
+        StoreState state = Volatile.Read(ref _state);
+        long touched = 0;
+        int sink = 0;
+        foreach (Segment segment in state.Segments)
+        {
+            long end = segment.Layout.FileLength(segment.Rows);
+            for (long offset = 0; offset < end; offset += chunkBytes)
+            {
+                int length = (int)Math.Min(chunkBytes, end - offset);
+                if (!state.TryEnter())
+                {
+                    return touched;
+                }
+
+                try
+                {
+                    sink += segment.Mapping.Touch(offset, length);
+                }
+                finally
+                {
+                    state.Exit();
+                }
+
+                touched += length;
+                if (!pace(touched))
+                {
+                    return touched;
+                }
+            }
+        }
+
+        GC.KeepAlive(sink);
+        return touched;
+    }
+
+    /// <summary>Bytes of memory held by the key and id indexes together (the vectors stay in the page cache).</summary>
+    public long IndexBytes
+    {
+        get
+        {
+            StoreState state = Volatile.Read(ref _state);
+            return state.Keys.TableBytes + state.Ids.TableBytes;
+        }
+    }
+
     /// <summary>Write groups committed so far (each shared its fsyncs by all appends in it).</summary>
     internal long CommitGroups => Interlocked.Read(ref _commitGroups);
 
@@ -159,7 +218,7 @@ public sealed class VectorStore
             for (int i = 0; i < ids.Count; i++)
             {
                 string? id = ids[i];
-                ContentKey? idKey = id is null ? null : ContentKey.FromText(id);
+                ContentKey? idKey = id is null ? null : IdKey.FromId(id);
                 found[i] = CopyOrClear(state, state.Ids, idKey, outputType, destination.Slice(i * rowBytes, rowBytes));
                 hits += found[i] ? 1 : 0;
             }
@@ -173,9 +232,9 @@ public sealed class VectorStore
     }
 
     /// <summary>Copies the row <paramref name="key"/> maps to in <paramref name="index"/> into <paramref name="target"/>, or zero-fills it; true when found.</summary>
-    private static bool CopyOrClear(StoreState state, KeyIndex index, ContentKey? key, VectorDType outputType, Span<byte> target)
+    private bool CopyOrClear(StoreState state, KeyIndex index, ContentKey? key, VectorDType outputType, Span<byte> target)
     {
-        if (key is { } k && index.TryGetValue(k, out long location))
+        if (key is { } k && index.TryGetValue(k, out uint location))
         {
             CopyRow(state, location, outputType, target);
             return true;
@@ -203,7 +262,7 @@ public sealed class VectorStore
     public bool ContainsId(string id)
     {
         ArgumentNullException.ThrowIfNull(id);
-        ContentKey idKey = ContentKey.FromText(id);
+        ContentKey idKey = IdKey.FromId(id);
         StoreState state = EnterState();
         try
         {
@@ -372,10 +431,10 @@ public sealed class VectorStore
         return rowBytes;
     }
 
-    private static void CopyRow(StoreState state, long location, VectorDType outputType, Span<byte> destination)
+    private void CopyRow(StoreState state, uint location, VectorDType outputType, Span<byte> destination)
     {
         // Segments is read after the index: the writer publishes a new segment before any row in it.
-        ReadOnlySpan<byte> source = state.Segments[(int)(location >> 32)].Row((int)location);
+        ReadOnlySpan<byte> source = state.Segments[_addressing.SegmentOf(location)].Row(_addressing.RowOf(location));
         VectorDType storage = state.Layout.DType;
         if (storage == outputType)
         {
@@ -492,7 +551,7 @@ public sealed class VectorStore
             {
                 ContentKey? key = batch.KeyAt(i);
                 string? id = batch.IdAt(i);
-                ContentKey? idKey = id is null ? null : ContentKey.FromText(id);
+                ContentKey? idKey = id is null ? null : IdKey.FromId(id);
                 if (pending.Mode == AppendMode.IfAbsent && IsStored(state, key, idKey))
                 {
                     continue;
@@ -531,8 +590,17 @@ public sealed class VectorStore
         return idKey is { } onlyId && TryLocate(_groupIds, state.Ids, onlyId, out _);
     }
 
-    private static bool TryLocate(Dictionary<ContentKey, long> group, KeyIndex committed, ContentKey key, out long location) =>
-        group.TryGetValue(key, out location) || committed.TryGetValue(key, out location);
+    private static bool TryLocate(Dictionary<ContentKey, long> group, KeyIndex committed, ContentKey key, out long location)
+    {
+        if (group.TryGetValue(key, out location))
+        {
+            return true;
+        }
+
+        bool found = committed.TryGetValue(key, out uint committedLocation);
+        location = committedLocation;
+        return found;
+    }
 
     private void WriteSelected(StoreState state)
     {
@@ -633,7 +701,7 @@ public sealed class VectorStore
         for (int i = 0; i < count; i++)
         {
             SelectedRow row = _selected[position + i];
-            long location = RecoveredKind.Pack(_appendableSlot, firstRow + i);
+            uint location = _addressing.Pack(_appendableSlot, firstRow + i);
             if (row.Key is { } key)
             {
                 state.Keys.Set(key, location);
@@ -649,6 +717,11 @@ public sealed class VectorStore
     private AppendableSegment StartSegment(StoreState state)
     {
         Directory.CreateDirectory(_directory); // an invalidation that failed half-way may have left none
+        if (state.Segments.Length >= _addressing.MaxSegments)
+        {
+            throw new IOException($"{_owner.Name}/{_kindName} holds {state.Segments.Length} segments, the most its index addresses at this segment size; raise SegmentRows");
+        }
+
         int number = _nextNumber++;
         AppendableSegment segment = AppendableSegment.Create(_directory, number, state.Layout, _options.SegmentRows, Sync);
         state.Segments = [.. state.Segments, segment];

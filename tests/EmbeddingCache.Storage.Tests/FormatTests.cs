@@ -24,7 +24,7 @@ public sealed class FormatTests
         for (int i = 0; i < rows.Length; i++)
         {
             Assert.Equal(rows[i].Key, keys[i]);
-            Assert.Equal(rows[i].Id is null ? null : ContentKey.FromText(rows[i].Id!), ids[i]);
+            Assert.Equal(rows[i].Id is null ? null : IdKey.FromId(rows[i].Id!), ids[i]);
         }
 
         // Python reads exactly these bytes as [key, id] pairs; the MessagePack library agrees too.
@@ -79,26 +79,69 @@ public sealed class FormatTests
         var index = new KeyIndex();
         for (int n = 0; n < 50_000; n++)
         {
-            index.Set(Rows.Key(n), n);
+            index.Set(Rows.Key(n), (uint)n);
         }
 
         for (int n = 0; n < 50_000; n += 3)
         {
-            index.Set(Rows.Key(n), -n - 1L + long.MaxValue);
+            index.Set(Rows.Key(n), uint.MaxValue - 1 - (uint)n);
         }
 
         Assert.Equal(50_000, index.Count);
         for (int n = 0; n < 50_000; n++)
         {
-            Assert.True(index.TryGetValue(Rows.Key(n), out long location));
-            Assert.Equal(n % 3 == 0 ? -n - 1L + long.MaxValue : n, location);
+            Assert.True(index.TryGetValue(Rows.Key(n), out uint location));
+            Assert.Equal(n % 3 == 0 ? uint.MaxValue - 1 - (uint)n : (uint)n, location);
         }
 
         Assert.False(index.TryGetValue(Rows.Key(-1), out _));
-        Assert.True(index.TableBytes <= 50_000 * 48L);
         index.Set(new ContentKey(0, 0), 0); // the all-zero key and location 0 are ordinary values
-        Assert.True(index.TryGetValue(new ContentKey(0, 0), out long zero));
-        Assert.Equal(0, zero);
+        Assert.True(index.TryGetValue(new ContentKey(0, 0), out uint zero));
+        Assert.Equal(0u, zero);
+    }
+
+    [Fact]
+    public void The_index_costs_at_most_25_bytes_an_entry_when_sized_and_31_25_while_it_grows()
+    {
+        const int Entries = 200_000;
+        var sized = new KeyIndex();
+        sized.EnsureCapacity(Entries);
+        for (int n = 0; n < Entries; n++)
+        {
+            sized.Set(Rows.Key(n), (uint)n);
+        }
+
+        Assert.True(sized.TableBytes <= Entries * 25L + 40, $"{sized.TableBytes} bytes for {Entries} entries sized up front");
+
+        // Right after each resize the table is at its emptiest: that is where the bytes per entry peak.
+        var grown = new KeyIndex();
+        long previousBytes = grown.TableBytes;
+        for (int n = 0; n < Entries; n++)
+        {
+            grown.Set(Rows.Key(n), (uint)n);
+            if (grown.TableBytes != previousBytes && grown.Count >= 1000)
+            {
+                Assert.True(grown.TableBytes <= grown.Count * 31.25 + 40, $"{grown.TableBytes} bytes for {grown.Count} entries after growing");
+            }
+
+            previousBytes = grown.TableBytes;
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 0)]
+    [InlineData(65536, 16)]
+    [InlineData(65537, 17)]
+    [InlineData(StorageOptions.MaxSegmentRows, 27)]
+    public void A_row_location_packs_segment_and_row_into_32_bits(int segmentRows, int rowBits)
+    {
+        var addressing = RowAddressing.ForSegmentRows(segmentRows);
+        Assert.Equal(rowBits, addressing.RowBits);
+        int lastSegment = addressing.MaxSegments - 1;
+        uint location = addressing.Pack(lastSegment, segmentRows - 1);
+        Assert.NotEqual(uint.MaxValue, location);
+        Assert.Equal(lastSegment, addressing.SegmentOf(location));
+        Assert.Equal(segmentRows - 1, addressing.RowOf(location));
     }
 
     [Fact]
@@ -120,7 +163,7 @@ public sealed class FormatTests
                 }
 
                 int n = random.Next(limit);
-                if (!index.TryGetValue(keys[n], out long location) || location != n)
+                if (!index.TryGetValue(keys[n], out uint location) || location != n)
                 {
                     throw new InvalidOperationException($"key {n} of {limit} published: {location}");
                 }
@@ -129,7 +172,7 @@ public sealed class FormatTests
 
         for (int n = 0; n < keys.Length; n++)
         {
-            index.Set(keys[n], n);
+            index.Set(keys[n], (uint)n);
             Volatile.Write(ref published, n + 1);
         }
 

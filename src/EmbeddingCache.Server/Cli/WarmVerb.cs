@@ -112,6 +112,7 @@ internal static class WarmVerb
 
         WarmCounts Count(LookupResult result)
         {
+            using var rows = result;
             counts = counts.Add(result.CountOf(Engine.RowSource.Cached), result.CountOf(Engine.RowSource.Computed));
             progress.Report(counts);
             return counts;

@@ -14,10 +14,18 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
     {
         var command = ToCommand(request);
         var result = await engine.EmbedAsync(command, context.CancellationToken).ConfigureAwait(false);
+        ReturnRowsAfterReply(context, result);
         CacheMetrics.Answered(command.Model, command.Kind, result);
         AddTimings(context, result.Timings);
         return ToResponse(result);
     }
+
+    /// <summary>
+    /// The reply's bytes field wraps the pooled rows of <paramref name="result"/> (no copy); they go back to the pool
+    /// when ASP.NET Core disposes what the response registered, after the reply has been serialised and sent.
+    /// </summary>
+    private static void ReturnRowsAfterReply(ServerCallContext context, LookupResult result) =>
+        context.GetHttpContext().Response.RegisterForDispose(result);
 
     private static EmbedCommand ToCommand(EmbedRequest request) =>
         new(request.Model, RequiredKind(request.Kind), request.Texts, request.Ids, ToStorage(request.Dtype, "dtype"), request.CacheOnly);
@@ -44,30 +52,39 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
     public override async Task EmbedStream(
         IAsyncStreamReader<EmbedRequest> requestStream, IServerStreamWriter<EmbedResponse> responseStream, ServerCallContext context)
     {
-        var inFlight = new Queue<Task<EmbedResponse>>();
+        var inFlight = new Queue<Task<LookupResult>>();
         while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
         {
             inFlight.Enqueue(EmbedOneAsync(requestStream.Current, context));
             if (inFlight.Count >= StreamWindow)
             {
-                await responseStream.WriteAsync(await inFlight.Dequeue().ConfigureAwait(false)).ConfigureAwait(false);
+                await WriteAsync(responseStream, await inFlight.Dequeue().ConfigureAwait(false)).ConfigureAwait(false);
             }
         }
         while (inFlight.Count > 0)
         {
-            await responseStream.WriteAsync(await inFlight.Dequeue().ConfigureAwait(false)).ConfigureAwait(false);
+            await WriteAsync(responseStream, await inFlight.Dequeue().ConfigureAwait(false)).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Writing serialises the reply, so its pooled rows can go back to the pool right after.</summary>
+    private static async Task WriteAsync(IServerStreamWriter<EmbedResponse> responseStream, LookupResult result)
+    {
+        using (result)
+        {
+            await responseStream.WriteAsync(ToResponse(result)).ConfigureAwait(false);
         }
     }
 
     /// <summary>Stream requests computed at once: enough to keep the batcher fed, few enough to bound memory.</summary>
     private const int StreamWindow = 4;
 
-    private async Task<EmbedResponse> EmbedOneAsync(EmbedRequest request, ServerCallContext context)
+    private async Task<LookupResult> EmbedOneAsync(EmbedRequest request, ServerCallContext context)
     {
         var command = ToCommand(request);
         var result = await engine.EmbedAsync(command, context.CancellationToken).ConfigureAwait(false);
         CacheMetrics.Answered(command.Model, command.Kind, result);
-        return ToResponse(result);
+        return result;
     }
 
     public override async Task<ScoreResponse> Score(ScoreRequest request, ServerCallContext context)
@@ -100,6 +117,7 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
     {
         var command = new GetCommand(request.Model, RequiredKind(request.Kind), request.Ids, request.Texts, ToStorage(request.Dtype, "dtype"));
         var result = await engine.GetAsync(command, context.CancellationToken).ConfigureAwait(false);
+        ReturnRowsAfterReply(context, result);
         CacheMetrics.Answered(command.Model, command.Kind, result);
         AddTimings(context, result.Timings);
         int missing = result.CountOf(Engine.RowSource.Missing);

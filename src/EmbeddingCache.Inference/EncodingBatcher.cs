@@ -23,6 +23,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly object _gate = new();
     private readonly Queue<WorkItem> _pending = new();
+    private readonly LinkedList<RoomWaiter> _waitingForRoom = new();
     private readonly Thread _worker;
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _queuedTexts;
@@ -69,7 +70,10 @@ public sealed class EncodingBatcher : IAsyncDisposable
     /// Encodes <paramref name="texts"/> (exact tokenizer inputs) into <paramref name="output"/>,
     /// <c>texts.Count * Dims</c> floats in input order. Completes when every row is written.
     /// </summary>
-    /// <exception cref="EncoderSaturatedException">Queueing the texts would exceed <see cref="EncoderOptions.MaxQueuedTexts"/> (in the task).</exception>
+    /// <exception cref="EncoderSaturatedException">
+    /// (In the task.) The queue had no room for the texts within <see cref="EncoderOptions.MaxQueueWait"/>, or there are
+    /// more of them than <see cref="EncoderOptions.MaxQueuedTexts"/>.
+    /// </exception>
     /// <exception cref="OperationCanceledException">The caller cancelled: its texts that had not started are dropped and its output is not written afterwards.</exception>
     public Task EncodeAsync(IReadOnlyList<string> texts, Memory<float> output, CancellationToken cancellationToken) =>
         EncodeTimedAsync(texts, output, cancellationToken);
@@ -97,63 +101,29 @@ public sealed class EncodingBatcher : IAsyncDisposable
             return Task.FromResult(default(EncodingTimings));
         }
 
+        RoomWaiter? waiter = null;
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_stopping, this);
-            if (_queuedTexts + (long)texts.Count > _options.MaxQueuedTexts)
+            if (texts.Count > _options.MaxQueuedTexts)
             {
                 return Task.FromException<EncodingTimings>(new EncoderSaturatedException(
-                    $"Model {Encoder.Model.Name} has {_queuedTexts} texts queued; {texts.Count} more would pass the limit of {_options.MaxQueuedTexts}. Retry later or send fewer texts at once."));
+                    $"Model {Encoder.Model.Name} queues at most {_options.MaxQueuedTexts} texts, so a call of {texts.Count} can never be taken; send at most {_options.MaxQueuedTexts} texts per call."));
             }
 
-            _queuedTexts += texts.Count;
+            // Callers already waiting go first: one arriving later must not take the room they wait for.
+            if (_waitingForRoom.Count == 0 && _queuedTexts + texts.Count <= _options.MaxQueuedTexts)
+            {
+                _queuedTexts += texts.Count;
+            }
+            else
+            {
+                waiter = new RoomWaiter(texts.Count);
+                _waitingForRoom.AddLast(waiter.Node);
+            }
         }
 
-        var started = Stopwatch.GetTimestamp();
-        var request = new Request(output, texts.Count, dims);
-        var items = new WorkItem[texts.Count];
-        var made = 0;
-        long tokens = 0;
-        try
-        {
-            for (; made < items.Length; made++)
-            {
-                items[made] = new WorkItem(request, made, Encoder.Tokenize(texts[made]));
-                tokens += items[made].Length;
-            }
-        }
-        catch
-        {
-            lock (_gate)
-            {
-                _queuedTexts -= texts.Count;
-            }
-
-            throw;
-        }
-
-        var enqueuedAt = Stopwatch.GetTimestamp();
-        request.TokenizeTicks = enqueuedAt - started;
-        request.EnqueuedAt = enqueuedAt;
-        lock (_gate)
-        {
-            if (_stopping)
-            {
-                _queuedTexts -= texts.Count;
-                throw new ObjectDisposedException(GetType().FullName);
-            }
-
-            foreach (var item in items)
-            {
-                _pending.Enqueue(item);
-            }
-
-            _pendingTokens += tokens;
-            Monitor.Pulse(_gate);
-        }
-
-        request.WatchCancellation(cancellationToken);
-        return request.Task;
+        return waiter is null ? Enqueue(texts, output, waitedForRoom: 0, cancellationToken) : EncodeWhenRoomAsync(waiter, texts, output, cancellationToken);
     }
 
     /// <summary>
@@ -169,6 +139,100 @@ public sealed class EncodingBatcher : IAsyncDisposable
         }
 
         await _stopped.Task.ConfigureAwait(false);
+    }
+
+    /// <summary>Waits up to <see cref="EncoderOptions.MaxQueueWait"/> for room in the queue, then queues the texts.</summary>
+    private async Task<EncodingTimings> EncodeWhenRoomAsync(RoomWaiter waiter, IReadOnlyList<string> texts, Memory<float> output, CancellationToken cancellationToken)
+    {
+        var waitStarted = Stopwatch.GetTimestamp();
+        try
+        {
+            await waiter.Admitted.WaitAsync(_options.MaxQueueWait, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is TimeoutException or OperationCanceledException)
+        {
+            bool admitted;
+            int queued;
+            lock (_gate)
+            {
+                admitted = waiter.Admitted.IsCompletedSuccessfully;
+                if (waiter.Node.List is not null)
+                {
+                    // Leaving may let smaller callers behind this one in.
+                    _waitingForRoom.Remove(waiter.Node);
+                    AdmitWaiters();
+                }
+
+                queued = _queuedTexts;
+            }
+
+            if (e is OperationCanceledException)
+            {
+                if (admitted)
+                {
+                    ReleaseRoom(texts.Count);
+                }
+
+                throw;
+            }
+
+            if (!admitted)
+            {
+                throw new EncoderSaturatedException(
+                    $"Model {Encoder.Model.Name} had no room for {texts.Count} more texts for {_options.MaxQueueWait.TotalSeconds:0.###} s " +
+                    $"({queued} queued, limit {_options.MaxQueuedTexts}); retry after a pause, or send fewer texts at once.");
+            }
+
+            // Room came just as the wait ran out: use it.
+        }
+
+        return await Enqueue(texts, output, Stopwatch.GetTimestamp() - waitStarted, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Tokenizes the texts on the caller's thread (overlapping the batch in ONNX Runtime) and queues them; their room is already taken.</summary>
+    private Task<EncodingTimings> Enqueue(IReadOnlyList<string> texts, Memory<float> output, long waitedForRoom, CancellationToken cancellationToken)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var request = new Request(output, texts.Count, Encoder.Dims) { WaitedForRoomTicks = waitedForRoom };
+        var items = new WorkItem[texts.Count];
+        var made = 0;
+        long tokens = 0;
+        try
+        {
+            for (; made < items.Length; made++)
+            {
+                items[made] = new WorkItem(request, made, Encoder.Tokenize(texts[made]));
+                tokens += items[made].Length;
+            }
+        }
+        catch
+        {
+            ReleaseRoom(texts.Count);
+            throw;
+        }
+
+        var enqueuedAt = Stopwatch.GetTimestamp();
+        request.TokenizeTicks = enqueuedAt - started;
+        request.EnqueuedAt = enqueuedAt;
+        lock (_gate)
+        {
+            if (_stopping)
+            {
+                _queuedTexts -= texts.Count;
+                return Task.FromException<EncodingTimings>(new ObjectDisposedException(GetType().FullName));
+            }
+
+            foreach (var item in items)
+            {
+                _pending.Enqueue(item);
+            }
+
+            _pendingTokens += tokens;
+            Monitor.Pulse(_gate);
+        }
+
+        request.WatchCancellation(cancellationToken);
+        return request.Task;
     }
 
     private void Run()
@@ -373,29 +437,77 @@ public sealed class EncodingBatcher : IAsyncDisposable
     {
         item.Finished = true;
         Interlocked.Increment(ref dropped ? ref _dropped : ref _texts);
+        ReleaseRoom(1);
+    }
+
+    private void ReleaseRoom(int texts)
+    {
         lock (_gate)
         {
-            _queuedTexts--;
+            _queuedTexts -= texts;
+            AdmitWaiters();
+        }
+    }
+
+    /// <summary>Lets waiting callers in, first come first served, while they fit. Called under the gate.</summary>
+    private void AdmitWaiters()
+    {
+        while (_waitingForRoom.First is { } head && _queuedTexts + head.Value.Texts <= _options.MaxQueuedTexts)
+        {
+            _waitingForRoom.RemoveFirst();
+            _queuedTexts += head.Value.Texts;
+            head.Value.Admit();
         }
     }
 
     private void FailAbandoned()
     {
         List<WorkItem> abandoned;
+        List<RoomWaiter> waiting;
         lock (_gate)
         {
             _stopping = true;
             abandoned = [.. _pending];
             _pending.Clear();
             _pendingTokens = 0;
+            waiting = [.. _waitingForRoom];
+            _waitingForRoom.Clear();
         }
 
         var error = new ObjectDisposedException(GetType().FullName, "The batcher was stopped before these texts were encoded.");
+        foreach (var waiter in waiting)
+        {
+            waiter.Fail(error);
+        }
+
         foreach (var item in abandoned)
         {
             item.Request.Fail(error);
             Finish(item, dropped: true);
         }
+    }
+
+    /// <summary>A caller waiting for room in a full queue for its texts.</summary>
+    private sealed class RoomWaiter
+    {
+        private readonly TaskCompletionSource _admitted = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public RoomWaiter(int texts)
+        {
+            Texts = texts;
+            Node = new LinkedListNode<RoomWaiter>(this);
+        }
+
+        public int Texts { get; }
+
+        /// <summary>Its place in the waiting line; out of the line (List is null) once admitted or failed.</summary>
+        public LinkedListNode<RoomWaiter> Node { get; }
+
+        public Task Admitted => _admitted.Task;
+
+        public void Admit() => _admitted.TrySetResult();
+
+        public void Fail(Exception error) => _admitted.TrySetException(error);
     }
 
     /// <summary>One text of a request, with its tokens, waiting for a batch.</summary>
@@ -429,6 +541,8 @@ public sealed class EncodingBatcher : IAsyncDisposable
         public long EnqueuedAt { get; set; }
 
         public long TokenizeTicks { get; set; }
+
+        public long WaitedForRoomTicks { get; init; }
 
         // Only the worker thread touches these.
         private long _firstBatchAt;
@@ -508,7 +622,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
 
             _completion.TrySetResult(new EncodingTimings(
                 Stopwatch.GetElapsedTime(0, TokenizeTicks),
-                Stopwatch.GetElapsedTime(EnqueuedAt, _firstBatchAt),
+                Stopwatch.GetElapsedTime(EnqueuedAt, _firstBatchAt) + Stopwatch.GetElapsedTime(0, WaitedForRoomTicks),
                 Stopwatch.GetElapsedTime(0, _batchTicks),
                 _batches));
         }

@@ -1,6 +1,7 @@
 using BenchmarkDotNet.Running;
 using EmbeddingCache.Benchmarks.Micro;
 using EmbeddingCache.Benchmarks.MissPath;
+using EmbeddingCache.Benchmarks.OnnxSettings;
 
 namespace EmbeddingCache.Benchmarks;
 
@@ -17,6 +18,7 @@ public static class BenchmarkVerbs
 
         Verbs:
           miss    miss-path throughput against raw ONNX Runtime and a peer (see below)
+          onnx    ONNX Runtime session settings measured through the server's encoder (see below)
           micro   BenchmarkDotNet micro-benchmarks of in-process work; BenchmarkDotNet's own options follow
                   (e.g. micro --filter '*Tokeniz*', micro --list flat)
 
@@ -27,7 +29,7 @@ public static class BenchmarkVerbs
     {
         if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
         {
-            Console.WriteLine(Usage + MissPathOptions.Usage);
+            Console.WriteLine(Usage + MissPathOptions.Usage + OnnxSettingsOptions.Usage);
             return args.Length == 0 ? 2 : 0;
         }
 
@@ -49,11 +51,13 @@ public static class BenchmarkVerbs
             {
                 case "miss":
                     return await MissPathBenchmark.RunAsync(MissPathOptions.Parse(args[1..]), cancellation.Token).ConfigureAwait(false);
+                case "onnx":
+                    return await OnnxSettingsBenchmark.RunAsync(OnnxSettingsOptions.Parse(args[1..]), cancellation.Token).ConfigureAwait(false);
                 case "micro":
                     BenchmarkSwitcher.FromAssembly(typeof(BenchmarkVerbs).Assembly).Run(args[1..], MicroBenchmarkConfig.Create());
                     return 0;
                 default:
-                    Console.Error.WriteLine($"Unknown verb '{args[0]}'.\n\n{Usage}{MissPathOptions.Usage}");
+                    Console.Error.WriteLine($"Unknown verb '{args[0]}'.\n\n{Usage}{MissPathOptions.Usage}{OnnxSettingsOptions.Usage}");
                     return 2;
             }
         }

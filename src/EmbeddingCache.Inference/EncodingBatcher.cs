@@ -421,6 +421,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
 
         Interlocked.Increment(ref _batches);
         var elapsed = Stopwatch.GetTimestamp() - started;
+        Measure(batch, Stopwatch.GetElapsedTime(0, elapsed));
         foreach (var item in members)
         {
             item.Request.BatchFinished(batchNumber, elapsed);
@@ -431,6 +432,24 @@ public sealed class EncodingBatcher : IAsyncDisposable
             members[i].Request.Deliver(members[i].Index, rows.Slice(i * dims, dims));
             Finish(members[i], dropped: false);
         }
+    }
+
+    private void Measure(ReadOnlySpan<TokenizedText> batch, TimeSpan elapsed)
+    {
+        var width = 0;
+        var tokens = 0;
+        foreach (var text in batch)
+        {
+            width = Math.Max(width, text.Length);
+            tokens += text.Length;
+        }
+
+        var model = new KeyValuePair<string, object?>("model", Encoder.Model.Name);
+        var positions = batch.Length * width;
+        EncoderMeter.BatchTexts.Record(batch.Length, model);
+        EncoderMeter.BatchTokens.Record(positions, model);
+        EncoderMeter.BatchPadding.Record(1 - ((double)tokens / positions), model);
+        EncoderMeter.BatchDuration.Record(elapsed.TotalSeconds, model);
     }
 
     private void Finish(WorkItem item, bool dropped)

@@ -10,6 +10,13 @@ public sealed class EncoderOptions
     public int IntraOpThreads { get; set; }
 
     /// <summary>
+    /// Whether idle intra-op threads spin waiting for work (ONNX Runtime's session.intra_op.allow_spinning). Off by
+    /// default: on a few cores a spinning thread takes the core that request threads need (tokenizing, writing back,
+    /// answering) and stalls the batch it belongs to; benchmarks/results/onnx-settings.md measured it.
+    /// </summary>
+    public bool IntraOpSpinning { get; set; }
+
+    /// <summary>
     /// Padded tokens per batch (batch size times its longest member). 16384 keeps a batch's activations
     /// small enough for the CPU caches to matter while amortising the per-run overhead.
     /// </summary>

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 
@@ -10,13 +9,14 @@ namespace EmbeddingCache.Inference;
 /// encoder and hands each caller its rows in input order.
 /// </summary>
 /// <remarks>
-/// Callers tokenize their own texts before queueing them, so tokenization overlaps the batch ONNX Runtime is
-/// running. The worker takes the queue in windows (in arrival order) and sorts within a window, so a long text
-/// cannot be passed over forever by shorter ones. The batcher does not own the encoder.
+/// Callers tokenize their own texts on their own threads before queueing them, so tokenization overlaps the batch
+/// ONNX Runtime is running on the worker thread. Between batches the worker brings texts that arrived into its plan
+/// (up to a window's worth, in arrival order), sorts and cuts the plan again, and runs the batch holding the oldest
+/// text, so a long text cannot be passed over forever by shorter ones. The batcher does not own the encoder.
 /// </remarks>
 public sealed class EncodingBatcher : IAsyncDisposable
 {
-    // How many batches' worth of queued texts are sorted together: more sorts better, fewer keeps latency fair.
+    // How many batches' worth of queued texts are planned together: more sorts better, fewer keeps latency fair.
     private const int WindowBatches = 16;
 
     private readonly EncoderOptions _options;
@@ -33,6 +33,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
     private long _texts;
     private long _dropped;
     private long _batchNumbers;
+    private long _sequence;
 
     /// <summary>Starts the batcher's worker thread for <paramref name="encoder"/>.</summary>
     public EncodingBatcher(TextEncoder encoder, EncoderOptions options, ILoggerFactory loggerFactory)
@@ -224,6 +225,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
 
             foreach (var item in items)
             {
+                item.Sequence = _sequence++;
                 _pending.Enqueue(item);
             }
 
@@ -237,20 +239,50 @@ public sealed class EncodingBatcher : IAsyncDisposable
 
     private void Run()
     {
-        var window = new List<WorkItem>();
+        var planned = new List<List<WorkItem>>();
+        var dims = Encoder.Dims;
+        var tokens = new TokenizedText[_options.MaxBatchSize];
+        var members = new WorkItem[_options.MaxBatchSize];
+        var rows = new float[_options.MaxBatchSize * dims];
         try
         {
-            while (TakeWindow(window))
+            while (Refill(planned))
             {
+                var batch = TakeBatchOfOldest(planned);
+                BatchGate?.Wait();
+                if (Volatile.Read(ref _stopping))
+                {
+                    FailStopped(batch);
+                    break;
+                }
+
                 try
                 {
-                    RunWindow(window);
+                    var size = 0;
+                    foreach (var item in batch)
+                    {
+                        if (item.Request.IsDone)
+                        {
+                            // Its caller cancelled (or an earlier batch of it failed) before it started.
+                            Finish(item, dropped: true);
+                        }
+                        else
+                        {
+                            members[size] = item;
+                            tokens[size++] = item.Tokens;
+                        }
+                    }
+
+                    if (size > 0)
+                    {
+                        RunBatch(members.AsSpan(0, size), tokens.AsSpan(0, size), rows.AsSpan(0, size * dims));
+                    }
                 }
                 catch (Exception e)
                 {
-                    // A fault outside ONNX Runtime (a bug): fail this window's callers rather than the process.
-                    InferenceLog.BatchFailed(_logger, e, Encoder.Model.Name, window.Count);
-                    foreach (var item in window)
+                    // A fault outside ONNX Runtime (a bug): fail this batch's callers rather than the process.
+                    InferenceLog.BatchFailed(_logger, e, Encoder.Model.Name, batch.Count);
+                    foreach (var item in batch)
                     {
                         if (!item.Finished)
                         {
@@ -259,43 +291,66 @@ public sealed class EncodingBatcher : IAsyncDisposable
                         }
                     }
                 }
-
-                window.Clear();
+                finally
+                {
+                    Array.Clear(members);
+                    Array.Clear(tokens);
+                }
             }
         }
         finally
         {
+            foreach (var batch in planned)
+            {
+                FailStopped(batch);
+            }
+
             FailAbandoned();
             InferenceLog.BatcherStopped(_logger, Encoder.Model.Name, BatchesRun, TextsEncoded);
             _stopped.TrySetResult();
         }
     }
 
-    /// <summary>Waits for work (and up to MaxBatchDelay for a full batch), then takes a window of it in arrival order.</summary>
-    private bool TakeWindow(List<WorkItem> window)
+    /// <summary>
+    /// Brings queued texts into the plan, in arrival order, up to a window's worth. With nothing planned it first waits
+    /// for work, and up to MaxBatchDelay for a full batch; while busy it takes what arrived during the last batch, so
+    /// texts of callers who answered late still share batches with the rest (continuous batching). Texts that arrived
+    /// are sorted by length with those already planned and the whole plan is cut again; with no arrivals the plan stands.
+    /// </summary>
+    private bool Refill(List<List<WorkItem>> planned)
     {
+        var pool = new List<WorkItem>();
+        foreach (var batch in planned)
+        {
+            pool.AddRange(batch);
+        }
+
+        var planSize = pool.Count;
         lock (_gate)
         {
-            while (_pending.Count == 0 && !_stopping)
+            if (planSize == 0)
             {
-                Monitor.Wait(_gate);
-            }
-
-            if (_stopping)
-            {
-                return false;
-            }
-
-            var deadline = _pending.Peek().Request.EnqueuedAt + (long)(_options.MaxBatchDelay.TotalSeconds * Stopwatch.Frequency);
-            while (!_stopping && _pending.Count < _options.MaxBatchSize && _pendingTokens < _options.TokenBudget)
-            {
-                var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline);
-                if (wait <= TimeSpan.Zero)
+                while (_pending.Count == 0 && !_stopping)
                 {
-                    break;
+                    Monitor.Wait(_gate);
                 }
 
-                Monitor.Wait(_gate, (int)Math.Ceiling(wait.TotalMilliseconds));
+                if (_stopping)
+                {
+                    return false;
+                }
+
+                var deadline = _pending.Peek().Request.EnqueuedAt + (long)(_options.MaxBatchDelay.TotalSeconds * Stopwatch.Frequency);
+                while (!_stopping && _pending.Count < _options.MaxBatchSize && _pendingTokens < _options.TokenBudget)
+                {
+                    var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline);
+                    if (wait <= TimeSpan.Zero)
+                    {
+                        break;
+                    }
+
+                    Monitor.Wait(_gate, (int)Math.Ceiling(wait.TotalMilliseconds));
+                }
             }
 
             if (_stopping)
@@ -306,22 +361,30 @@ public sealed class EncodingBatcher : IAsyncDisposable
             var maxTexts = WindowBatches * _options.MaxBatchSize;
             var maxTokens = (long)WindowBatches * _options.TokenBudget;
             long tokens = 0;
-            while (_pending.Count > 0 && window.Count < maxTexts && (window.Count == 0 || tokens + _pending.Peek().Length <= maxTokens))
+            foreach (var item in pool)
+            {
+                tokens += item.Length;
+            }
+
+            long taken = 0;
+            while (_pending.Count > 0 && pool.Count < maxTexts && (pool.Count == 0 || tokens + _pending.Peek().Length <= maxTokens))
             {
                 var item = _pending.Dequeue();
                 tokens += item.Length;
-                window.Add(item);
+                taken += item.Length;
+                pool.Add(item);
             }
 
-            _pendingTokens -= tokens;
+            _pendingTokens -= taken;
+        }
+
+        if (pool.Count == planSize)
+        {
             return true;
         }
-    }
 
-    private void RunWindow(List<WorkItem> window)
-    {
-        // Texts of callers that cancelled while queued go now, so they do not take room in planned batches.
-        window.RemoveAll(item =>
+        // Texts of callers that cancelled while queued go now, so they do not take room in the new plan.
+        pool.RemoveAll(item =>
         {
             if (!item.Request.IsDone)
             {
@@ -331,65 +394,54 @@ public sealed class EncodingBatcher : IAsyncDisposable
             Finish(item, dropped: true);
             return true;
         });
-        window.Sort(static (a, b) => a.Length.CompareTo(b.Length));
-        var dims = Encoder.Dims;
-        var lengths = ArrayPool<int>.Shared.Rent(window.Count);
-        var batch = ArrayPool<TokenizedText>.Shared.Rent(Math.Min(window.Count, _options.MaxBatchSize));
-        var members = ArrayPool<WorkItem>.Shared.Rent(Math.Min(window.Count, _options.MaxBatchSize));
-        var rows = ArrayPool<float>.Shared.Rent(Math.Min(window.Count, _options.MaxBatchSize) * dims);
-        try
+        pool.Sort(static (a, b) => a.Length != b.Length ? a.Length.CompareTo(b.Length) : a.Sequence.CompareTo(b.Sequence));
+        planned.Clear();
+        var lengths = pool.Select(item => item.Length).ToArray();
+        for (var start = 0; start < pool.Count;)
         {
-            for (var i = 0; i < window.Count; i++)
+            var size = BatchPlanner.NextBatchSize(lengths.AsSpan(start), _options.TokenBudget, _options.MaxBatchSize);
+            planned.Add(pool.GetRange(start, size));
+            start += size;
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Takes the planned batch that holds the oldest text: every text runs within a window's worth of batches, however
+    /// many shorter texts keep arriving, and the oldest callers are answered first.
+    /// </summary>
+    private static List<WorkItem> TakeBatchOfOldest(List<List<WorkItem>> planned)
+    {
+        var chosen = 0;
+        var oldest = long.MaxValue;
+        for (var b = 0; b < planned.Count; b++)
+        {
+            foreach (var item in planned[b])
             {
-                lengths[i] = window[i].Length;
-            }
-
-            for (var start = 0; start < window.Count;)
-            {
-                var planned = BatchPlanner.NextBatchSize(lengths.AsSpan(start, window.Count - start), _options.TokenBudget, _options.MaxBatchSize);
-                BatchGate?.Wait();
-                if (Volatile.Read(ref _stopping))
+                if (item.Sequence < oldest)
                 {
-                    var error = new ObjectDisposedException(GetType().FullName, "The batcher was stopped before these texts were encoded.");
-                    for (var i = start; i < window.Count; i++)
-                    {
-                        window[i].Request.Fail(error);
-                        Finish(window[i], dropped: true);
-                    }
-
-                    return;
-                }
-
-                var size = 0;
-                for (var i = start; i < start + planned; i++)
-                {
-                    var item = window[i];
-                    if (item.Request.IsDone)
-                    {
-                        Finish(item, dropped: true);
-                    }
-                    else
-                    {
-                        members[size] = item;
-                        batch[size++] = item.Tokens;
-                    }
-                }
-
-                start += planned;
-                if (size > 0)
-                {
-                    RunBatch(members.AsSpan(0, size), batch.AsSpan(0, size), rows.AsSpan(0, size * dims));
+                    oldest = item.Sequence;
+                    chosen = b;
                 }
             }
         }
-        finally
+
+        var batch = planned[chosen];
+        planned.RemoveAt(chosen);
+        return batch;
+    }
+
+    private void FailStopped(List<WorkItem> batch)
+    {
+        var error = new ObjectDisposedException(GetType().FullName, "The batcher was stopped before these texts were encoded.");
+        foreach (var item in batch)
         {
-            Array.Clear(batch);
-            Array.Clear(members);
-            ArrayPool<int>.Shared.Return(lengths);
-            ArrayPool<TokenizedText>.Shared.Return(batch);
-            ArrayPool<WorkItem>.Shared.Return(members);
-            ArrayPool<float>.Shared.Return(rows);
+            if (!item.Finished)
+            {
+                item.Request.Fail(error);
+                Finish(item, dropped: true);
+            }
         }
     }
 
@@ -539,6 +591,9 @@ public sealed class EncodingBatcher : IAsyncDisposable
         public int Index { get; } = index;
 
         public int Length { get; } = tokens.Length;
+
+        /// <summary>Arrival order across all callers.</summary>
+        public long Sequence { get; set; }
 
         public bool Finished { get; set; }
     }

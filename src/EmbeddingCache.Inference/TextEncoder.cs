@@ -97,6 +97,7 @@ public sealed class TextEncoder : IDisposable
             EnableCpuMemArena = true,
         })
         {
+            sessionOptions.AddSessionConfigEntry("session.intra_op.allow_spinning", options.IntraOpSpinning ? "1" : "0");
             tuneSession?.Invoke(sessionOptions);
             try
             {

@@ -210,6 +210,28 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
     }
 
     [Fact]
+    public async Task Texts_arriving_while_a_batch_runs_are_planned_with_the_texts_still_waiting()
+    {
+        var dims = MiniLM.Dims;
+        await using var batcher = new EncodingBatcher(MiniLM, new EncoderOptions { MaxBatchDelay = TimeSpan.Zero }, NullLoggerFactory.Instance);
+        using var gate = new ManualResetEventSlim(initialState: false);
+        batcher.BatchGate = gate;
+        var longText = string.Concat(Enumerable.Repeat("word ", 200));
+        var otherLongText = string.Concat(Enumerable.Repeat("other ", 200));
+
+        // A short and a long text are planned apart; the worker holds the short one's batch at the gate.
+        var first = batcher.EncodeAsync(["short", longText], new float[2 * dims], CancellationToken.None);
+        await WaitUntilAsync(() => batcher.QueuedTexts == 2);
+        var late = batcher.EncodeAsync([otherLongText], new float[dims], CancellationToken.None);
+        gate.Set();
+        await Task.WhenAll(first, late).WaitAsync(Patience);
+
+        // The late long text shared the first call's long text's batch instead of running alone after it.
+        Assert.Equal(3, batcher.TextsEncoded);
+        Assert.Equal(2, batcher.BatchesRun);
+    }
+
+    [Fact]
     public async Task Disposing_fails_texts_that_have_not_started()
     {
         var batcher = new EncodingBatcher(MiniLM, new EncoderOptions(), NullLoggerFactory.Instance);

@@ -27,7 +27,7 @@ public sealed partial class EmbcacheServerProcess : IAsyncDisposable
         AppDomain.CurrentDomain.ProcessExit += (_, _) => KillAll();
     }
 
-    private EmbcacheServerProcess(string artifactsDirectory)
+    private EmbcacheServerProcess(string artifactsDirectory, IEnumerable<string> extraArgs)
     {
         ArtifactsDirectory = artifactsDirectory;
         var start = new ProcessStartInfo("dotnet")
@@ -37,7 +37,7 @@ public sealed partial class EmbcacheServerProcess : IAsyncDisposable
             UseShellExecute = false,
         };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "embcache.dll"));
-        foreach (var arg in new[] { "--urls", "http://127.0.0.1:0", "--artifacts", artifactsDirectory })
+        foreach (var arg in new[] { "--urls", "http://127.0.0.1:0", "--artifacts", artifactsDirectory }.Concat(extraArgs))
         {
             start.ArgumentList.Add(arg);
         }
@@ -76,8 +76,11 @@ public sealed partial class EmbcacheServerProcess : IAsyncDisposable
         }
     }
 
-    /// <summary>Starts the server and returns once its health service says SERVING (models loaded and warmed).</summary>
-    public static async Task<EmbcacheServerProcess> StartAsync(string artifactsDirectory, CancellationToken cancellationToken)
+    /// <summary>
+    /// Starts the server, with <paramref name="extraArgs"/> after its own (settings such as
+    /// <c>--EmbeddingCache:Encoder:IntraOpSpinning=true</c>), and returns once its health service says SERVING.
+    /// </summary>
+    public static async Task<EmbcacheServerProcess> StartAsync(string artifactsDirectory, CancellationToken cancellationToken, params string[] extraArgs)
     {
         var embcache = Path.Combine(AppContext.BaseDirectory, "embcache.dll");
         if (!File.Exists(embcache))
@@ -85,7 +88,7 @@ public sealed partial class EmbcacheServerProcess : IAsyncDisposable
             throw new FileNotFoundException($"{embcache} is missing: build the benchmark project, which copies the server's build next to it.", embcache);
         }
 
-        var server = new EmbcacheServerProcess(artifactsDirectory);
+        var server = new EmbcacheServerProcess(artifactsDirectory, extraArgs);
         try
         {
             server._process.Start();

@@ -86,6 +86,9 @@ public sealed class TextEncoder : IDisposable
         var started = Stopwatch.GetTimestamp();
         var tokenizer = WordPieceTokenizer.Load(model);
 
+        // Measured with the benchmarks' onnx verb (benchmarks/results/onnx-settings.md): these beat one thread,
+        // EXTENDED/BASIC optimisation, no arena, no memory pattern and parallel execution; spinning off is faster
+        // next to busy request threads.
         var threads = options.EffectiveIntraOpThreads;
         InferenceSession session;
         using (var sessionOptions = new SessionOptions

@@ -5,6 +5,7 @@ using EmbeddingCache.Benchmarks.HitPath;
 using EmbeddingCache.Benchmarks.Micro;
 using EmbeddingCache.Benchmarks.MissPath;
 using EmbeddingCache.Benchmarks.OpenTime;
+using EmbeddingCache.Benchmarks.OnnxSettings;
 
 namespace EmbeddingCache.Benchmarks;
 
@@ -23,12 +24,13 @@ public static class BenchmarkVerbs
           hits    hit-path latency and throughput against a bare gRPC server, Redis and numpy memory maps (see below)
           flood   good clients' p99 latency alone and while others flood oversize and invalid requests (see below)
           open    open time to first hit and index bytes per entry of a 1M and a 2M cache (see below)
+          onnx    ONNX Runtime session settings measured through the server's encoder (see below)
           micro   BenchmarkDotNet micro-benchmarks of in-process work; BenchmarkDotNet's own options follow
                   (e.g. micro --filter '*Tokeniz*', micro --list flat)
 
         """;
 
-    private static string FullUsage => Usage + MissPathOptions.Usage + "\n" + HitPathOptions.Usage + "\n" + FloodOptions.Usage + "\n" + OpenTimeBenchmark.Usage;
+    private static string FullUsage => Usage + MissPathOptions.Usage + "\n" + HitPathOptions.Usage + "\n" + FloodOptions.Usage + "\n" + OpenTimeBenchmark.Usage + "\n" + OnnxSettingsOptions.Usage;
 
     /// <summary>Runs the verb named by the first argument; returns the exit code.</summary>
     public static async Task<int> RunAsync(string[] args)
@@ -71,6 +73,8 @@ public static class BenchmarkVerbs
                     return await FloodBenchmark.RunAsync(FloodOptions.Parse(args[1..]), cancellation.Token).ConfigureAwait(false);
                 case "open":
                     return OpenTimeBenchmark.Run(args[1..]);
+                case "onnx":
+                    return await OnnxSettingsBenchmark.RunAsync(OnnxSettingsOptions.Parse(args[1..]), cancellation.Token).ConfigureAwait(false);
                 case "micro":
                     BenchmarkSwitcher.FromAssembly(typeof(BenchmarkVerbs).Assembly).Run(args[1..], MicroBenchmarkConfig.Create());
                     return 0;

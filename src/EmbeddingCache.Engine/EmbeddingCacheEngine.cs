@@ -72,6 +72,14 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         Ready = true;
     }
 
+    /// <summary>The batcher of a model that computes, loaded if need be: tests hold its batches with its gate.</summary>
+    internal async Task<EncodingBatcher> BatcherAsync(string name, CancellationToken cancellationToken)
+    {
+        var model = await catalog.GetAsync(name, cancellationToken).ConfigureAwait(false);
+        using var lease = await model.AcquireBatcherAsync(cancellationToken).ConfigureAwait(false);
+        return lease.Batcher;
+    }
+
     /// <summary>Refuses new requests with UNAVAILABLE; requests already running finish.</summary>
     public void BeginShutdown() => stopping = true;
 
@@ -372,8 +380,8 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
 
     /// <summary>
     /// Computes each key once: keys another request is computing are awaited, the rest go to the batcher
-    /// as one group. If the request we waited on was cancelled, we compute the key ourselves. The timings
-    /// are those of this request's own group.
+    /// as one group. A cancelled request drops its unstarted work, so whoever waited on it computes the key
+    /// itself; a saturated encoder fails the waiters too. The timings are those of this request's own group.
     /// </summary>
     private static async Task<(float[][] Vectors, EncodingTimings Timings)> ComputeOnceAsync(
         ServedModel model, VectorKind kind, (ContentKey Key, string Input)[] misses, CancellationToken cancellationToken)
@@ -383,7 +391,13 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         for (int m = 0; m < misses.Length; m++)
         {
             var promise = new TaskCompletionSource<float[]>(TaskCreationOptions.RunContinuationsAsynchronously);
-            var inFlight = model.InFlight.GetOrAdd((kind, misses[m].Key), promise.Task);
+            var key = (kind, misses[m].Key);
+            var inFlight = model.InFlight.GetOrAdd(key, promise.Task);
+            // A cancelled computation whose owner has not yet removed it: take its place rather than wait on it.
+            while (inFlight != promise.Task && inFlight.IsCanceled)
+            {
+                inFlight = model.InFlight.TryUpdate(key, promise.Task, inFlight) ? promise.Task : model.InFlight.GetOrAdd(key, promise.Task);
+            }
             if (inFlight == promise.Task) mine.Add((m, promise));
             results[m] = inFlight;
         }
@@ -429,10 +443,12 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         }
         catch (EncoderSaturatedException e)
         {
-            foreach (var (_, promise) in mine) promise.TrySetException(e);
-            CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
-                $"the encoder of '{model.Name}' is saturated ({e.Message}); retry later or send fewer texts at once", e);
-            return default;
+            var refusal = new CacheRequestException(CacheErrorKind.ResourceExhausted,
+                $"the encoder of '{model.Name}' is saturated: {e.Message} (the server's limits are EmbeddingCache:Encoder:MaxQueuedTexts and MaxQueueWait)",
+                inner: e);
+            // Requests waiting on these keys hear the same refusal: the queue is just as full for them.
+            foreach (var (_, promise) in mine) promise.TrySetException(refusal);
+            throw refusal;
         }
         catch (Exception e)
         {

@@ -10,6 +10,13 @@ public sealed class EncoderOptions
     public int IntraOpThreads { get; set; }
 
     /// <summary>
+    /// Whether idle intra-op threads spin waiting for work (ONNX Runtime's session.intra_op.allow_spinning). Off by
+    /// default: on a few cores a spinning thread takes the core that request threads need (tokenizing, writing back,
+    /// answering) and stalls the batch it belongs to; benchmarks/results/onnx-settings.md measured it.
+    /// </summary>
+    public bool IntraOpSpinning { get; set; }
+
+    /// <summary>
     /// Padded tokens per batch (batch size times its longest member). 16384 keeps a batch's activations
     /// small enough for the CPU caches to matter while amortising the per-run overhead.
     /// </summary>
@@ -25,10 +32,17 @@ public sealed class EncoderOptions
     public TimeSpan MaxBatchDelay { get; set; } = TimeSpan.FromMilliseconds(2);
 
     /// <summary>
-    /// The most texts waiting in one batcher; beyond it callers get <see cref="EncoderSaturatedException"/>
-    /// instead of growing the queue. 100,000 by default.
+    /// The most texts waiting in one batcher; beyond it new work waits for room (see <see cref="MaxQueueWait"/>)
+    /// instead of growing the queue. 100,000 by default: about 15 minutes of work for a small model on 2 cores.
     /// </summary>
     public int MaxQueuedTexts { get; set; } = 100_000;
+
+    /// <summary>
+    /// How long new work waits for room in a full queue before its caller gets <see cref="EncoderSaturatedException"/>
+    /// (RESOURCE_EXHAUSTED). 5 s by default: long enough to ride out a burst without failing, short enough that a
+    /// client hears back and backs off well before typical deadlines.
+    /// </summary>
+    public TimeSpan MaxQueueWait { get; set; } = TimeSpan.FromSeconds(5);
 
     internal int EffectiveIntraOpThreads => IntraOpThreads > 0 ? IntraOpThreads : Environment.ProcessorCount;
 
@@ -57,6 +71,11 @@ public sealed class EncoderOptions
         if (MaxQueuedTexts < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(MaxQueuedTexts), MaxQueuedTexts, "Must be positive.");
+        }
+
+        if (MaxQueueWait < TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxQueueWait), MaxQueueWait, "Must not be negative.");
         }
     }
 }

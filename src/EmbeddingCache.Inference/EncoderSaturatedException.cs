@@ -1,7 +1,8 @@
 namespace EmbeddingCache.Inference;
 
 /// <summary>
-/// The batcher already holds as many texts as <see cref="EncoderOptions.MaxQueuedTexts"/> allows; the caller
+/// The batcher held as many texts as <see cref="EncoderOptions.MaxQueuedTexts"/> allows for all of
+/// <see cref="EncoderOptions.MaxQueueWait"/>, or a call has more texts than the queue can ever hold; the caller
 /// should back off (the server maps this to RESOURCE_EXHAUSTED) rather than queue without bound.
 /// </summary>
 public sealed class EncoderSaturatedException : Exception

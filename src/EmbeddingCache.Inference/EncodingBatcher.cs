@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 
@@ -10,19 +9,21 @@ namespace EmbeddingCache.Inference;
 /// encoder and hands each caller its rows in input order.
 /// </summary>
 /// <remarks>
-/// Callers tokenize their own texts before queueing them, so tokenization overlaps the batch ONNX Runtime is
-/// running. The worker takes the queue in windows (in arrival order) and sorts within a window, so a long text
-/// cannot be passed over forever by shorter ones. The batcher does not own the encoder.
+/// Callers tokenize their own texts on their own threads before queueing them, so tokenization overlaps the batch
+/// ONNX Runtime is running on the worker thread. Between batches the worker brings texts that arrived into its plan
+/// (up to a window's worth, in arrival order), sorts and cuts the plan again, and runs the batch holding the oldest
+/// text, so a long text cannot be passed over forever by shorter ones. The batcher does not own the encoder.
 /// </remarks>
 public sealed class EncodingBatcher : IAsyncDisposable
 {
-    // How many batches' worth of queued texts are sorted together: more sorts better, fewer keeps latency fair.
+    // How many batches' worth of queued texts are planned together: more sorts better, fewer keeps latency fair.
     private const int WindowBatches = 16;
 
     private readonly EncoderOptions _options;
     private readonly ILogger _logger;
     private readonly object _gate = new();
     private readonly Queue<WorkItem> _pending = new();
+    private readonly LinkedList<RoomWaiter> _waitingForRoom = new();
     private readonly Thread _worker;
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _queuedTexts;
@@ -32,6 +33,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
     private long _texts;
     private long _dropped;
     private long _batchNumbers;
+    private long _sequence;
 
     /// <summary>Starts the batcher's worker thread for <paramref name="encoder"/>.</summary>
     public EncodingBatcher(TextEncoder encoder, EncoderOptions options, ILoggerFactory loggerFactory)
@@ -69,7 +71,10 @@ public sealed class EncodingBatcher : IAsyncDisposable
     /// Encodes <paramref name="texts"/> (exact tokenizer inputs) into <paramref name="output"/>,
     /// <c>texts.Count * Dims</c> floats in input order. Completes when every row is written.
     /// </summary>
-    /// <exception cref="EncoderSaturatedException">Queueing the texts would exceed <see cref="EncoderOptions.MaxQueuedTexts"/> (in the task).</exception>
+    /// <exception cref="EncoderSaturatedException">
+    /// (In the task.) The queue had no room for the texts within <see cref="EncoderOptions.MaxQueueWait"/>, or there are
+    /// more of them than <see cref="EncoderOptions.MaxQueuedTexts"/>.
+    /// </exception>
     /// <exception cref="OperationCanceledException">The caller cancelled: its texts that had not started are dropped and its output is not written afterwards.</exception>
     public Task EncodeAsync(IReadOnlyList<string> texts, Memory<float> output, CancellationToken cancellationToken) =>
         EncodeTimedAsync(texts, output, cancellationToken);
@@ -97,63 +102,29 @@ public sealed class EncodingBatcher : IAsyncDisposable
             return Task.FromResult(default(EncodingTimings));
         }
 
+        RoomWaiter? waiter = null;
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_stopping, this);
-            if (_queuedTexts + (long)texts.Count > _options.MaxQueuedTexts)
+            if (texts.Count > _options.MaxQueuedTexts)
             {
                 return Task.FromException<EncodingTimings>(new EncoderSaturatedException(
-                    $"Model {Encoder.Model.Name} has {_queuedTexts} texts queued; {texts.Count} more would pass the limit of {_options.MaxQueuedTexts}. Retry later or send fewer texts at once."));
+                    $"Model {Encoder.Model.Name} queues at most {_options.MaxQueuedTexts} texts, so a call of {texts.Count} can never be taken; send at most {_options.MaxQueuedTexts} texts per call."));
             }
 
-            _queuedTexts += texts.Count;
+            // Callers already waiting go first: one arriving later must not take the room they wait for.
+            if (_waitingForRoom.Count == 0 && _queuedTexts + texts.Count <= _options.MaxQueuedTexts)
+            {
+                _queuedTexts += texts.Count;
+            }
+            else
+            {
+                waiter = new RoomWaiter(texts.Count);
+                _waitingForRoom.AddLast(waiter.Node);
+            }
         }
 
-        var started = Stopwatch.GetTimestamp();
-        var request = new Request(output, texts.Count, dims);
-        var items = new WorkItem[texts.Count];
-        var made = 0;
-        long tokens = 0;
-        try
-        {
-            for (; made < items.Length; made++)
-            {
-                items[made] = new WorkItem(request, made, Encoder.Tokenize(texts[made]));
-                tokens += items[made].Length;
-            }
-        }
-        catch
-        {
-            lock (_gate)
-            {
-                _queuedTexts -= texts.Count;
-            }
-
-            throw;
-        }
-
-        var enqueuedAt = Stopwatch.GetTimestamp();
-        request.TokenizeTicks = enqueuedAt - started;
-        request.EnqueuedAt = enqueuedAt;
-        lock (_gate)
-        {
-            if (_stopping)
-            {
-                _queuedTexts -= texts.Count;
-                throw new ObjectDisposedException(GetType().FullName);
-            }
-
-            foreach (var item in items)
-            {
-                _pending.Enqueue(item);
-            }
-
-            _pendingTokens += tokens;
-            Monitor.Pulse(_gate);
-        }
-
-        request.WatchCancellation(cancellationToken);
-        return request.Task;
+        return waiter is null ? Enqueue(texts, output, waitedForRoom: 0, cancellationToken) : EncodeWhenRoomAsync(waiter, texts, output, cancellationToken);
     }
 
     /// <summary>
@@ -171,22 +142,147 @@ public sealed class EncodingBatcher : IAsyncDisposable
         await _stopped.Task.ConfigureAwait(false);
     }
 
-    private void Run()
+    /// <summary>Waits up to <see cref="EncoderOptions.MaxQueueWait"/> for room in the queue, then queues the texts.</summary>
+    private async Task<EncodingTimings> EncodeWhenRoomAsync(RoomWaiter waiter, IReadOnlyList<string> texts, Memory<float> output, CancellationToken cancellationToken)
     {
-        var window = new List<WorkItem>();
+        var waitStarted = Stopwatch.GetTimestamp();
         try
         {
-            while (TakeWindow(window))
+            await waiter.Admitted.WaitAsync(_options.MaxQueueWait, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is TimeoutException or OperationCanceledException)
+        {
+            bool admitted;
+            int queued;
+            lock (_gate)
             {
+                admitted = waiter.Admitted.IsCompletedSuccessfully;
+                if (waiter.Node.List is not null)
+                {
+                    // Leaving may let smaller callers behind this one in.
+                    _waitingForRoom.Remove(waiter.Node);
+                    AdmitWaiters();
+                }
+
+                queued = _queuedTexts;
+            }
+
+            if (e is OperationCanceledException)
+            {
+                if (admitted)
+                {
+                    ReleaseRoom(texts.Count);
+                }
+
+                throw;
+            }
+
+            if (!admitted)
+            {
+                throw new EncoderSaturatedException(
+                    $"Model {Encoder.Model.Name} had no room for {texts.Count} more texts for {_options.MaxQueueWait.TotalSeconds:0.###} s " +
+                    $"({queued} queued, limit {_options.MaxQueuedTexts}); retry after a pause, or send fewer texts at once.");
+            }
+
+            // Room came just as the wait ran out: use it.
+        }
+
+        return await Enqueue(texts, output, Stopwatch.GetTimestamp() - waitStarted, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Tokenizes the texts on the caller's thread (overlapping the batch in ONNX Runtime) and queues them; their room is already taken.</summary>
+    private Task<EncodingTimings> Enqueue(IReadOnlyList<string> texts, Memory<float> output, long waitedForRoom, CancellationToken cancellationToken)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var request = new Request(output, texts.Count, Encoder.Dims) { WaitedForRoomTicks = waitedForRoom };
+        var items = new WorkItem[texts.Count];
+        var made = 0;
+        long tokens = 0;
+        try
+        {
+            for (; made < items.Length; made++)
+            {
+                items[made] = new WorkItem(request, made, Encoder.Tokenize(texts[made]));
+                tokens += items[made].Length;
+            }
+        }
+        catch
+        {
+            ReleaseRoom(texts.Count);
+            throw;
+        }
+
+        var enqueuedAt = Stopwatch.GetTimestamp();
+        request.TokenizeTicks = enqueuedAt - started;
+        request.EnqueuedAt = enqueuedAt;
+        lock (_gate)
+        {
+            if (_stopping)
+            {
+                _queuedTexts -= texts.Count;
+                return Task.FromException<EncodingTimings>(new ObjectDisposedException(GetType().FullName));
+            }
+
+            foreach (var item in items)
+            {
+                item.Sequence = _sequence++;
+                _pending.Enqueue(item);
+            }
+
+            _pendingTokens += tokens;
+            Monitor.Pulse(_gate);
+        }
+
+        request.WatchCancellation(cancellationToken);
+        return request.Task;
+    }
+
+    private void Run()
+    {
+        var planned = new List<List<WorkItem>>();
+        var dims = Encoder.Dims;
+        var tokens = new TokenizedText[_options.MaxBatchSize];
+        var members = new WorkItem[_options.MaxBatchSize];
+        var rows = new float[_options.MaxBatchSize * dims];
+        try
+        {
+            while (Refill(planned))
+            {
+                var batch = TakeBatchOfOldest(planned);
+                BatchGate?.Wait();
+                if (Volatile.Read(ref _stopping))
+                {
+                    FailStopped(batch);
+                    break;
+                }
+
                 try
                 {
-                    RunWindow(window);
+                    var size = 0;
+                    foreach (var item in batch)
+                    {
+                        if (item.Request.IsDone)
+                        {
+                            // Its caller cancelled (or an earlier batch of it failed) before it started.
+                            Finish(item, dropped: true);
+                        }
+                        else
+                        {
+                            members[size] = item;
+                            tokens[size++] = item.Tokens;
+                        }
+                    }
+
+                    if (size > 0)
+                    {
+                        RunBatch(members.AsSpan(0, size), tokens.AsSpan(0, size), rows.AsSpan(0, size * dims));
+                    }
                 }
                 catch (Exception e)
                 {
-                    // A fault outside ONNX Runtime (a bug): fail this window's callers rather than the process.
-                    InferenceLog.BatchFailed(_logger, e, Encoder.Model.Name, window.Count);
-                    foreach (var item in window)
+                    // A fault outside ONNX Runtime (a bug): fail this batch's callers rather than the process.
+                    InferenceLog.BatchFailed(_logger, e, Encoder.Model.Name, batch.Count);
+                    foreach (var item in batch)
                     {
                         if (!item.Finished)
                         {
@@ -195,43 +291,66 @@ public sealed class EncodingBatcher : IAsyncDisposable
                         }
                     }
                 }
-
-                window.Clear();
+                finally
+                {
+                    Array.Clear(members);
+                    Array.Clear(tokens);
+                }
             }
         }
         finally
         {
+            foreach (var batch in planned)
+            {
+                FailStopped(batch);
+            }
+
             FailAbandoned();
             InferenceLog.BatcherStopped(_logger, Encoder.Model.Name, BatchesRun, TextsEncoded);
             _stopped.TrySetResult();
         }
     }
 
-    /// <summary>Waits for work (and up to MaxBatchDelay for a full batch), then takes a window of it in arrival order.</summary>
-    private bool TakeWindow(List<WorkItem> window)
+    /// <summary>
+    /// Brings queued texts into the plan, in arrival order, up to a window's worth. With nothing planned it first waits
+    /// for work, and up to MaxBatchDelay for a full batch; while busy it takes what arrived during the last batch, so
+    /// texts of callers who answered late still share batches with the rest (continuous batching). Texts that arrived
+    /// are sorted by length with those already planned and the whole plan is cut again; with no arrivals the plan stands.
+    /// </summary>
+    private bool Refill(List<List<WorkItem>> planned)
     {
+        var pool = new List<WorkItem>();
+        foreach (var batch in planned)
+        {
+            pool.AddRange(batch);
+        }
+
+        var planSize = pool.Count;
         lock (_gate)
         {
-            while (_pending.Count == 0 && !_stopping)
+            if (planSize == 0)
             {
-                Monitor.Wait(_gate);
-            }
-
-            if (_stopping)
-            {
-                return false;
-            }
-
-            var deadline = _pending.Peek().Request.EnqueuedAt + (long)(_options.MaxBatchDelay.TotalSeconds * Stopwatch.Frequency);
-            while (!_stopping && _pending.Count < _options.MaxBatchSize && _pendingTokens < _options.TokenBudget)
-            {
-                var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline);
-                if (wait <= TimeSpan.Zero)
+                while (_pending.Count == 0 && !_stopping)
                 {
-                    break;
+                    Monitor.Wait(_gate);
                 }
 
-                Monitor.Wait(_gate, (int)Math.Ceiling(wait.TotalMilliseconds));
+                if (_stopping)
+                {
+                    return false;
+                }
+
+                var deadline = _pending.Peek().Request.EnqueuedAt + (long)(_options.MaxBatchDelay.TotalSeconds * Stopwatch.Frequency);
+                while (!_stopping && _pending.Count < _options.MaxBatchSize && _pendingTokens < _options.TokenBudget)
+                {
+                    var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline);
+                    if (wait <= TimeSpan.Zero)
+                    {
+                        break;
+                    }
+
+                    Monitor.Wait(_gate, (int)Math.Ceiling(wait.TotalMilliseconds));
+                }
             }
 
             if (_stopping)
@@ -242,22 +361,30 @@ public sealed class EncodingBatcher : IAsyncDisposable
             var maxTexts = WindowBatches * _options.MaxBatchSize;
             var maxTokens = (long)WindowBatches * _options.TokenBudget;
             long tokens = 0;
-            while (_pending.Count > 0 && window.Count < maxTexts && (window.Count == 0 || tokens + _pending.Peek().Length <= maxTokens))
+            foreach (var item in pool)
+            {
+                tokens += item.Length;
+            }
+
+            long taken = 0;
+            while (_pending.Count > 0 && pool.Count < maxTexts && (pool.Count == 0 || tokens + _pending.Peek().Length <= maxTokens))
             {
                 var item = _pending.Dequeue();
                 tokens += item.Length;
-                window.Add(item);
+                taken += item.Length;
+                pool.Add(item);
             }
 
-            _pendingTokens -= tokens;
+            _pendingTokens -= taken;
+        }
+
+        if (pool.Count == planSize)
+        {
             return true;
         }
-    }
 
-    private void RunWindow(List<WorkItem> window)
-    {
-        // Texts of callers that cancelled while queued go now, so they do not take room in planned batches.
-        window.RemoveAll(item =>
+        // Texts of callers that cancelled while queued go now, so they do not take room in the new plan.
+        pool.RemoveAll(item =>
         {
             if (!item.Request.IsDone)
             {
@@ -267,65 +394,54 @@ public sealed class EncodingBatcher : IAsyncDisposable
             Finish(item, dropped: true);
             return true;
         });
-        window.Sort(static (a, b) => a.Length.CompareTo(b.Length));
-        var dims = Encoder.Dims;
-        var lengths = ArrayPool<int>.Shared.Rent(window.Count);
-        var batch = ArrayPool<TokenizedText>.Shared.Rent(Math.Min(window.Count, _options.MaxBatchSize));
-        var members = ArrayPool<WorkItem>.Shared.Rent(Math.Min(window.Count, _options.MaxBatchSize));
-        var rows = ArrayPool<float>.Shared.Rent(Math.Min(window.Count, _options.MaxBatchSize) * dims);
-        try
+        pool.Sort(static (a, b) => a.Length != b.Length ? a.Length.CompareTo(b.Length) : a.Sequence.CompareTo(b.Sequence));
+        planned.Clear();
+        var lengths = pool.Select(item => item.Length).ToArray();
+        for (var start = 0; start < pool.Count;)
         {
-            for (var i = 0; i < window.Count; i++)
+            var size = BatchPlanner.NextBatchSize(lengths.AsSpan(start), _options.TokenBudget, _options.MaxBatchSize);
+            planned.Add(pool.GetRange(start, size));
+            start += size;
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Takes the planned batch that holds the oldest text: every text runs within a window's worth of batches, however
+    /// many shorter texts keep arriving, and the oldest callers are answered first.
+    /// </summary>
+    private static List<WorkItem> TakeBatchOfOldest(List<List<WorkItem>> planned)
+    {
+        var chosen = 0;
+        var oldest = long.MaxValue;
+        for (var b = 0; b < planned.Count; b++)
+        {
+            foreach (var item in planned[b])
             {
-                lengths[i] = window[i].Length;
-            }
-
-            for (var start = 0; start < window.Count;)
-            {
-                var planned = BatchPlanner.NextBatchSize(lengths.AsSpan(start, window.Count - start), _options.TokenBudget, _options.MaxBatchSize);
-                BatchGate?.Wait();
-                if (Volatile.Read(ref _stopping))
+                if (item.Sequence < oldest)
                 {
-                    var error = new ObjectDisposedException(GetType().FullName, "The batcher was stopped before these texts were encoded.");
-                    for (var i = start; i < window.Count; i++)
-                    {
-                        window[i].Request.Fail(error);
-                        Finish(window[i], dropped: true);
-                    }
-
-                    return;
-                }
-
-                var size = 0;
-                for (var i = start; i < start + planned; i++)
-                {
-                    var item = window[i];
-                    if (item.Request.IsDone)
-                    {
-                        Finish(item, dropped: true);
-                    }
-                    else
-                    {
-                        members[size] = item;
-                        batch[size++] = item.Tokens;
-                    }
-                }
-
-                start += planned;
-                if (size > 0)
-                {
-                    RunBatch(members.AsSpan(0, size), batch.AsSpan(0, size), rows.AsSpan(0, size * dims));
+                    oldest = item.Sequence;
+                    chosen = b;
                 }
             }
         }
-        finally
+
+        var batch = planned[chosen];
+        planned.RemoveAt(chosen);
+        return batch;
+    }
+
+    private void FailStopped(List<WorkItem> batch)
+    {
+        var error = new ObjectDisposedException(GetType().FullName, "The batcher was stopped before these texts were encoded.");
+        foreach (var item in batch)
         {
-            Array.Clear(batch);
-            Array.Clear(members);
-            ArrayPool<int>.Shared.Return(lengths);
-            ArrayPool<TokenizedText>.Shared.Return(batch);
-            ArrayPool<WorkItem>.Shared.Return(members);
-            ArrayPool<float>.Shared.Return(rows);
+            if (!item.Finished)
+            {
+                item.Request.Fail(error);
+                Finish(item, dropped: true);
+            }
         }
     }
 
@@ -357,6 +473,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
 
         Interlocked.Increment(ref _batches);
         var elapsed = Stopwatch.GetTimestamp() - started;
+        Measure(batch, Stopwatch.GetElapsedTime(0, elapsed));
         foreach (var item in members)
         {
             item.Request.BatchFinished(batchNumber, elapsed);
@@ -369,33 +486,99 @@ public sealed class EncodingBatcher : IAsyncDisposable
         }
     }
 
+    private void Measure(ReadOnlySpan<TokenizedText> batch, TimeSpan elapsed)
+    {
+        var width = 0;
+        var tokens = 0;
+        foreach (var text in batch)
+        {
+            width = Math.Max(width, text.Length);
+            tokens += text.Length;
+        }
+
+        var model = new KeyValuePair<string, object?>("model", Encoder.Model.Name);
+        var positions = batch.Length * width;
+        EncoderMeter.BatchTexts.Record(batch.Length, model);
+        EncoderMeter.BatchTokens.Record(positions, model);
+        EncoderMeter.BatchPadding.Record(1 - ((double)tokens / positions), model);
+        EncoderMeter.BatchDuration.Record(elapsed.TotalSeconds, model);
+    }
+
     private void Finish(WorkItem item, bool dropped)
     {
         item.Finished = true;
         Interlocked.Increment(ref dropped ? ref _dropped : ref _texts);
+        ReleaseRoom(1);
+    }
+
+    private void ReleaseRoom(int texts)
+    {
         lock (_gate)
         {
-            _queuedTexts--;
+            _queuedTexts -= texts;
+            AdmitWaiters();
+        }
+    }
+
+    /// <summary>Lets waiting callers in, first come first served, while they fit. Called under the gate.</summary>
+    private void AdmitWaiters()
+    {
+        while (_waitingForRoom.First is { } head && _queuedTexts + head.Value.Texts <= _options.MaxQueuedTexts)
+        {
+            _waitingForRoom.RemoveFirst();
+            _queuedTexts += head.Value.Texts;
+            head.Value.Admit();
         }
     }
 
     private void FailAbandoned()
     {
         List<WorkItem> abandoned;
+        List<RoomWaiter> waiting;
         lock (_gate)
         {
             _stopping = true;
             abandoned = [.. _pending];
             _pending.Clear();
             _pendingTokens = 0;
+            waiting = [.. _waitingForRoom];
+            _waitingForRoom.Clear();
         }
 
         var error = new ObjectDisposedException(GetType().FullName, "The batcher was stopped before these texts were encoded.");
+        foreach (var waiter in waiting)
+        {
+            waiter.Fail(error);
+        }
+
         foreach (var item in abandoned)
         {
             item.Request.Fail(error);
             Finish(item, dropped: true);
         }
+    }
+
+    /// <summary>A caller waiting for room in a full queue for its texts.</summary>
+    private sealed class RoomWaiter
+    {
+        private readonly TaskCompletionSource _admitted = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public RoomWaiter(int texts)
+        {
+            Texts = texts;
+            Node = new LinkedListNode<RoomWaiter>(this);
+        }
+
+        public int Texts { get; }
+
+        /// <summary>Its place in the waiting line; out of the line (List is null) once admitted or failed.</summary>
+        public LinkedListNode<RoomWaiter> Node { get; }
+
+        public Task Admitted => _admitted.Task;
+
+        public void Admit() => _admitted.TrySetResult();
+
+        public void Fail(Exception error) => _admitted.TrySetException(error);
     }
 
     /// <summary>One text of a request, with its tokens, waiting for a batch.</summary>
@@ -408,6 +591,9 @@ public sealed class EncodingBatcher : IAsyncDisposable
         public int Index { get; } = index;
 
         public int Length { get; } = tokens.Length;
+
+        /// <summary>Arrival order across all callers.</summary>
+        public long Sequence { get; set; }
 
         public bool Finished { get; set; }
     }
@@ -429,6 +615,8 @@ public sealed class EncodingBatcher : IAsyncDisposable
         public long EnqueuedAt { get; set; }
 
         public long TokenizeTicks { get; set; }
+
+        public long WaitedForRoomTicks { get; init; }
 
         // Only the worker thread touches these.
         private long _firstBatchAt;
@@ -508,7 +696,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
 
             _completion.TrySetResult(new EncodingTimings(
                 Stopwatch.GetElapsedTime(0, TokenizeTicks),
-                Stopwatch.GetElapsedTime(EnqueuedAt, _firstBatchAt),
+                Stopwatch.GetElapsedTime(EnqueuedAt, _firstBatchAt) + Stopwatch.GetElapsedTime(0, WaitedForRoomTicks),
                 Stopwatch.GetElapsedTime(0, _batchTicks),
                 _batches));
         }

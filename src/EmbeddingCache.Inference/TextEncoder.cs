@@ -73,7 +73,11 @@ public sealed class TextEncoder : IDisposable
 
     /// <summary>Opens the model's ONNX session and tokenizer.</summary>
     /// <exception cref="ModelFolderException">The ONNX file or the tokenizer cannot be used; the message names the file.</exception>
-    public static TextEncoder Load(ModelDefinition model, EncoderOptions options, ILoggerFactory loggerFactory)
+    public static TextEncoder Load(ModelDefinition model, EncoderOptions options, ILoggerFactory loggerFactory) =>
+        Load(model, options, loggerFactory, tuneSession: null);
+
+    /// <summary>As <see cref="Load(ModelDefinition, EncoderOptions, ILoggerFactory)"/>, with the session options changed last: the onnx benchmark measures variants this way.</summary>
+    internal static TextEncoder Load(ModelDefinition model, EncoderOptions options, ILoggerFactory loggerFactory, Action<SessionOptions>? tuneSession)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
@@ -82,6 +86,9 @@ public sealed class TextEncoder : IDisposable
         var started = Stopwatch.GetTimestamp();
         var tokenizer = WordPieceTokenizer.Load(model);
 
+        // Measured with the benchmarks' onnx verb (benchmarks/results/onnx-settings.md): these beat one thread,
+        // EXTENDED/BASIC optimisation, no arena, no memory pattern and parallel execution; spinning off is faster
+        // next to busy request threads.
         var threads = options.EffectiveIntraOpThreads;
         InferenceSession session;
         using (var sessionOptions = new SessionOptions
@@ -93,6 +100,8 @@ public sealed class TextEncoder : IDisposable
             EnableCpuMemArena = true,
         })
         {
+            sessionOptions.AddSessionConfigEntry("session.intra_op.allow_spinning", options.IntraOpSpinning ? "1" : "0");
+            tuneSession?.Invoke(sessionOptions);
             try
             {
                 session = new InferenceSession(model.OnnxPath, sessionOptions);

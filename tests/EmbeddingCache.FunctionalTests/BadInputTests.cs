@@ -109,4 +109,19 @@ public sealed class BadInputTests(ITestOutputHelper output) : ServerTest(output)
             _ => throw new ArgumentOutOfRangeException(nameof(name), name, "no such case"),
         };
     }
+
+    [Fact]
+    public async Task A_call_with_more_misses_than_the_encoder_queue_holds_gets_resource_exhausted_naming_the_limit()
+    {
+        var server = await StartServerAsync("--EmbeddingCache:Encoder:MaxQueuedTexts=2");
+        var texts = Wire.Texts(seed: 41, count: 3);
+
+        var error = await Assert.ThrowsAsync<RpcException>(async () =>
+            await server.Client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = Kind.Document, Texts = { texts } }));
+
+        Assert.Equal(StatusCode.ResourceExhausted, error.StatusCode);
+        Assert.Contains("send at most 2 texts per call", error.Status.Detail);
+        var fits = await server.Client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = Kind.Document, Texts = { texts.Take(2) } });
+        Assert.Equal(2u, fits.ComputedCount);
+    }
 }

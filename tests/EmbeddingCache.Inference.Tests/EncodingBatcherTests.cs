@@ -93,15 +93,19 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
     }
 
     [Fact]
-    public async Task Passing_the_queue_limit_throws_saturated_and_admits_again_once_drained()
+    public async Task A_full_queue_refuses_new_work_once_the_wait_limit_passes_and_admits_again_once_drained()
     {
         var dims = MiniLM.Dims;
-        await using var batcher = new EncodingBatcher(MiniLM, new EncoderOptions { MaxQueuedTexts = 10 }, NullLoggerFactory.Instance);
+        var options = new EncoderOptions { MaxQueuedTexts = 10, MaxQueueWait = TimeSpan.FromMilliseconds(50) };
+        await using var batcher = new EncodingBatcher(MiniLM, options, NullLoggerFactory.Instance);
         using var gate = new ManualResetEventSlim(initialState: false);
         batcher.BatchGate = gate;
 
         var first = batcher.EncodeAsync(Enumerable.Repeat("queued", 8).ToArray(), new float[8 * dims], CancellationToken.None);
-        await Assert.ThrowsAsync<EncoderSaturatedException>(() => batcher.EncodeAsync(["a", "b", "c"], new float[3 * dims], CancellationToken.None));
+        // The gate holds the queue full for longer than the wait limit, whatever the machine's speed.
+        var refused = await Assert.ThrowsAsync<EncoderSaturatedException>(() => batcher.EncodeAsync(["a", "b", "c"], new float[3 * dims], CancellationToken.None));
+        Assert.Contains("retry after a pause, or send fewer texts at once", refused.Message);
+        Assert.Contains("limit 10", refused.Message);
         var second = batcher.EncodeAsync(["a", "b"], new float[2 * dims], CancellationToken.None);
         Assert.Equal(10, batcher.QueuedTexts);
 
@@ -109,6 +113,68 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
         await Task.WhenAll(first, second).WaitAsync(Patience);
         Assert.Equal(0, batcher.QueuedTexts);
         await batcher.EncodeAsync(["a", "b", "c"], new float[3 * dims], CancellationToken.None).WaitAsync(Patience);
+    }
+
+    [Fact]
+    public async Task New_work_waits_for_room_in_a_full_queue_and_runs_once_there_is_some()
+    {
+        var dims = MiniLM.Dims;
+        var options = new EncoderOptions { MaxQueuedTexts = 4, MaxQueueWait = Patience };
+        await using var batcher = new EncodingBatcher(MiniLM, options, NullLoggerFactory.Instance);
+        using var gate = new ManualResetEventSlim(initialState: false);
+        batcher.BatchGate = gate;
+
+        var first = batcher.EncodeAsync(["one", "two", "three"], new float[3 * dims], CancellationToken.None);
+        var waiting = batcher.EncodeTimedAsync(["four", "five"], new float[2 * dims], CancellationToken.None);
+        // A later call that would fit must not overtake the one already waiting.
+        var later = batcher.EncodeAsync(["six"], new float[dims], CancellationToken.None);
+        Assert.False(waiting.IsCompleted);
+        Assert.False(later.IsCompleted);
+        Assert.Equal(3, batcher.QueuedTexts);
+
+        gate.Set();
+        var timings = await waiting.WaitAsync(Patience);
+        await Task.WhenAll(first, later).WaitAsync(Patience);
+        Assert.Equal(6, batcher.TextsEncoded);
+        Assert.True(timings.Queue > TimeSpan.Zero);
+        Assert.Equal(0, batcher.QueuedTexts);
+    }
+
+    [Fact]
+    public async Task Cancelling_while_waiting_for_room_queues_nothing_and_lets_the_next_caller_in()
+    {
+        var dims = MiniLM.Dims;
+        var options = new EncoderOptions { MaxQueuedTexts = 4, MaxQueueWait = Patience };
+        await using var batcher = new EncodingBatcher(MiniLM, options, NullLoggerFactory.Instance);
+        using var gate = new ManualResetEventSlim(initialState: false);
+        batcher.BatchGate = gate;
+
+        var first = batcher.EncodeAsync(["one", "two", "three"], new float[3 * dims], CancellationToken.None);
+        using var cancel = new CancellationTokenSource();
+        var cancelled = batcher.EncodeAsync(["four", "five"], new float[2 * dims], cancel.Token);
+        var behind = batcher.EncodeAsync(["six"], new float[dims], CancellationToken.None);
+        Assert.Equal(3, batcher.QueuedTexts);
+
+        cancel.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled.WaitAsync(Patience));
+        // The caller that waited behind the cancelled one fits now, before any batch ran.
+        await WaitUntilAsync(() => batcher.QueuedTexts == 4);
+
+        gate.Set();
+        await Task.WhenAll(first, behind).WaitAsync(Patience);
+        Assert.Equal(4, batcher.TextsEncoded);
+        Assert.Equal(0, batcher.TextsDropped);
+        Assert.Equal(0, batcher.QueuedTexts);
+    }
+
+    [Fact]
+    public async Task A_call_larger_than_the_queue_is_refused_at_once_with_the_limit()
+    {
+        var options = new EncoderOptions { MaxQueuedTexts = 2, MaxQueueWait = Patience };
+        await using var batcher = new EncodingBatcher(MiniLM, options, NullLoggerFactory.Instance);
+        var refused = await Assert.ThrowsAsync<EncoderSaturatedException>(() => batcher.EncodeAsync(["a", "b", "c"], new float[3 * MiniLM.Dims], CancellationToken.None));
+        Assert.Contains("send at most 2 texts per call", refused.Message);
+        Assert.Equal(0, batcher.QueuedTexts);
     }
 
     [Fact]
@@ -144,6 +210,28 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
     }
 
     [Fact]
+    public async Task Texts_arriving_while_a_batch_runs_are_planned_with_the_texts_still_waiting()
+    {
+        var dims = MiniLM.Dims;
+        await using var batcher = new EncodingBatcher(MiniLM, new EncoderOptions { MaxBatchDelay = TimeSpan.Zero }, NullLoggerFactory.Instance);
+        using var gate = new ManualResetEventSlim(initialState: false);
+        batcher.BatchGate = gate;
+        var longText = string.Concat(Enumerable.Repeat("word ", 200));
+        var otherLongText = string.Concat(Enumerable.Repeat("other ", 200));
+
+        // A short and a long text are planned apart; the worker holds the short one's batch at the gate.
+        var first = batcher.EncodeAsync(["short", longText], new float[2 * dims], CancellationToken.None);
+        await WaitUntilAsync(() => batcher.QueuedTexts == 2);
+        var late = batcher.EncodeAsync([otherLongText], new float[dims], CancellationToken.None);
+        gate.Set();
+        await Task.WhenAll(first, late).WaitAsync(Patience);
+
+        // The late long text shared the first call's long text's batch instead of running alone after it.
+        Assert.Equal(3, batcher.TextsEncoded);
+        Assert.Equal(2, batcher.BatchesRun);
+    }
+
+    [Fact]
     public async Task Disposing_fails_texts_that_have_not_started()
     {
         var batcher = new EncodingBatcher(MiniLM, new EncoderOptions(), NullLoggerFactory.Instance);
@@ -176,6 +264,16 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
         Assert.True(timings.Inference > TimeSpan.Zero);
         Assert.True(timings.Tokenize > TimeSpan.Zero);
         Assert.Equal(1, timings.Batches);
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + Patience;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the condition did not hold within the deadline");
+            await Task.Delay(5);
+        }
     }
 
     [Fact]

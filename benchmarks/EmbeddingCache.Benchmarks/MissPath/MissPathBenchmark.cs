@@ -25,6 +25,9 @@ public enum MissScenario
 
     /// <summary>(d) embcache over gRPC, 16 clients, 4 texts per call each.</summary>
     ServerManyClients,
+
+    /// <summary>(d′) diagnostic: as (d), with ONNX Runtime's intra-op threads spinning while idle.</summary>
+    ServerManyClientsSpinning,
 }
 
 /// <summary>One repetition of one scenario.</summary>
@@ -115,6 +118,12 @@ public static class MissPathBenchmark
                     workRoot, $"c{repetition}", corpus, 1, SingleClientTextsPerCall, rawVectors, raw.Dims, withinLimit, cancellationToken).ConfigureAwait(false), repetition);
                 Record(MissScenario.ServerManyClients, await RunServerAsync(
                     workRoot, $"d{repetition}", corpus, ConcurrentClients, ConcurrentClientTextsPerCall, rawVectors, raw.Dims, withinLimit, cancellationToken).ConfigureAwait(false), repetition);
+                if (options.Explain)
+                {
+                    Record(MissScenario.ServerManyClientsSpinning, await RunServerAsync(
+                        workRoot, $"d-spin{repetition}", corpus, ConcurrentClients, ConcurrentClientTextsPerCall, rawVectors, raw.Dims, withinLimit, cancellationToken,
+                        "--EmbeddingCache:Encoder:IntraOpSpinning=true").ConfigureAwait(false), repetition);
+                }
             }
 
             var report = new MissPathReport
@@ -215,13 +224,13 @@ public static class MissPathBenchmark
 
     private static async Task<ScenarioRun> RunServerAsync(
         string workRoot, string name, IReadOnlyList<CorpusText> corpus, int clients, int textsPerCall, float[] rawVectors, int dims,
-        bool[] withinLimit, CancellationToken cancellationToken)
+        bool[] withinLimit, CancellationToken cancellationToken, params string[] serverArgs)
     {
         // A fresh artifacts directory: the cache is cold, and nothing of an earlier repetition is reused.
         var artifacts = Path.Combine(workRoot, name);
         try
         {
-            await using var server = await EmbcacheServerProcess.StartAsync(artifacts, cancellationToken).ConfigureAwait(false);
+            await using var server = await EmbcacheServerProcess.StartAsync(artifacts, serverArgs, cancellationToken).ConfigureAwait(false);
             await GrpcEmbedRun.WarmUpAsync(server, cancellationToken).ConfigureAwait(false);
             var result = await GrpcEmbedRun.RunAsync(
                 server, corpus, clients, textsPerCall, () => OwnCpuTime() + server.CpuTime, cancellationToken).ConfigureAwait(false);

@@ -26,7 +26,8 @@ public sealed class MissPathOptions
 
     /// <summary>
     /// Also run (a′): raw ONNX Runtime batching each 64-text call on its own as the server's batcher does, which
-    /// separates the cost of the batching policy from the cost of gRPC, engine and storage.
+    /// separates the cost of the batching policy from the cost of gRPC, engine and storage; and (d′): (d) on a server
+    /// whose idle ONNX Runtime threads spin, which shows what spinning costs next to busy request threads.
     /// </summary>
     public bool Explain { get; set; }
 
@@ -50,7 +51,8 @@ public sealed class MissPathOptions
           --output FILE     report path (default benchmarks/results/miss-path.md)
           --work-dir DIR    where the servers' fresh artifacts directories go (default: system temp)
           --skip-peer       leave out (b)
-          --explain         also run (a'): raw ONNX Runtime batching each 64-text call alone, as the server does
+          --explain         also run (a'): raw ONNX Runtime batching each 64-text call alone, as the server does,
+                            and (d'): (d) with ONNX Runtime's idle intra-op threads spinning
         """;
 
     /// <summary>Reads the verb's arguments; throws <see cref="ArgumentException"/> with the usage on a bad one.</summary>

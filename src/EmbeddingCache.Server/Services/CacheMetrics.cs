@@ -1,4 +1,6 @@
+using System.Diagnostics.Metrics;
 using EmbeddingCache.Engine;
+using EmbeddingCache.Inference;
 using Grpc.Core;
 using Grpc.Core.Interceptors;
 using Prometheus;
@@ -8,9 +10,10 @@ namespace EmbeddingCache.Server.Services;
 /// <summary>
 /// Prometheus metrics, served on their own port (<c>EmbeddingCache:MetricsPort</c>): rows by model, kind and
 /// where they came from (hit rate = cached / (cached + computed + missing)), bytes served and written, time
-/// per stage, latency and errors per RPC, and disk bytes per model, read when Prometheus scrapes.
+/// per stage, latency and errors per RPC, disk bytes per model, read when Prometheus scrapes, and the size,
+/// padding and run time of every batch, forwarded from the batchers' <see cref="EncoderMeter"/>.
 /// </summary>
-internal sealed class CacheMetrics
+internal sealed class CacheMetrics : IDisposable
 {
     private static readonly Counter Rows = Metrics.CreateCounter(
         "embcache_rows_total", "Rows answered, by model, kind and source (cached, computed, missing).", "model", "kind", "source");
@@ -21,17 +24,60 @@ internal sealed class CacheMetrics
     private static readonly Counter RowsWritten = Metrics.CreateCounter(
         "embcache_rows_written_total", "Rows stored by Put.", "model");
 
-    private static readonly Counter StageSeconds = Metrics.CreateCounter(
-        "embcache_stage_seconds_total", "Time spent per stage of Embed (lookup, tokenize, queue, inference, write).", "model", "stage");
+    private static readonly Histogram StageSeconds = Metrics.CreateHistogram(
+        "embcache_stage_seconds", "Time one request spent per stage of Embed (lookup, tokenize, queue, inference, write); _sum is the total.",
+        new HistogramConfiguration { LabelNames = ["model", "stage"], Buckets = Histogram.ExponentialBuckets(0.00005, 2, 20) });
 
     private static readonly Gauge DiskBytes = Metrics.CreateGauge(
         "embcache_disk_bytes", "Bytes of cache files on disk, by model.", "model");
 
-    public CacheMetrics(EmbeddingCacheEngine engine) =>
+    // The batchers' figures under names and buckets chosen here, by the name of the instrument that reports them.
+    private static readonly Dictionary<string, Histogram> BatchHistograms = new()
+    {
+        ["embcache.batch.texts"] = Metrics.CreateHistogram(
+            "embcache_batch_texts", "Texts per batch run through ONNX Runtime.",
+            new HistogramConfiguration { LabelNames = ["model"], Buckets = Histogram.ExponentialBuckets(1, 2, 9) }),
+        ["embcache.batch.tokens"] = Metrics.CreateHistogram(
+            "embcache_batch_tokens", "Token positions per batch, padding included.",
+            new HistogramConfiguration { LabelNames = ["model"], Buckets = Histogram.ExponentialBuckets(16, 2, 12) }),
+        ["embcache.batch.padding"] = Metrics.CreateHistogram(
+            "embcache_batch_padding_ratio", "Share of a batch's token positions that are padding.",
+            new HistogramConfiguration { LabelNames = ["model"], Buckets = Histogram.LinearBuckets(0.05, 0.05, 19) }),
+        ["embcache.batch.duration"] = Metrics.CreateHistogram(
+            "embcache_batch_seconds", "Seconds a batch spent in ONNX Runtime and pooling.",
+            new HistogramConfiguration { LabelNames = ["model"], Buckets = Histogram.ExponentialBuckets(0.001, 2, 14) }),
+    };
+
+    private readonly MeterListener batches = new();
+
+    public CacheMetrics(EmbeddingCacheEngine engine)
+    {
         Metrics.DefaultRegistry.AddBeforeCollectCallback(() =>
         {
             foreach (var model in engine.ListModels()) DiskBytes.WithLabels(model.Name).Set(model.Bytes);
         });
+        // The batch figures are published once, under the names above, not again by prometheus-net's own adapter.
+        Metrics.ConfigureMeterAdapter(adapter => adapter.InstrumentFilterPredicate = instrument => instrument.Meter.Name != EncoderMeter.Name);
+        batches.InstrumentPublished = (instrument, listener) =>
+        {
+            if (instrument.Meter.Name == EncoderMeter.Name && BatchHistograms.ContainsKey(instrument.Name)) listener.EnableMeasurementEvents(instrument);
+        };
+        batches.SetMeasurementEventCallback<int>((instrument, value, tags, _) => ObserveBatch(instrument, value, tags));
+        batches.SetMeasurementEventCallback<double>((instrument, value, tags, _) => ObserveBatch(instrument, value, tags));
+        batches.Start();
+    }
+
+    public void Dispose() => batches.Dispose();
+
+    private static void ObserveBatch(Instrument instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        string model = "";
+        foreach (var tag in tags)
+        {
+            if (tag.Key == "model") model = tag.Value as string ?? "";
+        }
+        BatchHistograms[instrument.Name].WithLabels(model).Observe(value);
+    }
 
     public static void Answered(string model, Storage.VectorKind kind, LookupResult result)
     {
@@ -45,7 +91,7 @@ internal sealed class CacheMetrics
         var timings = result.Timings;
         foreach (var (stage, elapsed) in new[] { ("lookup", timings.Lookup), ("tokenize", timings.Tokenize), ("queue", timings.Queue), ("inference", timings.Inference), ("write", timings.Write) })
         {
-            if (elapsed > TimeSpan.Zero) StageSeconds.WithLabels(model, stage).Inc(elapsed.TotalSeconds);
+            if (elapsed > TimeSpan.Zero) StageSeconds.WithLabels(model, stage).Observe(elapsed.TotalSeconds);
         }
     }
 

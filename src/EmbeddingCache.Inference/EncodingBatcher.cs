@@ -67,6 +67,18 @@ public sealed class EncodingBatcher : IAsyncDisposable
     /// <summary>Test hook: when set, the worker waits on it before each batch.</summary>
     internal ManualResetEventSlim? BatchGate { get; set; }
 
+    /// <summary>Texts queued and not yet taken into the worker's plan (tests wait on it).</summary>
+    internal int UnplannedTexts
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _pending.Count;
+            }
+        }
+    }
+
     /// <summary>
     /// Encodes <paramref name="texts"/> (exact tokenizer inputs) into <paramref name="output"/>,
     /// <c>texts.Count * Dims</c> floats in input order. Completes when every row is written.
@@ -248,6 +260,12 @@ public sealed class EncodingBatcher : IAsyncDisposable
         {
             while (Refill(planned))
             {
+                if (planned.Count == 0)
+                {
+                    // Every text taken in belonged to callers that cancelled while queued: nothing to run yet.
+                    continue;
+                }
+
                 var batch = TakeBatchOfOldest(planned);
                 BatchGate?.Wait();
                 if (Volatile.Read(ref _stopping))

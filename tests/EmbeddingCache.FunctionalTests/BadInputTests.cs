@@ -32,7 +32,7 @@ public sealed class BadInputTests(ITestOutputHelper output) : ServerTest(output)
         { "text over the length limit", StatusCode.ResourceExhausted, "at most 1000 are allowed" },
         { "id over the length limit", StatusCode.InvalidArgument, "at most 1024 are allowed" },
         { "too many scores", StatusCode.ResourceExhausted, "at most 100 are allowed" },
-        { "more misses than the encoder queue holds", StatusCode.ResourceExhausted, "would pass the limit of 8" },
+        { "more misses than the encoder queue holds", StatusCode.ResourceExhausted, "send at most 8 texts per call" },
     };
 
     [Theory]

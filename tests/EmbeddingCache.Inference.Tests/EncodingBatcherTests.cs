@@ -84,6 +84,32 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
     }
 
     [Fact]
+    public async Task When_every_queued_text_was_cancelled_the_batcher_runs_on_and_serves_the_next_caller()
+    {
+        var dims = MiniLM.Dims;
+        await using var batcher = new EncodingBatcher(MiniLM, new EncoderOptions { MaxBatchDelay = TimeSpan.Zero }, NullLoggerFactory.Instance);
+        using var gate = new ManualResetEventSlim(initialState: false);
+        batcher.BatchGate = gate;
+
+        // The first call's batch is taken and held at the gate; the second call queues behind it and is cancelled,
+        // so the next plan the batcher makes holds only dropped texts (a warm run interrupted with Ctrl+C does this).
+        var running = batcher.EncodeAsync(["one"], new float[dims], CancellationToken.None);
+        await WaitUntilAsync(() => batcher.QueuedTexts == 1 && batcher.UnplannedTexts == 0);
+        using var cancel = new CancellationTokenSource();
+        var cancelled = batcher.EncodeAsync(["two", "three"], new float[2 * dims], cancel.Token);
+        cancel.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled.WaitAsync(Patience));
+        gate.Set();
+        await running.WaitAsync(Patience);
+        await WaitUntilAsync(() => batcher.TextsDropped == 2);
+
+        var next = new float[dims];
+        await batcher.EncodeAsync(["four"], next, CancellationToken.None).WaitAsync(Patience);
+        Assert.Contains(next, value => value != 0);
+        Assert.Equal(2, batcher.TextsEncoded);
+    }
+
+    [Fact]
     public async Task An_already_cancelled_token_queues_nothing()
     {
         await using var batcher = new EncodingBatcher(MiniLM, new EncoderOptions(), NullLoggerFactory.Instance);

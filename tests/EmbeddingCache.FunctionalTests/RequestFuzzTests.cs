@@ -166,7 +166,8 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
         var server = await StartServerAsync(
             $"--EmbeddingCache:MaxRowsPerRequest={MaxRows}", $"--EmbeddingCache:MaxTextLength={MaxTextLength}",
             $"--EmbeddingCache:MaxIdLength={MaxIdLength}", $"--EmbeddingCache:MaxDims={MaxDims}",
-            $"--EmbeddingCache:MaxReceiveMessageBytes={MaxMessageBytes}", "--EmbeddingCache:MaxScoresPerRequest=1000");
+            $"--EmbeddingCache:MaxReceiveMessageBytes={MaxMessageBytes}", "--EmbeddingCache:MaxScoresPerRequest=1000",
+            "--EmbeddingCache:RefusalsPerSecond=0"); // it sends refused calls flat out on purpose
         var client = server.Client;
         var kept = Wire.Pack([0.25f, -1f, 3.5f, float.Epsilon], 4);
         await client.PutAsync(new PutRequest { Model = KeptModel, Kind = Kind.Document, Ids = { "row" }, Vectors = kept });

@@ -95,6 +95,7 @@ public static partial class ServerHost
         var app = builder.Build();
         app.Services.GetRequiredService<CacheMetrics>();
         app.Lifetime.ApplicationStarted.Register(() => WarnIfExposed(app));
+        app.UseMiddleware<RefusalBrakeMiddleware>();
         app.MapGrpcService<EmbeddingCacheService>();
         app.MapGrpcService<HealthServiceImpl>();
         app.MapGrpcReflectionService();

@@ -33,4 +33,15 @@ public sealed class ServerOptions
     /// the server listens on loopback only. Set it (and use TLS) before listening on any other address.
     /// </summary>
     public string? ApiKey { get; set; }
+
+    /// <summary>
+    /// Refused calls (bad arguments, over a limit, unknown model, wrong API key) one connection may make per second
+    /// before its further refusals are answered only after <see cref="RefusalBrake"/>. 50 by default, far above what
+    /// a client with a bug makes; 0 turns the brake off. A flooder that waits for its replies is slowed to a trickle,
+    /// so good clients keep the CPU (flood benchmark).
+    /// </summary>
+    public int RefusalsPerSecond { get; set; } = 50;
+
+    /// <summary>How long a braked refusal waits before it is sent: 100 ms by default. It holds no thread.</summary>
+    public TimeSpan RefusalBrake { get; set; } = TimeSpan.FromMilliseconds(100);
 }

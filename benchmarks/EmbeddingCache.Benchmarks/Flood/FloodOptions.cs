@@ -1,4 +1,5 @@
 using System.Globalization;
+using EmbeddingCache.Benchmarks.Infrastructure;
 
 namespace EmbeddingCache.Benchmarks.Flood;
 
@@ -70,38 +71,39 @@ public sealed class FloodOptions
     public static FloodOptions Parse(IReadOnlyList<string> args)
     {
         var options = new FloodOptions { Arguments = string.Join(' ', args) };
-        for (var i = 0; i < args.Count; i++)
+        var reader = new VerbArguments(args, Usage);
+        while (reader.MoveNext())
         {
-            switch (args[i])
+            switch (reader.Current)
             {
                 case "--rows":
-                    options.Rows = PositiveInt(args, ++i, "--rows");
+                    options.Rows = reader.PositiveInt();
                     break;
                 case "--rows-per-call":
-                    options.RowsPerCall = PositiveInt(args, ++i, "--rows-per-call");
+                    options.RowsPerCall = reader.PositiveInt();
                     break;
                 case "--good-clients":
-                    options.GoodClients = PositiveInt(args, ++i, "--good-clients");
+                    options.GoodClients = reader.PositiveInt();
                     break;
                 case "--flooders":
-                    options.Flooders = PositiveInt(args, ++i, "--flooders");
+                    options.Flooders = reader.PositiveInt();
                     break;
                 case "--phase-seconds":
-                    options.PhaseSeconds = PositiveInt(args, ++i, "--phase-seconds");
+                    options.PhaseSeconds = reader.PositiveInt();
                     break;
                 case "--repetitions":
-                    options.Repetitions = PositiveInt(args, ++i, "--repetitions");
+                    options.Repetitions = reader.PositiveInt();
                     break;
                 case "--abuse":
-                    options.Abuses = Value(args, ++i, "--abuse").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                    options.Abuses = reader.Value().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                         .Select(name => Enum.TryParse<FloodAbuse>(name, ignoreCase: true, out var abuse) ? abuse : throw new ArgumentException($"Unknown abuse '{name}'.\n{Usage}"))
                         .ToArray();
                     break;
                 case "--output":
-                    options.Output = Value(args, ++i, "--output");
+                    options.Output = reader.Value();
                     break;
                 default:
-                    throw new ArgumentException($"Unknown argument '{args[i]}'.\n{Usage}");
+                    throw reader.Unknown();
             }
         }
 
@@ -113,14 +115,4 @@ public sealed class FloodOptions
         return options;
     }
 
-    private static string Value(IReadOnlyList<string> args, int index, string name) =>
-        index < args.Count ? args[index] : throw new ArgumentException($"{name} needs a value.\n{Usage}");
-
-    private static int PositiveInt(IReadOnlyList<string> args, int index, string name)
-    {
-        var text = Value(args, index, name);
-        return int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var value) && value > 0
-            ? value
-            : throw new ArgumentException($"{name} must be a positive whole number, not '{text}'.\n{Usage}");
-    }
 }

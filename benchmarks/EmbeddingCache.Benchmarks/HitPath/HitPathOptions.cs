@@ -1,4 +1,5 @@
 using System.Globalization;
+using EmbeddingCache.Benchmarks.Infrastructure;
 
 namespace EmbeddingCache.Benchmarks.HitPath;
 
@@ -105,41 +106,42 @@ public sealed class HitPathOptions
             options.OpenRepeats = 1;
         }
 
-        for (var i = 0; i < args.Count; i++)
+        var reader = new VerbArguments(args, Usage);
+        while (reader.MoveNext())
         {
-            switch (args[i])
+            switch (reader.Current)
             {
                 case "--quick":
                     break;
                 case "--rows":
-                    options.Rows = PositiveInt(args, ++i, "--rows");
+                    options.Rows = reader.PositiveInt();
                     break;
                 case "--calls":
-                    options.Calls = PositiveInt(args, ++i, "--calls");
+                    options.Calls = reader.PositiveInt();
                     break;
                 case "--rounds":
-                    options.Rounds = PositiveInt(args, ++i, "--rounds");
+                    options.Rounds = reader.PositiveInt();
                     break;
                 case "--clients":
-                    options.Clients = Value(args, ++i, "--clients").Split(',')
+                    options.Clients = reader.Value().Split(',')
                         .Select(text => int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var count) && count > 0
                             ? count
                             : throw new ArgumentException($"--clients takes positive whole numbers separated by commas, not '{text}'.\n{Usage}"))
                         .ToArray();
                     break;
                 case "--seconds":
-                    options.Seconds = double.TryParse(Value(args, ++i, "--seconds"), NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) && seconds > 0
+                    options.Seconds = double.TryParse(reader.Value(), NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) && seconds > 0
                         ? seconds
                         : throw new ArgumentException($"--seconds must be a positive number.\n{Usage}");
                     break;
                 case "--seed":
-                    options.Seed = int.Parse(Value(args, ++i, "--seed"), CultureInfo.InvariantCulture);
+                    options.Seed = reader.Int();
                     break;
                 case "--output":
-                    options.Output = Value(args, ++i, "--output");
+                    options.Output = reader.Value();
                     break;
                 case "--work-dir":
-                    options.WorkDirectory = Value(args, ++i, "--work-dir");
+                    options.WorkDirectory = reader.Value();
                     break;
                 case "--skip-redis":
                     options.SkipRedis = true;
@@ -157,7 +159,7 @@ public sealed class HitPathOptions
                     options.SkipOpen = true;
                     break;
                 default:
-                    throw new ArgumentException($"Unknown argument '{args[i]}'.\n{Usage}");
+                    throw reader.Unknown();
             }
         }
 
@@ -177,14 +179,4 @@ public sealed class HitPathOptions
         _ => Calls / 20,
     });
 
-    private static string Value(IReadOnlyList<string> args, int index, string name) =>
-        index < args.Count ? args[index] : throw new ArgumentException($"{name} needs a value.\n{Usage}");
-
-    private static int PositiveInt(IReadOnlyList<string> args, int index, string name)
-    {
-        var text = Value(args, index, name);
-        return int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var value) && value > 0
-            ? value
-            : throw new ArgumentException($"{name} must be a positive whole number, not '{text}'.\n{Usage}");
-    }
 }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using EmbeddingCache.Benchmarks.Corpus;
+using EmbeddingCache.Benchmarks.Infrastructure;
 
 namespace EmbeddingCache.Benchmarks.MissPath;
 
@@ -59,24 +60,25 @@ public sealed class MissPathOptions
     public static MissPathOptions Parse(IReadOnlyList<string> args)
     {
         var options = new MissPathOptions { Arguments = string.Join(' ', args) };
-        for (var i = 0; i < args.Count; i++)
+        var reader = new VerbArguments(args, Usage);
+        while (reader.MoveNext())
         {
-            switch (args[i])
+            switch (reader.Current)
             {
                 case "--texts":
-                    options.Texts = PositiveInt(args, ++i, "--texts");
+                    options.Texts = reader.PositiveInt();
                     break;
                 case "--repetitions":
-                    options.Repetitions = PositiveInt(args, ++i, "--repetitions");
+                    options.Repetitions = reader.PositiveInt();
                     break;
                 case "--seed":
-                    options.Seed = int.Parse(Value(args, ++i, "--seed"), CultureInfo.InvariantCulture);
+                    options.Seed = reader.Int();
                     break;
                 case "--output":
-                    options.Output = Value(args, ++i, "--output");
+                    options.Output = reader.Value();
                     break;
                 case "--work-dir":
-                    options.WorkDirectory = Value(args, ++i, "--work-dir");
+                    options.WorkDirectory = reader.Value();
                     break;
                 case "--skip-peer":
                     options.SkipPeer = true;
@@ -85,21 +87,11 @@ public sealed class MissPathOptions
                     options.Explain = true;
                     break;
                 default:
-                    throw new ArgumentException($"Unknown argument '{args[i]}'.\n{Usage}");
+                    throw reader.Unknown();
             }
         }
 
         return options;
     }
 
-    private static string Value(IReadOnlyList<string> args, int index, string name) =>
-        index < args.Count ? args[index] : throw new ArgumentException($"{name} needs a value.\n{Usage}");
-
-    private static int PositiveInt(IReadOnlyList<string> args, int index, string name)
-    {
-        var text = Value(args, index, name);
-        return int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var value) && value > 0
-            ? value
-            : throw new ArgumentException($"{name} must be a positive whole number, not '{text}'.\n{Usage}");
-    }
 }

@@ -1,4 +1,5 @@
 using EmbeddingCache.FunctionalTests.Infrastructure;
+using EmbeddingCache.Testing;
 using EmbeddingCache.Protocol.V1;
 using Grpc.Core;
 using Grpc.Health.V1;

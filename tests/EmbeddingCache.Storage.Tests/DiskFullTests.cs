@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using EmbeddingCache.Testing;
 using Xunit.Abstractions;
 
 namespace EmbeddingCache.Storage.Tests;
@@ -7,34 +7,26 @@ namespace EmbeddingCache.Storage.Tests;
 public sealed class DiskFullTests : IDisposable
 {
     private const int Dims = 256; // 1 KiB per row
-    private readonly string _mount;
+    private readonly SmallFilesystem _disk = new("2m");
     private readonly TestArtifacts _artifacts;
 
     public DiskFullTests(ITestOutputHelper output)
     {
-        _mount = Path.Combine(Path.GetTempPath(), "embcache-storage-tests", "full-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(_mount);
-        (int exitCode, string error) = Run("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", _mount);
-        Assert.True(exitCode == 0, $"The disk-full test mounts a 2 MiB tmpfs and needs root for it: {error}");
-        _artifacts = new TestArtifacts(output, Path.Combine(_mount, "artifacts"));
+        _artifacts = new TestArtifacts(output, Path.Combine(_disk.Path, "artifacts"));
     }
 
-    public void Dispose()
-    {
-        Run("umount", "-l", _mount);
-        Directory.Delete(_mount);
-    }
+    public void Dispose() => _disk.Dispose();
 
     [Fact]
     public async Task A_full_disk_fails_the_append_commits_nothing_and_appends_resume_when_space_is_freed()
     {
-        string ballast = Path.Combine(_mount, "ballast");
+        string ballast = Path.Combine(_disk.Path, "ballast");
         using (ArtifactsRoot root = _artifacts.Open(segmentRows: 100_000))
         {
             VectorStore store = root.CreateOrOpenCache("mini", Rows.Descriptor(Dims))[VectorKind.Document];
             Assert.Equal(100, await store.AppendAsync(Rows.Batch(Dims, Enumerable.Range(0, 100)), AppendMode.Overwrite, -1));
             long bytesBefore = store.ByteCount;
-            FillDisk(ballast);
+            _disk.Fill(ballast);
 
             await Assert.ThrowsAsync<StorageFullException>(async () =>
                 await store.AppendAsync(Rows.Batch(Dims, Enumerable.Range(100, 50)), AppendMode.Overwrite, -1));
@@ -65,11 +57,11 @@ public sealed class DiskFullTests : IDisposable
     [Fact]
     public async Task A_full_disk_when_a_new_segment_starts_leaves_no_partial_segment()
     {
-        string ballast = Path.Combine(_mount, "ballast");
+        string ballast = Path.Combine(_disk.Path, "ballast");
         using ArtifactsRoot root = _artifacts.Open(segmentRows: 10);
         VectorStore store = root.CreateOrOpenCache("mini", Rows.Descriptor(Dims))[VectorKind.Query];
         Assert.Equal(10, await store.AppendAsync(Rows.Batch(Dims, Enumerable.Range(0, 10)), AppendMode.Overwrite, -1));
-        FillDisk(ballast);
+        _disk.Fill(ballast);
 
         await Assert.ThrowsAsync<StorageFullException>(async () =>
             await store.AppendAsync(Rows.Batch(Dims, Enumerable.Range(10, 5)), AppendMode.Overwrite, -1));
@@ -80,44 +72,5 @@ public sealed class DiskFullTests : IDisposable
         File.Delete(ballast);
         Assert.Equal(5, await store.AppendAsync(Rows.Batch(Dims, Enumerable.Range(10, 5)), AppendMode.Overwrite, -1));
         Assert.Equal(Rows.Vector(14, Dims), Rows.One(store, 14));
-    }
-
-    private static void FillDisk(string path)
-    {
-        byte[] block = new byte[4096];
-        Random.Shared.NextBytes(block);
-        using var stream = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1, FileOptions.None);
-        try
-        {
-            while (true)
-            {
-                stream.Write(block);
-            }
-        }
-        catch (IOException)
-        {
-            // Full.
-        }
-    }
-
-    private static (int ExitCode, string Error) Run(string command, params string[] arguments)
-    {
-        var start = new ProcessStartInfo(command) { RedirectStandardError = true, UseShellExecute = false };
-        foreach (string argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        try
-        {
-            using var process = Process.Start(start)!;
-            string error = process.StandardError.ReadToEnd();
-            process.WaitForExit();
-            return (process.ExitCode, error);
-        }
-        catch (System.ComponentModel.Win32Exception exception)
-        {
-            return (-1, exception.Message);
-        }
     }
 }

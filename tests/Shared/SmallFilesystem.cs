@@ -1,9 +1,12 @@
 using System.Diagnostics;
 
-namespace EmbeddingCache.FunctionalTests.Infrastructure;
+using Xunit;
+
+namespace EmbeddingCache.Testing;
 
 /// <summary>
-/// A real small filesystem (tmpfs with a size limit) for full-disk and read-only tests: mounting needs root, as
+/// A real small filesystem (tmpfs with a size limit) for full-disk and read-only tests, shared by the storage and
+/// functional tests: mounting needs root, as
 /// on CI; without it the test fails saying so rather than passing without testing anything.
 /// </summary>
 public sealed class SmallFilesystem : IDisposable

@@ -6,7 +6,15 @@ namespace EmbeddingCache.Inference;
 /// </summary>
 public sealed class EncoderOptions
 {
-    /// <summary>ONNX Runtime intra-op threads; 0 (the default) uses one per core.</summary>
+    /// <summary>
+    /// Batches run at once, each on its own worker thread over the one session. 0 (the default) means one per core, up
+    /// to 2: on 2 cores, two batches on one intra-op thread each beat one batch on two threads (no barrier between the
+    /// threads of an operator, so a thread the request threads preempt stalls only its own batch; see
+    /// benchmarks/results/miss-path.md).
+    /// </summary>
+    public int ConcurrentBatches { get; set; }
+
+    /// <summary>ONNX Runtime intra-op threads per batch; 0 (the default) shares the cores among the concurrent batches.</summary>
     public int IntraOpThreads { get; set; }
 
     /// <summary>
@@ -44,13 +52,20 @@ public sealed class EncoderOptions
     /// </summary>
     public TimeSpan MaxQueueWait { get; set; } = TimeSpan.FromSeconds(5);
 
-    internal int EffectiveIntraOpThreads => IntraOpThreads > 0 ? IntraOpThreads : Environment.ProcessorCount;
+    internal int EffectiveConcurrentBatches => ConcurrentBatches > 0 ? ConcurrentBatches : Math.Clamp(Environment.ProcessorCount, 1, 2);
+
+    internal int EffectiveIntraOpThreads => IntraOpThreads > 0 ? IntraOpThreads : Math.Max(1, Environment.ProcessorCount / EffectiveConcurrentBatches);
 
     internal void Validate()
     {
+        if (ConcurrentBatches < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(ConcurrentBatches), ConcurrentBatches, "Must be 0 (one per core, up to 2) or more.");
+        }
+
         if (IntraOpThreads < 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(IntraOpThreads), IntraOpThreads, "Must be 0 (one per core) or more.");
+            throw new ArgumentOutOfRangeException(nameof(IntraOpThreads), IntraOpThreads, "Must be 0 (the cores shared among the concurrent batches) or more.");
         }
 
         if (TokenBudget < 1)

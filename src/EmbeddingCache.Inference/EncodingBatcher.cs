@@ -9,10 +9,11 @@ namespace EmbeddingCache.Inference;
 /// encoder and hands each caller its rows in input order.
 /// </summary>
 /// <remarks>
-/// Callers tokenize their own texts on their own threads before queueing them, so tokenization overlaps the batch
-/// ONNX Runtime is running on the worker thread. Between batches the worker brings texts that arrived into its plan
-/// (up to a window's worth, in arrival order), sorts and cuts the plan again, and runs the batch holding the oldest
-/// text, so a long text cannot be passed over forever by shorter ones. The batcher does not own the encoder.
+/// Callers tokenize their own texts on their own threads before queueing them, so tokenization overlaps the batches
+/// ONNX Runtime is running. <see cref="EncoderOptions.ConcurrentBatches"/> workers share one plan: before each batch a
+/// worker brings texts that arrived into it (up to a window's worth, in arrival order), sorts and cuts it again, and
+/// runs the batch holding the oldest text, so a long text cannot be passed over forever by shorter ones. The batcher
+/// does not own the encoder.
 /// </remarks>
 public sealed class EncodingBatcher : IAsyncDisposable
 {
@@ -24,7 +25,10 @@ public sealed class EncodingBatcher : IAsyncDisposable
     private readonly object _gate = new();
     private readonly Queue<WorkItem> _pending = new();
     private readonly LinkedList<RoomWaiter> _waitingForRoom = new();
-    private readonly Thread _worker;
+    private readonly Thread[] _workers;
+    private readonly Lock _planGate = new();
+    private readonly List<List<WorkItem>> _planned = [];
+    private int _runningWorkers;
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _queuedTexts;
     private long _pendingTokens;
@@ -32,10 +36,9 @@ public sealed class EncodingBatcher : IAsyncDisposable
     private long _batches;
     private long _texts;
     private long _dropped;
-    private long _batchNumbers;
     private long _sequence;
 
-    /// <summary>Starts the batcher's worker thread for <paramref name="encoder"/>.</summary>
+    /// <summary>Starts the batcher's worker threads (<see cref="EncoderOptions.ConcurrentBatches"/>) for <paramref name="encoder"/>.</summary>
     public EncodingBatcher(TextEncoder encoder, EncoderOptions options, ILoggerFactory loggerFactory)
     {
         ArgumentNullException.ThrowIfNull(encoder);
@@ -45,8 +48,13 @@ public sealed class EncodingBatcher : IAsyncDisposable
         Encoder = encoder;
         _options = options;
         _logger = loggerFactory.CreateLogger<EncodingBatcher>();
-        _worker = new Thread(Run) { IsBackground = true, Name = $"encode {encoder.Model.Name}" };
-        _worker.Start();
+        _workers = new Thread[options.EffectiveConcurrentBatches];
+        _runningWorkers = _workers.Length;
+        for (var i = 0; i < _workers.Length; i++)
+        {
+            _workers[i] = new Thread(Run) { IsBackground = true, Name = $"encode {encoder.Model.Name} #{i + 1}" };
+            _workers[i].Start();
+        }
     }
 
     /// <summary>The encoder the batches run on.</summary>
@@ -64,10 +72,10 @@ public sealed class EncodingBatcher : IAsyncDisposable
     /// <summary>Texts dropped before they started because their caller cancelled or an earlier batch of theirs failed.</summary>
     public long TextsDropped => Interlocked.Read(ref _dropped);
 
-    /// <summary>Test hook: when set, the worker waits on it before each batch.</summary>
+    /// <summary>Test hook: when set, every worker waits on it before each batch.</summary>
     internal ManualResetEventSlim? BatchGate { get; set; }
 
-    /// <summary>Texts queued and not yet taken into the worker's plan (tests wait on it).</summary>
+    /// <summary>Texts queued and not yet taken into the plan (tests wait on it).</summary>
     internal int UnplannedTexts
     {
         get
@@ -75,6 +83,18 @@ public sealed class EncodingBatcher : IAsyncDisposable
             lock (_gate)
             {
                 return _pending.Count;
+            }
+        }
+    }
+
+    /// <summary>Batches planned and not yet taken by a worker (tests wait on it).</summary>
+    internal int PlannedBatches
+    {
+        get
+        {
+            lock (_planGate)
+            {
+                return _planned.Count;
             }
         }
     }
@@ -140,8 +160,8 @@ public sealed class EncodingBatcher : IAsyncDisposable
     }
 
     /// <summary>
-    /// Stops the worker: texts that have not started fail with <see cref="ObjectDisposedException"/>, the batch in
-    /// progress finishes. The encoder is left open.
+    /// Stops the workers: texts that have not started fail with <see cref="ObjectDisposedException"/>, batches in
+    /// progress finish. The encoder is left open.
     /// </summary>
     public async ValueTask DisposeAsync()
     {
@@ -249,24 +269,20 @@ public sealed class EncodingBatcher : IAsyncDisposable
         return request.Task;
     }
 
+    /// <summary>
+    /// One worker: takes the next batch of the shared plan (refilled and cut again under the plan's gate) and runs it
+    /// outside the gate, so that the other workers plan and run theirs meanwhile.
+    /// </summary>
     private void Run()
     {
-        var planned = new List<List<WorkItem>>();
         var dims = Encoder.Dims;
         var tokens = new TokenizedText[_options.MaxBatchSize];
         var members = new WorkItem[_options.MaxBatchSize];
         var rows = new float[_options.MaxBatchSize * dims];
         try
         {
-            while (Refill(planned))
+            while (TakeNextBatch() is { } batch)
             {
-                if (planned.Count == 0)
-                {
-                    // Every text taken in belonged to callers that cancelled while queued: nothing to run yet.
-                    continue;
-                }
-
-                var batch = TakeBatchOfOldest(planned);
                 BatchGate?.Wait();
                 if (Volatile.Read(ref _stopping))
                 {
@@ -318,15 +334,49 @@ public sealed class EncodingBatcher : IAsyncDisposable
         }
         finally
         {
-            foreach (var batch in planned)
+            WorkerStopped();
+        }
+    }
+
+    /// <summary>The next batch to run, waiting for work if there is none; null once the batcher stops.</summary>
+    private List<WorkItem>? TakeNextBatch()
+    {
+        lock (_planGate)
+        {
+            while (Refill(_planned))
+            {
+                // An empty plan: every text taken in belonged to callers that cancelled while queued.
+                if (_planned.Count > 0)
+                {
+                    return TakeBatchOfOldest(_planned);
+                }
+            }
+
+            return null;
+        }
+    }
+
+    /// <summary>The last worker to stop fails what is still planned or queued.</summary>
+    private void WorkerStopped()
+    {
+        if (Interlocked.Decrement(ref _runningWorkers) > 0)
+        {
+            return;
+        }
+
+        lock (_planGate)
+        {
+            foreach (var batch in _planned)
             {
                 FailStopped(batch);
             }
 
-            FailAbandoned();
-            InferenceLog.BatcherStopped(_logger, Encoder.Model.Name, BatchesRun, TextsEncoded);
-            _stopped.TrySetResult();
+            _planned.Clear();
         }
+
+        FailAbandoned();
+        InferenceLog.BatcherStopped(_logger, Encoder.Model.Name, BatchesRun, TextsEncoded);
+        _stopped.TrySetResult();
     }
 
     /// <summary>
@@ -467,7 +517,6 @@ public sealed class EncodingBatcher : IAsyncDisposable
     {
         var dims = Encoder.Dims;
         var started = Stopwatch.GetTimestamp();
-        var batchNumber = Interlocked.Increment(ref _batchNumbers);
         foreach (var item in members)
         {
             item.Request.BatchStarted(started);
@@ -492,9 +541,12 @@ public sealed class EncodingBatcher : IAsyncDisposable
         Interlocked.Increment(ref _batches);
         var elapsed = Stopwatch.GetTimestamp() - started;
         Measure(batch, Stopwatch.GetElapsedTime(0, elapsed));
-        foreach (var item in members)
+        for (var i = 0; i < members.Length; i++)
         {
-            item.Request.BatchFinished(batchNumber, elapsed);
+            if (IsFirstOfItsRequest(members, i))
+            {
+                members[i].Request.BatchFinished(elapsed);
+            }
         }
 
         for (var i = 0; i < members.Length; i++)
@@ -502,6 +554,20 @@ public sealed class EncodingBatcher : IAsyncDisposable
             members[i].Request.Deliver(members[i].Index, rows.Slice(i * dims, dims));
             Finish(members[i], dropped: false);
         }
+    }
+
+    /// <summary>A batch may carry several texts of one request: its time counts once for that request.</summary>
+    private static bool IsFirstOfItsRequest(ReadOnlySpan<WorkItem> members, int index)
+    {
+        for (var i = 0; i < index; i++)
+        {
+            if (ReferenceEquals(members[i].Request, members[index].Request))
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     private void Measure(ReadOnlySpan<TokenizedText> batch, TimeSpan elapsed)
@@ -636,26 +702,26 @@ public sealed class EncodingBatcher : IAsyncDisposable
 
         public long WaitedForRoomTicks { get; init; }
 
-        // Only the worker thread touches these.
+        // Batches of one request may run at once on different workers: these change under the request's lock.
         private long _firstBatchAt;
-        private long _lastBatch;
         private long _batchTicks;
         private int _batches;
 
         public void BatchStarted(long timestamp)
         {
-            if (_firstBatchAt == 0)
+            lock (_lock)
             {
-                _firstBatchAt = timestamp;
+                if (_firstBatchAt == 0)
+                {
+                    _firstBatchAt = timestamp;
+                }
             }
         }
 
-        public void BatchFinished(long batch, long elapsedTicks)
+        public void BatchFinished(long elapsedTicks)
         {
-            // A batch may carry several of this request's texts; count it once.
-            if (_lastBatch != batch)
+            lock (_lock)
             {
-                _lastBatch = batch;
                 _batchTicks += elapsedTicks;
                 _batches++;
             }

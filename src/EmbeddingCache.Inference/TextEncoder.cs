@@ -132,7 +132,7 @@ public sealed class TextEncoder : IDisposable
 
             InferenceLog.ModelLoaded(
                 loggerFactory.CreateLogger<TextEncoder>(), model.Name, encoder.Dims, string.Join(", ", inputNames), outputName,
-                model.Settings.Pooling, model.Settings.MaxTokens, threads, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+                model.Settings.Pooling, model.Settings.MaxTokens, options.EffectiveConcurrentBatches, threads, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
             return encoder;
         }
         catch

@@ -239,7 +239,9 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
     public async Task Texts_arriving_while_a_batch_runs_are_planned_with_the_texts_still_waiting()
     {
         var dims = MiniLM.Dims;
-        await using var batcher = new EncodingBatcher(MiniLM, new EncoderOptions { MaxBatchDelay = TimeSpan.Zero }, NullLoggerFactory.Instance);
+        // One worker, so that the long text's batch is still planned (not taken by a second worker) when the late text arrives.
+        var options = new EncoderOptions { MaxBatchDelay = TimeSpan.Zero, ConcurrentBatches = 1 };
+        await using var batcher = new EncodingBatcher(MiniLM, options, NullLoggerFactory.Instance);
         using var gate = new ManualResetEventSlim(initialState: false);
         batcher.BatchGate = gate;
         var longText = string.Concat(Enumerable.Repeat("word ", 200));
@@ -255,6 +257,36 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
         // The late long text shared the first call's long text's batch instead of running alone after it.
         Assert.Equal(3, batcher.TextsEncoded);
         Assert.Equal(2, batcher.BatchesRun);
+    }
+
+    [Fact]
+    public async Task Two_workers_take_two_batches_at_once_and_each_caller_gets_its_own_rows()
+    {
+        var encoder = MiniLM;
+        var dims = encoder.Dims;
+        var options = new EncoderOptions { MaxBatchDelay = TimeSpan.Zero, ConcurrentBatches = 2 };
+        await using var batcher = new EncodingBatcher(encoder, options, NullLoggerFactory.Instance);
+        using var gate = new ManualResetEventSlim(initialState: false);
+        batcher.BatchGate = gate;
+        var longText = string.Concat(Enumerable.Repeat("word ", 200));
+        string[] texts = ["short", longText];
+
+        // Planned apart (their lengths differ too much to share padding), and both taken while the gate holds them:
+        // one worker alone would leave the second batch in the plan.
+        var output = new float[2 * dims];
+        var call = batcher.EncodeAsync(texts, output, CancellationToken.None);
+        await WaitUntilAsync(() => batcher.QueuedTexts == 2 && batcher.UnplannedTexts == 0 && batcher.PlannedBatches == 0);
+        Assert.False(call.IsCompleted);
+        gate.Set();
+        await call.WaitAsync(Patience);
+
+        Assert.Equal(2, batcher.BatchesRun);
+        var expected = new float[2 * dims];
+        encoder.Encode(texts, expected);
+        for (var i = 0; i < expected.Length; i++)
+        {
+            Assert.True(Math.Abs(expected[i] - output[i]) <= 1e-6, $"float {i}: {expected[i]} vs {output[i]}");
+        }
     }
 
     [Fact]

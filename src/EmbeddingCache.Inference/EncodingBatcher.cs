@@ -12,7 +12,7 @@ namespace EmbeddingCache.Inference;
 /// Callers tokenize their own texts on their own threads before queueing them, so tokenization overlaps the batches
 /// ONNX Runtime is running. <see cref="EncoderOptions.ConcurrentBatches"/> workers share one plan: before each batch a
 /// worker brings texts that arrived into it (up to a window's worth, in arrival order), sorts and cuts it again, and
-/// runs the batch holding the oldest text, so a long text cannot be passed over forever by shorter ones. The batcher
+/// runs the largest batch of the caller with the oldest text, so no caller is passed over forever by later ones. The batcher
 /// does not own the encoder.
 /// </remarks>
 public sealed class EncodingBatcher : IAsyncDisposable
@@ -348,7 +348,7 @@ public sealed class EncodingBatcher : IAsyncDisposable
                 // An empty plan: every text taken in belonged to callers that cancelled while queued.
                 if (_planned.Count > 0)
                 {
-                    return TakeBatchOfOldest(_planned);
+                    return TakeLargestBatchOfOldestCaller(_planned);
                 }
             }
 
@@ -465,9 +465,14 @@ public sealed class EncodingBatcher : IAsyncDisposable
         pool.Sort(static (a, b) => a.Length != b.Length ? a.Length.CompareTo(b.Length) : a.Sequence.CompareTo(b.Sequence));
         planned.Clear();
         var lengths = pool.Select(item => item.Length).ToArray();
+        // Cut for padding alone, a plan can leave one long batch running while the other workers idle: with several
+        // workers no batch gets more than a worker's share of the plan's tokens, unless the plan is too small to be
+        // worth a second run (by the planner's own cost of a run).
+        var share = (lengths.Sum(length => (long)length) + _workers.Length - 1) / _workers.Length;
+        var budget = (int)Math.Min(_options.TokenBudget, Math.Max(share, 2 * BatchPlanner.BatchOverheadTokens));
         for (var start = 0; start < pool.Count;)
         {
-            var size = BatchPlanner.NextBatchSize(lengths.AsSpan(start), _options.TokenBudget, _options.MaxBatchSize);
+            var size = BatchPlanner.NextBatchSize(lengths.AsSpan(start), budget, _options.MaxBatchSize);
             planned.Add(pool.GetRange(start, size));
             start += size;
         }
@@ -476,28 +481,43 @@ public sealed class EncodingBatcher : IAsyncDisposable
     }
 
     /// <summary>
-    /// Takes the planned batch that holds the oldest text: every text runs within a window's worth of batches, however
-    /// many shorter texts keep arriving, and the oldest callers are answered first.
+    /// Takes, of the planned batches that carry texts of the caller with the oldest text, the one with the most padded
+    /// tokens. The oldest callers are answered first, so however many texts keep arriving every caller comes first in
+    /// turn; and the big batches of a call start first, so with several workers a call ends on small batches rather
+    /// than on a long one running alone while the other workers idle.
     /// </summary>
-    private static List<WorkItem> TakeBatchOfOldest(List<List<WorkItem>> planned)
+    private static List<WorkItem> TakeLargestBatchOfOldestCaller(List<List<WorkItem>> planned)
     {
-        var chosen = 0;
+        Request? oldestCaller = null;
         var oldest = long.MaxValue;
-        for (var b = 0; b < planned.Count; b++)
+        foreach (var batch in planned)
         {
-            foreach (var item in planned[b])
+            foreach (var item in batch)
             {
                 if (item.Sequence < oldest)
                 {
                     oldest = item.Sequence;
-                    chosen = b;
+                    oldestCaller = item.Request;
                 }
             }
         }
 
-        var batch = planned[chosen];
+        var chosen = 0;
+        long largest = -1;
+        for (var b = 0; b < planned.Count; b++)
+        {
+            // A batch is sorted by length: its last text sets the padded width.
+            var padded = (long)planned[b].Count * planned[b][^1].Length;
+            if (padded > largest && planned[b].Exists(item => ReferenceEquals(item.Request, oldestCaller)))
+            {
+                largest = padded;
+                chosen = b;
+            }
+        }
+
+        var taken = planned[chosen];
         planned.RemoveAt(chosen);
-        return batch;
+        return taken;
     }
 
     private void FailStopped(List<WorkItem> batch)

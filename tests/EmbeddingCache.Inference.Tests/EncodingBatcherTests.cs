@@ -209,7 +209,7 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
         var encoder = MiniLM;
         var dims = encoder.Dims;
         var texts = ReferenceData.Texts.Select(t => t.Text).ToArray();
-        var options = new EncoderOptions { TokenBudget = 1024, MaxBatchSize = 64 };
+        var options = new EncoderOptions { TokenBudget = 1024, MaxBatchSize = 64, ConcurrentBatches = 1 };
         await using var batcher = new EncodingBatcher(encoder, options, NullLoggerFactory.Instance);
         using var gate = new ManualResetEventSlim(initialState: false);
         batcher.BatchGate = gate;
@@ -236,25 +236,57 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
     }
 
     [Fact]
+    public async Task With_two_workers_no_batch_holds_more_than_half_of_the_plans_tokens()
+    {
+        var encoder = MiniLM;
+        var texts = ReferenceData.Texts.Select(t => t.Text).ToArray();
+        var options = new EncoderOptions { TokenBudget = 1 << 20, MaxBatchSize = 64, ConcurrentBatches = 2 };
+        await using var batcher = new EncodingBatcher(encoder, options, NullLoggerFactory.Instance);
+        using var gate = new ManualResetEventSlim(initialState: false);
+        batcher.BatchGate = gate;
+
+        var call = batcher.EncodeAsync(texts, new float[texts.Length * encoder.Dims], CancellationToken.None);
+        gate.Set();
+        await call.WaitAsync(Patience);
+
+        // Cut for padding alone under this budget, the texts make fewer batches than the planner makes within half their tokens.
+        var lengths = texts.Select(encoder.CountTokens).Order().ToArray();
+        var half = (lengths.Sum() + 1) / 2;
+        Assert.Equal(CountBatches(lengths, half, options.MaxBatchSize), batcher.BatchesRun);
+        Assert.True(CountBatches(lengths, options.TokenBudget, options.MaxBatchSize) < batcher.BatchesRun);
+    }
+
+    private static int CountBatches(int[] ascendingLengths, int tokenBudget, int maxBatchSize)
+    {
+        var batches = 0;
+        for (var start = 0; start < ascendingLengths.Length; batches++)
+        {
+            start += BatchPlanner.NextBatchSize(ascendingLengths.AsSpan(start), tokenBudget, maxBatchSize);
+        }
+
+        return batches;
+    }
+
+    [Fact]
     public async Task Texts_arriving_while_a_batch_runs_are_planned_with_the_texts_still_waiting()
     {
         var dims = MiniLM.Dims;
-        // One worker, so that the long text's batch is still planned (not taken by a second worker) when the late text arrives.
+        // One worker, so that the short text's batch is still planned (not taken by a second worker) when the late text arrives.
         var options = new EncoderOptions { MaxBatchDelay = TimeSpan.Zero, ConcurrentBatches = 1 };
         await using var batcher = new EncodingBatcher(MiniLM, options, NullLoggerFactory.Instance);
         using var gate = new ManualResetEventSlim(initialState: false);
         batcher.BatchGate = gate;
         var longText = string.Concat(Enumerable.Repeat("word ", 200));
-        var otherLongText = string.Concat(Enumerable.Repeat("other ", 200));
 
-        // A short and a long text are planned apart; the worker holds the short one's batch at the gate.
+        // A short and a long text are planned apart; the worker takes the larger batch, the long text's, and holds it
+        // at the gate while the short text's batch stays planned.
         var first = batcher.EncodeAsync(["short", longText], new float[2 * dims], CancellationToken.None);
-        await WaitUntilAsync(() => batcher.QueuedTexts == 2);
-        var late = batcher.EncodeAsync([otherLongText], new float[dims], CancellationToken.None);
+        await WaitUntilAsync(() => batcher.QueuedTexts == 2 && batcher.PlannedBatches == 1);
+        var late = batcher.EncodeAsync(["tiny"], new float[dims], CancellationToken.None);
         gate.Set();
         await Task.WhenAll(first, late).WaitAsync(Patience);
 
-        // The late long text shared the first call's long text's batch instead of running alone after it.
+        // The late short text shared the first call's short text's batch instead of running alone after it.
         Assert.Equal(3, batcher.TextsEncoded);
         Assert.Equal(2, batcher.BatchesRun);
     }

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
 
 namespace EmbeddingCache.Storage;
 
@@ -52,6 +53,16 @@ internal sealed class KeyIndex
     }
 
     public bool ContainsKey(ContentKey key) => TryGetValue(key, out _);
+
+    /// <summary>Asks the CPU to start loading the slot where a lookup of <paramref name="key"/> begins (a hint only).</summary>
+    public unsafe void Prefetch(ContentKey key)
+    {
+        if (Sse.IsSupported)
+        {
+            Slot[] slots = Volatile.Read(ref _slots);
+            Sse.Prefetch0(Unsafe.AsPointer(ref slots[Home(key, slots.Length)]));
+        }
+    }
 
     /// <summary>Adds or replaces the location of <paramref name="key"/> (below <see cref="uint.MaxValue"/>). Writer only.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // millions of calls on open: skip tier-0

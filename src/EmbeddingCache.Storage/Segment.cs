@@ -46,6 +46,10 @@ internal abstract class Segment
     /// <summary>The committed vector bytes of <paramref name="row"/>.</summary>
     public ReadOnlySpan<byte> Row(int row) =>
         Mapping.Slice(Layout.HeaderLength + ((long)row * Layout.RowBytes), Layout.RowBytes);
+
+    /// <summary>Asks the CPU to start loading a row that is about to be copied (see <see cref="SegmentMapping.Prefetch"/>).</summary>
+    public void PrefetchRow(int row) =>
+        Mapping.Prefetch(Layout.HeaderLength + ((long)row * Layout.RowBytes), Layout.RowBytes);
 }
 
 /// <summary>

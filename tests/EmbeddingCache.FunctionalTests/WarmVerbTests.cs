@@ -63,13 +63,15 @@ public sealed partial class WarmVerbTests(ITestOutputHelper output) : ServerTest
 
     private static Process StartWarm(string workingDirectory, string corpus, string server)
     {
-        var start = new ProcessStartInfo("dotnet")
+        // Through env --default-signal: a test run started in the background (nohup, `&` in a script) hands SIGINT down
+        // ignored, and .NET leaves an ignored SIGINT ignored, so Ctrl+C would never reach warm.
+        var start = new ProcessStartInfo("env")
         {
             RedirectStandardOutput = true,
             UseShellExecute = false,
             WorkingDirectory = workingDirectory,
         };
-        foreach (var arg in new[] { Path.Combine(AppContext.BaseDirectory, "embcache.dll"), "warm", corpus, "--server", server })
+        foreach (var arg in new[] { "--default-signal=INT", "dotnet", Path.Combine(AppContext.BaseDirectory, "embcache.dll"), "warm", corpus, "--server", server })
         {
             start.ArgumentList.Add(arg);
         }

@@ -125,11 +125,8 @@ internal sealed class ModelCatalog : IAsyncDisposable
         {
             return LoadFolder(name, folder, current);
         }
-        if (current is not null)
-        {
-            if (current.CanCompute) Retire(current, "its folder was removed");
-            else return current;
-        }
+        if (current is { CanCompute: false }) return current;
+        if (current is { Retired: false }) Retire(current, "its folder was removed");
         if (root.OpenCache(name) is { } existing)
         {
             return new ServedModel(name, existing, definition: null, loadedEncoder: null, options.Encoder, loggerFactory);
@@ -163,7 +160,9 @@ internal sealed class ModelCatalog : IAsyncDisposable
         {
             if (BuiltInModels.IsBuiltIn(name)) BuiltInModels.Provision(root.ModelsDirectory, name);
             var definition = ModelDefinition.Load(folder);
-            if (current?.Definition?.Fingerprint == definition.Fingerprint) return current;
+            // A model retired while its folder could not be read is never handed out again: its encoder is being
+            // released, and every request would find it retired and ask again.
+            if (current is { Retired: false } && current.Definition?.Fingerprint == definition.Fingerprint) return current;
 
             // Dims come from the model's output; a cache made by this very model already knows them.
             var existing = root.OpenCache(name);
@@ -178,7 +177,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
                 encoder.Warmup();
                 dims = encoder.Dims;
             }
-            if (current is not null) Retire(current, $"its fingerprint changed from {current.Fingerprint} to {definition.Fingerprint}");
+            if (current is { Retired: false }) Retire(current, $"its fingerprint changed from {current.Fingerprint} to {definition.Fingerprint}");
             var cache = root.CreateOrOpenCache(name, new CacheDescriptor
             {
                 Dims = dims,
@@ -194,7 +193,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
         {
             encoder?.Dispose();
             logger.ModelLoadFailed(name, e.Message);
-            if (current is not null && current.CanCompute) Retire(current, "its folder cannot be read any more");
+            if (current is { CanCompute: true, Retired: false }) Retire(current, "its folder cannot be read any more");
             CacheRequestException.Throw(CacheErrorKind.FailedPrecondition,
                 $"model '{name}' cannot be loaded from models/{name}: {e.Message}", e);
             return null;

@@ -83,6 +83,35 @@ public sealed class ModelFolderTests(ITestOutputHelper output) : ServerTest(outp
     }
 
     [Fact]
+    public async Task A_model_folder_that_is_broken_for_a_while_serves_its_cache_again_once_it_is_whole()
+    {
+        var server = await StartServerAsync();
+        string models = Path.Combine(Artifacts.Path, "models");
+        string mine = Path.Combine(models, "my-encoder");
+        Directory.CreateDirectory(mine);
+        File.Copy(Path.Combine(models, Wire.MiniLM, "model.onnx"), Path.Combine(mine, "model.onnx"));
+        File.Copy(Path.Combine(models, Wire.MiniLM, "vocab.txt"), Path.Combine(mine, "vocab.txt"));
+        var request = new EmbedRequest { Model = "my-encoder", Kind = Kind.Document, Texts = { Wire.Texts(seed: 31, count: 3) } };
+        var before = await server.Client.EmbedAsync(request);
+
+        // Halfway through copying a checkpoint in, the folder has no vocabulary: calls fail clearly...
+        string vocab = Path.Combine(mine, "vocab.txt");
+        File.Move(vocab, vocab + ".away");
+        var broken = await Assert.ThrowsAsync<RpcException>(async () => await server.Client.EmbedAsync(request));
+        Assert.Equal(StatusCode.FailedPrecondition, broken.StatusCode);
+
+        // ...and once the same files are back, the same model serves its cache again (it used to spin on the
+        // model it had retired, and the call never returned).
+        File.Move(vocab + ".away", vocab);
+        var after = await server.Client.EmbedAsync(request, deadline: DateTime.UtcNow.AddSeconds(60));
+        Assert.Equal(before.Fingerprint, after.Fingerprint);
+        Assert.All(after.Sources, s => Assert.Equal(RowSource.Cached, s));
+        Assert.Equal(before.Vectors.Data, after.Vectors.Data);
+        var miss = await server.Client.EmbedAsync(new EmbedRequest { Model = "my-encoder", Kind = Kind.Document, Texts = { "a text never seen" } });
+        Assert.Equal(RowSource.Computed, Assert.Single(miss.Sources));
+    }
+
+    [Fact]
     public async Task An_idle_encoder_is_unloaded_and_hits_go_on_and_the_next_miss_loads_it_again()
     {
         var server = await StartServerAsync("--EmbeddingCache:UnloadIdleEncodersAfter=00:00:01");

@@ -235,7 +235,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         }
         var rows = RequestValidation.FiniteRows(command.Data.Span, command.Count, command.Dims, command.DType);
 
-        var model = await catalog.GetOrCreateStoreOnlyAsync(command.Model, command.Dims, cancellationToken).ConfigureAwait(false);
+        var model = await catalog.GetOrCreateStoreOnlyAsync(command.Model, command.Dims, command.DType, cancellationToken).ConfigureAwait(false);
         if (model.Cache.Dims != command.Dims)
         {
             CacheRequestException.ThrowInvalid("vectors.dims",
@@ -433,6 +433,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
             var flat = new float[mine.Count * dims];
             var timings = await lease.Batcher.EncodeTimedAsync(mine.Select(x => misses[x.Index].Input).ToArray(), flat, cancellationToken)
                 .ConfigureAwait(false);
+            if (model.Cache[kind].DType == VectorDType.Float16) RoundToHalf(flat);
             for (int j = 0; j < mine.Count; j++) mine[j].Promise.SetResult(flat.AsSpan(j * dims, dims).ToArray());
             return timings;
         }
@@ -459,6 +460,17 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         {
             foreach (var (index, promise) in mine) model.InFlight.TryRemove(new((kind, misses[index].Key), promise.Task));
         }
+    }
+
+    /// <summary>
+    /// A float16 cache keeps vectors rounded to half precision: the call that computes them gets them rounded too, so
+    /// a text's vector is the same whether it was just computed or read back later.
+    /// </summary>
+    private static void RoundToHalf(Span<float> vectors)
+    {
+        var half = new Half[vectors.Length];
+        TensorPrimitives.ConvertToHalf(vectors, half);
+        TensorPrimitives.ConvertToSingle(half, vectors);
     }
 
     /// <summary>

@@ -14,8 +14,8 @@ internal static partial class EngineLog
     public static partial void ModelLoadFailed(this ILogger logger, string model, string reason);
 
     [LoggerMessage(EventId = 102, EventName = "StoreOnlyModelCreated", Level = LogLevel.Information,
-        Message = "Store-only model {Model} created by a Put with {Dims} dims")]
-    public static partial void StoreOnlyModelCreated(this ILogger logger, string model, int dims);
+        Message = "Store-only model {Model} created by a Put with {Dims} dims, stored as {DType}")]
+    public static partial void StoreOnlyModelCreated(this ILogger logger, string model, int dims, string dtype);
 
     [LoggerMessage(EventId = 103, EventName = "CacheInvalidated", Level = LogLevel.Information,
         Message = "Cache of {Model} ({Kind}) invalidated: {Rows} rows, {Bytes} bytes removed")]
@@ -32,6 +32,10 @@ internal static partial class EngineLog
     [LoggerMessage(EventId = 106, EventName = "EncoderUnloaded", Level = LogLevel.Information,
         Message = "Encoder of {Model} unloaded after {IdleFor} idle; its cache keeps serving hits")]
     public static partial void EncoderUnloaded(this ILogger logger, string model, TimeSpan idleFor);
+
+    [LoggerMessage(EventId = 108, EventName = "StorageDTypeKept", Level = LogLevel.Warning,
+        Message = "Model {Model} asks for storage_dtype {Asked}, but its cache holds {Rows} rows stored as {Stored}: they are kept as they are, and the new dtype applies once the cache is invalidated")]
+    public static partial void StorageDTypeKept(this ILogger logger, string model, string asked, long rows, string stored);
 
     [LoggerMessage(EventId = 107, EventName = "CacheOpenFailed", Level = LogLevel.Error,
         Message = "The cache of {Model} could not be opened at start ({Reason}); the other models are served")]

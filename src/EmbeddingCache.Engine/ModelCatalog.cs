@@ -66,11 +66,14 @@ internal sealed class ModelCatalog : IAsyncDisposable
 
     /// <summary>Reads a known model (once, and again after its folder changed); NOT_FOUND for an unknown name.</summary>
     public Task<ServedModel> GetAsync(string name, CancellationToken cancellationToken) =>
-        GetOrCreateAsync(name, storeOnlyDims: null, cancellationToken);
+        GetOrCreateAsync(name, storeOnly: null, cancellationToken);
 
-    /// <summary>As <see cref="GetAsync"/>, but an unknown name becomes a store-only model of <paramref name="dims"/>.</summary>
-    public Task<ServedModel> GetOrCreateStoreOnlyAsync(string name, int dims, CancellationToken cancellationToken) =>
-        GetOrCreateAsync(name, dims, cancellationToken);
+    /// <summary>
+    /// As <see cref="GetAsync"/>, but an unknown name becomes a store-only model of <paramref name="dims"/>, stored as
+    /// <paramref name="dtype"/> (the first Put decides: float16 vectors make a '&lt;f2' cache).
+    /// </summary>
+    public Task<ServedModel> GetOrCreateStoreOnlyAsync(string name, int dims, VectorDType dtype, CancellationToken cancellationToken) =>
+        GetOrCreateAsync(name, new StoreOnlyShape(dims, dtype), cancellationToken);
 
     /// <summary>Makes the next request read the model's folder again (Invalidate does this).</summary>
     public void ReloadOnNextUse(string name)
@@ -91,7 +94,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
         foreach (var slot in slots.Values) slot.Changed = true;
     }
 
-    private async Task<ServedModel> GetOrCreateAsync(string name, int? storeOnlyDims, CancellationToken cancellationToken)
+    private async Task<ServedModel> GetOrCreateAsync(string name, StoreOnlyShape? storeOnly, CancellationToken cancellationToken)
     {
         ModelName.Validate(name);
         var slot = slots.GetOrAdd(name, _ => new ModelSlot());
@@ -103,7 +106,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
             if (slot.Model is { } loaded && !slot.Changed && !loaded.Retired) return loaded;
             // Cleared before reading, so a change made while we read is seen by the next request.
             slot.Changed = false;
-            slot.Model = Load(name, slot.Model, storeOnlyDims);
+            slot.Model = Load(name, slot.Model, storeOnly);
             slot.Error = null;
             return slot.Model;
         }
@@ -118,7 +121,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
         }
     }
 
-    private ServedModel Load(string name, ServedModel? current, int? storeOnlyDims)
+    private ServedModel Load(string name, ServedModel? current, StoreOnlyShape? storeOnly)
     {
         string folder = Path.Combine(root.ModelsDirectory, name);
         if (BuiltInModels.IsBuiltIn(name) || Directory.Exists(folder))
@@ -131,12 +134,12 @@ internal sealed class ModelCatalog : IAsyncDisposable
         {
             return new ServedModel(name, existing, definition: null, loadedEncoder: null, options.Encoder, loggerFactory);
         }
-        if (storeOnlyDims is int dims)
+        if (storeOnly is { } shape)
         {
             ModelCache cache;
             try
             {
-                cache = root.CreateOrOpenCache(name, new CacheDescriptor { Dims = dims, Fingerprint = "", StoreOnly = true });
+                cache = root.CreateOrOpenCache(name, new CacheDescriptor { Dims = shape.Dims, DType = shape.DType, Fingerprint = "", StoreOnly = true });
             }
             catch (StorageFullException e)
             {
@@ -144,7 +147,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
                     $"the disk holding the cache is full, so the cache of '{name}' could not be created: {e.Message}", e);
                 return null;
             }
-            logger.StoreOnlyModelCreated(name, dims);
+            logger.StoreOnlyModelCreated(name, shape.Dims, NpyName(shape.DType));
             return new ServedModel(name, cache, definition: null, loadedEncoder: null, options.Encoder, loggerFactory);
         }
         CacheRequestException.Throw(CacheErrorKind.NotFound,
@@ -160,16 +163,23 @@ internal sealed class ModelCatalog : IAsyncDisposable
         {
             if (BuiltInModels.IsBuiltIn(name)) BuiltInModels.Provision(root.ModelsDirectory, name);
             var definition = ModelDefinition.Load(folder);
+            var existing = root.OpenCache(name);
+            var sameModelCache = existing is not null && existing.Fingerprint == definition.Fingerprint ? existing : null;
+            var dtype = StorageDType(name, definition.Settings, sameModelCache);
             // A model retired while its folder could not be read is never handed out again: its encoder is being
             // released, and every request would find it retired and ask again.
-            if (current is { Retired: false } && current.Definition?.Fingerprint == definition.Fingerprint) return current;
+            if (current is { Retired: false } && current.Definition?.Fingerprint == definition.Fingerprint)
+            {
+                // The same model: only its cache's storage dtype may follow a changed storage_dtype, once it is empty.
+                if (sameModelCache is not null && sameModelCache.DType != dtype) root.CreateOrOpenCache(name, Describe(definition, sameModelCache.Dims, dtype));
+                return current;
+            }
 
             // Dims come from the model's output; a cache made by this very model already knows them.
-            var existing = root.OpenCache(name);
             int dims;
-            if (existing is not null && existing.Fingerprint == definition.Fingerprint)
+            if (sameModelCache is not null)
             {
-                dims = existing.Dims;
+                dims = sameModelCache.Dims;
             }
             else
             {
@@ -178,13 +188,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
                 dims = encoder.Dims;
             }
             if (current is { Retired: false }) Retire(current, $"its fingerprint changed from {current.Fingerprint} to {definition.Fingerprint}");
-            var cache = root.CreateOrOpenCache(name, new CacheDescriptor
-            {
-                Dims = dims,
-                Fingerprint = definition.Fingerprint,
-                BaseModel = definition.Settings.BaseModel,
-                HuggingFaceUrl = definition.Settings.HuggingFaceUrl,
-            });
+            var cache = root.CreateOrOpenCache(name, Describe(definition, dims, dtype));
             logger.ModelLoaded(name, dims, definition.Fingerprint);
             return new ServedModel(name, cache, definition, encoder, options.Encoder, loggerFactory);
         }
@@ -199,6 +203,35 @@ internal sealed class ModelCatalog : IAsyncDisposable
             return null;
         }
     }
+
+    private static CacheDescriptor Describe(ModelDefinition definition, int dims, VectorDType dtype) => new()
+    {
+        Dims = dims,
+        DType = dtype,
+        Fingerprint = definition.Fingerprint,
+        BaseModel = definition.Settings.BaseModel,
+        HuggingFaceUrl = definition.Settings.HuggingFaceUrl,
+    };
+
+    /// <summary>
+    /// The dtype the model's cache is kept in: the folder's storage_dtype, except that a cache of this very model that
+    /// already holds rows in the other dtype keeps them (a changed setting must not drop vectors that may have been
+    /// stored under ids nobody can recompute); the new dtype applies once that cache is invalidated.
+    /// </summary>
+    private VectorDType StorageDType(string name, ModelSettings settings, ModelCache? sameModelCache)
+    {
+        var asked = settings.StoreFloat16 ? VectorDType.Float16 : VectorDType.Float32;
+        if (sameModelCache is null || sameModelCache.DType == asked) return asked;
+        long rows = sameModelCache[VectorKind.Query].RowCount + sameModelCache[VectorKind.Document].RowCount;
+        if (rows == 0) return asked;
+        logger.StorageDTypeKept(name, NpyName(asked), rows, NpyName(sameModelCache.DType));
+        return sameModelCache.DType;
+    }
+
+    private static string NpyName(VectorDType dtype) => dtype == VectorDType.Float16 ? "float16" : "float32";
+
+    /// <summary>What the first Put of an unknown model makes it: its width and storage dtype.</summary>
+    private readonly record struct StoreOnlyShape(int Dims, VectorDType DType);
 
     /// <summary>Before the cache is reset: requests that looked the old model up take the new one instead.</summary>
     private void Retire(ServedModel model, string reason)

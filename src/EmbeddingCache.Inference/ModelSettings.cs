@@ -48,4 +48,11 @@ public sealed class ModelSettings
 
     /// <summary>Where the model can be found on the Hugging Face Hub. Informational.</summary>
     public string? HuggingFaceUrl { get; init; }
+
+    /// <summary>
+    /// True when the model's cache stores vectors as float16 ('&lt;f2'): half the bytes on disk and in the page cache,
+    /// about three significant digits. From manifest.json's <c>storage_dtype</c> ("float32", the default, or "float16").
+    /// Not part of the fingerprint: it is how vectors are kept, not how they are made.
+    /// </summary>
+    public bool StoreFloat16 { get; init; }
 }

@@ -31,6 +31,7 @@ internal static class ModelSettingsReader
         int? dims = null;
         string? baseModel = null;
         string? huggingFaceUrl = null;
+        var storeFloat16 = false;
 
         var lowercasedBySentenceTransformers = false;
         var poolingFolder = ModelDefinition.DefaultPoolingFolder;
@@ -145,6 +146,10 @@ internal static class ModelSettingsReader
                 dims = GetInt(root, "dims", path, 1, ModelSettings.MaxDims) ?? dims;
                 baseModel = GetString(root, "base_model", path);
                 huggingFaceUrl = GetString(root, "huggingface_url", path);
+                if (GetString(root, "storage_dtype", path) is { } storageDType)
+                {
+                    storeFloat16 = ParseStorageDType(storageDType, path);
+                }
             }
         }
 
@@ -159,6 +164,7 @@ internal static class ModelSettingsReader
             Dims = dims,
             BaseModel = baseModel,
             HuggingFaceUrl = huggingFaceUrl,
+            StoreFloat16 = storeFloat16,
         };
     }
 
@@ -168,6 +174,14 @@ internal static class ModelSettingsReader
         "mean" => PoolingMode.Mean,
         "cls" => PoolingMode.Cls,
         _ => throw Bad(path, $"asks for pooling '{name}'; supported are 'mean' and 'cls'"),
+    };
+
+    /// <summary>True for "float16", false for "float32"; anything else is refused with the file named.</summary>
+    private static bool ParseStorageDType(string name, string path) => name.Trim().ToLowerInvariant() switch
+    {
+        "float32" => false,
+        "float16" => true,
+        _ => throw Bad(path, $"asks for storage_dtype '{name}'; supported are 'float32' and 'float16'"),
     };
 
     private static PoolingMode ReadPoolingConfig(JsonElement root, string path)

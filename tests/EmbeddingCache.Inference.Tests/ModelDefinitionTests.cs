@@ -185,7 +185,8 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
         File.WriteAllText(Path.Combine(folder, "sentence_bert_config.json"), """{"max_seq_length": 128}""");
         File.WriteAllText(Path.Combine(folder, ModelDefinition.ManifestFileName), """
             {"pooling": "mean", "normalize": false, "max_tokens": 64, "query_prefix": "q: ", "document_prefix": "d: ",
-             "base_model": "someone/something", "huggingface_url": "https://huggingface.co/someone/something", "size_mb": 1}
+             "base_model": "someone/something", "huggingface_url": "https://huggingface.co/someone/something", "size_mb": 1,
+             "storage_dtype": "float16"}
             """);
 
         var settings = ModelDefinition.Load(folder).Settings;
@@ -195,6 +196,7 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
         Assert.Equal("q: ", settings.QueryPrefix);
         Assert.Equal("d: ", settings.DocumentPrefix);
         Assert.Equal("someone/something", settings.BaseModel);
+        Assert.True(settings.StoreFloat16);
     }
 
     [Fact]
@@ -207,6 +209,7 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
         Assert.Equal(256, settings.MaxTokens);
         Assert.Equal("", settings.QueryPrefix);
         Assert.True(settings.LowerCase);
+        Assert.False(settings.StoreFloat16);
     }
 
     [Fact]
@@ -249,6 +252,8 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
     [InlineData("manifest.json", """{"pooling": "mean",""", "not valid JSON")]
     [InlineData("config_sentence_transformers.json", """{"prompts": {"query": 3}}""", "query")]
     [InlineData("manifest.json", """{"max_tokens": 1}""", "'max_tokens' 1, which is not an integer from 3")]
+    [InlineData("manifest.json", """{"storage_dtype": "int8"}""", "storage_dtype 'int8'; supported are 'float32' and 'float16'")]
+    [InlineData("manifest.json", """{"storage_dtype": 16}""", "'storage_dtype' that is not a string")]
     public void A_bad_settings_file_is_named_in_the_error(string file, string content, string expectedInMessage)
     {
         using var temp = new TempDirectory();
@@ -280,6 +285,7 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
         Assert.Matches("^[0-9a-f]{64}$", baseline);
         Assert.Equal(baseline, FingerprintOf("same-bytes-other-name"));
         Assert.Equal(baseline, FingerprintOf("informational-only", """{"base_model": "x/y", "huggingface_url": "https://example.org", "size_mb": 3}"""));
+        Assert.Equal(baseline, FingerprintOf("stored-as-float16", """{"storage_dtype": "float16"}"""));
 
         var changed = new[]
         {

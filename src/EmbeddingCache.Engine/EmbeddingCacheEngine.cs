@@ -19,6 +19,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
     private readonly VerifySamples samples;
     private readonly ILogger logger;
     private volatile bool stopping;
+    private Task? cachesOpened;
 
     private EmbeddingCacheEngine(EngineOptions options, ArtifactsRoot root, ILoggerFactory loggerFactory)
     {
@@ -50,6 +51,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
     /// </summary>
     public async Task LoadPreloadedModelsAsync(CancellationToken cancellationToken)
     {
+        BeginOpeningCaches();
         foreach (var name in options.PreloadModels)
         {
             var model = await catalog.GetAsync(name, cancellationToken).ConfigureAwait(false);
@@ -58,6 +60,23 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
                 using var warm = await model.AcquireBatcherAsync(cancellationToken).ConfigureAwait(false);
             }
         }
+        await cachesOpened!.WaitAsync(cancellationToken).ConfigureAwait(false);
+        Ready = true;
+    }
+
+    /// <summary>
+    /// Starts opening every cache on disk in the background, so that recovery runs while the host starts and the
+    /// preloaded models load (a model's first request waits for its own cache only). Idempotent.
+    /// </summary>
+    public void BeginOpeningCaches()
+    {
+        if (Volatile.Read(ref cachesOpened) is not null) return;
+        var opening = new Task(OpenEveryCache);
+        if (Interlocked.CompareExchange(ref cachesOpened, opening, null) is null) opening.Start(TaskScheduler.Default);
+    }
+
+    private void OpenEveryCache()
+    {
         foreach (var name in root.ListCaches())
         {
             try
@@ -69,7 +88,6 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
                 logger.CacheOpenFailed(name, e.Message);
             }
         }
-        Ready = true;
     }
 
     /// <summary>The batcher of a model that computes, loaded if need be: tests hold its batches with its gate.</summary>
@@ -530,6 +548,11 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         stopping = true;
+        if (cachesOpened is { } opening)
+        {
+            // Storage must not be released under a recovery still running; its failure was reported by the preload.
+            await opening.ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+        }
         await catalog.DisposeAsync().ConfigureAwait(false);
         root.Dispose();
     }

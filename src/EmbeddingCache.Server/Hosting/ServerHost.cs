@@ -94,6 +94,8 @@ public static partial class ServerHost
 
         var app = builder.Build();
         app.Services.GetRequiredService<CacheMetrics>();
+        // Recovery of the caches on disk runs while Kestrel starts: the first hit comes that much sooner.
+        app.Services.GetRequiredService<EmbeddingCacheEngine>().BeginOpeningCaches();
         app.Lifetime.ApplicationStarted.Register(() => WarnIfExposed(app));
         app.UseMiddleware<RefusalBrakeMiddleware>();
         app.MapGrpcService<EmbeddingCacheService>();

@@ -19,7 +19,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
     private readonly VerifySamples samples;
     private readonly ILogger logger;
     private volatile bool stopping;
-    private Task? cachesOpened;
+    private readonly Lazy<Task> cachesOpened;
 
     private EmbeddingCacheEngine(EngineOptions options, ArtifactsRoot root, ILoggerFactory loggerFactory)
     {
@@ -28,6 +28,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
         catalog = new ModelCatalog(root, options, loggerFactory);
         samples = new VerifySamples(root.EmbeddingsDirectory);
         logger = loggerFactory.CreateLogger<EmbeddingCacheEngine>();
+        cachesOpened = new Lazy<Task>(() => Task.Run(OpenEveryCache));
     }
 
     /// <summary>Opens the artifacts root (taking its writer lock) and returns an engine over it.</summary>
@@ -60,7 +61,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
                 using var warm = await model.AcquireBatcherAsync(cancellationToken).ConfigureAwait(false);
             }
         }
-        await cachesOpened!.WaitAsync(cancellationToken).ConfigureAwait(false);
+        await cachesOpened.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
         Ready = true;
     }
 
@@ -68,12 +69,7 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
     /// Starts opening every cache on disk in the background, so that recovery runs while the host starts and the
     /// preloaded models load (a model's first request waits for its own cache only). Idempotent.
     /// </summary>
-    public void BeginOpeningCaches()
-    {
-        if (Volatile.Read(ref cachesOpened) is not null) return;
-        var opening = new Task(OpenEveryCache);
-        if (Interlocked.CompareExchange(ref cachesOpened, opening, null) is null) opening.Start(TaskScheduler.Default);
-    }
+    public void BeginOpeningCaches() => _ = cachesOpened.Value;
 
     private void OpenEveryCache()
     {
@@ -548,10 +544,10 @@ public sealed class EmbeddingCacheEngine : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         stopping = true;
-        if (cachesOpened is { } opening)
+        if (cachesOpened.IsValueCreated)
         {
             // Storage must not be released under a recovery still running; its failure was reported by the preload.
-            await opening.ContinueWith(static _ => { }, TaskScheduler.Default).ConfigureAwait(false);
+            await cachesOpened.Value.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
         await catalog.DisposeAsync().ConfigureAwait(false);
         root.Dispose();

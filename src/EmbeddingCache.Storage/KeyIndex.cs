@@ -9,44 +9,47 @@ namespace EmbeddingCache.Storage;
 /// addressing with linear probing over 20-byte slots at a load of at most 0.8, placed by multiply-shift so any
 /// capacity works. A table sized on open costs 25 bytes per entry; growth is by a quarter, so a table grown by
 /// appends costs at most 31.25: both indexes of a kind stay under 64 bytes per row, and no object is allocated per
-/// entry. One writer (the store's write loop) and any number of readers, without locks: a slot's key is written
-/// before its location is published with a release write, readers acquire the location first, and a resize
-/// publishes a complete new table in one reference write.
+/// entry. The table lives in native memory on 2 MiB pages where the OS offers them (<see cref="SlotMemory"/>). One
+/// writer (the store's write loop) and any number of readers, without locks: a slot's key is written before its
+/// location is published with a release write, readers acquire the location first, and a resize publishes a
+/// complete new table in one reference write; a reader holding the old table keeps its memory alive.
 /// </summary>
 internal sealed class KeyIndex
 {
     private const int MinimumCapacity = 16;
 
-    private Slot[] _slots;
+    private Table _table;
     private int _count;
 
     public KeyIndex(int expectedEntries = 0)
     {
-        _slots = new Slot[CapacityFor(expectedEntries)];
+        _table = new Table(CapacityFor(expectedEntries));
     }
 
     /// <summary>Distinct keys.</summary>
     public int Count => Volatile.Read(ref _count);
 
     /// <summary>Bytes held by the table (for memory accounting).</summary>
-    public long TableBytes => (long)Volatile.Read(ref _slots).Length * Unsafe.SizeOf<Slot>();
+    public long TableBytes => (long)Volatile.Read(ref _table).Capacity * Unsafe.SizeOf<Slot>();
 
     public bool TryGetValue(ContentKey key, out uint location)
     {
-        Slot[] slots = Volatile.Read(ref _slots);
-        for (int i = Home(key, slots.Length); ; i = Next(i, slots.Length))
+        Table table = Volatile.Read(ref _table);
+        for (int i = Home(key, table.Capacity); ; i = Next(i, table.Capacity))
         {
-            ref Slot slot = ref slots[i];
+            ref Slot slot = ref table[i];
             uint stored = Volatile.Read(ref slot.Location);
             if (stored == 0)
             {
                 location = 0;
+                GC.KeepAlive(table);
                 return false;
             }
 
             if (slot.High == key.High && slot.Low == key.Low)
             {
                 location = stored - 1;
+                GC.KeepAlive(table);
                 return true;
             }
         }
@@ -59,8 +62,9 @@ internal sealed class KeyIndex
     {
         if (Sse.IsSupported)
         {
-            Slot[] slots = Volatile.Read(ref _slots);
-            Sse.Prefetch0(Unsafe.AsPointer(ref slots[Home(key, slots.Length)]));
+            Table table = Volatile.Read(ref _table);
+            Sse.Prefetch0(Unsafe.AsPointer(ref table[Home(key, table.Capacity)]));
+            GC.KeepAlive(table);
         }
     }
 
@@ -68,12 +72,12 @@ internal sealed class KeyIndex
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // millions of calls on open: skip tier-0
     public void Set(ContentKey key, uint location)
     {
-        if ((_count + 1) * 5L > _slots.Length * 4L)
+        if ((_count + 1) * 5L > _table.Capacity * 4L)
         {
-            Resize((int)Math.Min(Array.MaxLength, _slots.Length + (_slots.Length / 4L)));
+            Resize((int)Math.Min(Array.MaxLength, _table.Capacity + (_table.Capacity / 4L)));
         }
 
-        if (Insert(_slots, key, checked(location + 1)))
+        if (Insert(_table, key, checked(location + 1)))
         {
             Volatile.Write(ref _count, _count + 1);
         }
@@ -83,18 +87,18 @@ internal sealed class KeyIndex
     public void EnsureCapacity(int entries)
     {
         int capacity = CapacityFor(entries);
-        if (capacity > _slots.Length)
+        if (capacity > _table.Capacity)
         {
             Resize(capacity);
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static bool Insert(Slot[] slots, ContentKey key, uint storedLocation)
+    private static bool Insert(Table table, ContentKey key, uint storedLocation)
     {
-        for (int i = Home(key, slots.Length); ; i = Next(i, slots.Length))
+        for (int i = Home(key, table.Capacity); ; i = Next(i, table.Capacity))
         {
-            ref Slot slot = ref slots[i];
+            ref Slot slot = ref table[i];
             if (slot.Location == 0)
             {
                 slot.High = key.High;
@@ -114,16 +118,17 @@ internal sealed class KeyIndex
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Resize(int capacity)
     {
-        var slots = new Slot[capacity];
-        foreach (Slot slot in _slots)
+        var table = new Table(capacity);
+        for (int i = 0; i < _table.Capacity; i++)
         {
+            ref Slot slot = ref _table[i];
             if (slot.Location != 0)
             {
-                Insert(slots, new ContentKey(slot.High, slot.Low), slot.Location);
+                Insert(table, new ContentKey(slot.High, slot.Low), slot.Location);
             }
         }
 
-        Volatile.Write(ref _slots, slots);
+        Volatile.Write(ref _table, table);
     }
 
     // Keys are uniformly random, so the high bits of a 32x32 product spread them over any capacity.
@@ -143,6 +148,16 @@ internal sealed class KeyIndex
 
         /// <summary>Row location + 1; 0 marks an empty slot.</summary>
         public uint Location;
+    }
+
+    /// <summary>A fixed number of zeroed slots. Whoever reads a slot keeps the table reachable until done.</summary>
+    private sealed unsafe class Table(int capacity)
+    {
+        private readonly SlotMemory _memory = new((nuint)capacity * (nuint)sizeof(Slot));
+
+        public int Capacity { get; } = capacity;
+
+        public ref Slot this[int index] => ref ((Slot*)_memory.Pointer)[index];
     }
 }
 

@@ -48,32 +48,41 @@ internal static partial class KindFolderRecovery
 
         recovered.Keys.EnsureCapacity((int)Math.Min(expectedRows, int.MaxValue / 2));
 
-        // Sidecars are parsed and their ids hashed in parallel, a window at a time; rows enter the index in
-        // segment order so the newest write of a key or id wins.
+        // Sidecars are parsed and their ids hashed on worker threads, a few segments ahead of the one entering
+        // the index: parsing overlaps indexing. Rows enter the index in segment order so the newest write of a key
+        // or id wins.
         var kept = new List<Candidate>();
-        int window = Math.Max(1, Environment.ProcessorCount);
-        for (int start = 0; start < candidates.Count; start += window)
+        int lookahead = Math.Max(1, Environment.ProcessorCount);
+        var parsed = new Task[candidates.Count];
+        for (int i = 0; i < Math.Min(lookahead, candidates.Count); i++)
         {
-            List<Candidate> batch = candidates.GetRange(start, Math.Min(window, candidates.Count - start));
-            Parallel.ForEach(batch, new ParallelOptions { MaxDegreeOfParallelism = window }, candidate => candidate.ParseSidecar());
-            foreach (Candidate candidate in batch)
+            parsed[i] = Task.Run(candidates[i].ParseSidecar);
+        }
+
+        for (int i = 0; i < candidates.Count; i++)
+        {
+            parsed[i].GetAwaiter().GetResult();
+            if (i + lookahead < candidates.Count)
             {
-                if (candidate.Problem is not null)
-                {
-                    QuarantineSegment(modelDirectory, model, kindName, candidate.NpyPath, candidate.Problem, logger);
-                    continue;
-                }
-
-                candidate.TrimTail(layout, model, kindName, logger);
-                if (kept.Count == 0 && candidate.IdRows > 0)
-                {
-                    // Caches written with ids usually have one per row: size the id index once, too.
-                    recovered.Ids.EnsureCapacity((int)Math.Min(expectedRows, int.MaxValue / 2));
-                }
-
-                candidate.AddToIndex(kept.Count, recovered);
-                kept.Add(candidate);
+                parsed[i + lookahead] = Task.Run(candidates[i + lookahead].ParseSidecar);
             }
+
+            Candidate candidate = candidates[i];
+            if (candidate.Problem is not null)
+            {
+                QuarantineSegment(modelDirectory, model, kindName, candidate.NpyPath, candidate.Problem, logger);
+                continue;
+            }
+
+            candidate.TrimTail(layout, model, kindName, logger);
+            if (kept.Count == 0 && candidate.IdRows > 0)
+            {
+                // Caches written with ids usually have one per row: size the id index once, too.
+                recovered.Ids.EnsureCapacity((int)Math.Min(expectedRows, int.MaxValue / 2));
+            }
+
+            candidate.AddToIndex(kept.Count, recovered);
+            kept.Add(candidate);
         }
 
         bool sync = options.Durability == DurabilityMode.GroupCommit;
@@ -328,8 +337,15 @@ internal static partial class KindFolderRecovery
         [MethodImpl(MethodImplOptions.AggressiveOptimization)] // one long loop per segment on open
         private void Add(int slot, ContentKey?[] keys, KeyIndex index, RowAddressing addressing)
         {
+            // Keys are random, so nearly every insert misses the cache: start loading the slot a few rows ahead.
+            const int PrefetchDistance = 16;
             for (int row = 0; row < Rows; row++)
             {
+                if (row + PrefetchDistance < Rows && keys[row + PrefetchDistance] is { } ahead)
+                {
+                    index.Prefetch(ahead);
+                }
+
                 if (keys[row] is { } key)
                 {
                     index.Set(key, addressing.Pack(slot, row));

@@ -46,12 +46,11 @@ internal static partial class KindFolderRecovery
             throw new IOException($"{model}/{kindName} holds {candidates.Count} segments; its index addresses at most {recovered.Addressing.MaxSegments} at this segment size");
         }
 
-        recovered.Keys.EnsureCapacity((int)Math.Min(expectedRows, int.MaxValue / 2));
-
         // Sidecars are parsed and their ids hashed on worker threads, a few segments ahead of the one entering
         // the index: parsing overlaps indexing. Rows enter the index in segment order so the newest write of a key
         // or id wins.
         var kept = new List<Candidate>();
+        long rowsBefore = 0;
         int lookahead = Math.Max(1, Environment.ProcessorCount);
         var parsed = new Task[candidates.Count];
         for (int i = 0; i < Math.Min(lookahead, candidates.Count); i++)
@@ -68,6 +67,8 @@ internal static partial class KindFolderRecovery
             }
 
             Candidate candidate = candidates[i];
+            long rowsFromHere = expectedRows - rowsBefore;
+            rowsBefore += candidate.Limit;
             if (candidate.Problem is not null)
             {
                 QuarantineSegment(modelDirectory, model, kindName, candidate.NpyPath, candidate.Problem, logger);
@@ -75,11 +76,10 @@ internal static partial class KindFolderRecovery
             }
 
             candidate.TrimTail(layout, model, kindName, logger);
-            if (kept.Count == 0 && candidate.IdRows > 0)
-            {
-                // Caches written with ids usually have one per row: size the id index once, too.
-                recovered.Ids.EnsureCapacity((int)Math.Min(expectedRows, int.MaxValue / 2));
-            }
+            // A cache usually keys every row from its first keyed segment on (by text, by id, or both): size each
+            // index once, when its first keys come, for every row from there on.
+            SizeOnFirstKeys(recovered.Keys, candidate.KeyRows, rowsFromHere);
+            SizeOnFirstKeys(recovered.Ids, candidate.IdRows, rowsFromHere);
 
             candidate.AddToIndex(kept.Count, recovered);
             kept.Add(candidate);
@@ -106,6 +106,14 @@ internal static partial class KindFolderRecovery
         }
 
         return recovered;
+    }
+
+    private static void SizeOnFirstKeys(KeyIndex index, int keysInSegment, long rowsFromHere)
+    {
+        if (index.Count == 0 && keysInSegment > 0)
+        {
+            index.EnsureCapacity((int)Math.Min(rowsFromHere, int.MaxValue / 2));
+        }
     }
 
     private static SortedDictionary<int, string> SortEntries(string modelDirectory, string model, string kindName, string directory, ILogger logger)
@@ -225,6 +233,8 @@ internal static partial class KindFolderRecovery
 
         public long SidecarBytes { get; private set; }
 
+        public int KeyRows { get; private set; }
+
         public int IdRows { get; private set; }
 
         public string? Problem { get; private set; }
@@ -257,7 +267,8 @@ internal static partial class KindFolderRecovery
 
                 Rows = records;
                 SidecarBytes = consumed;
-                IdRows = CountIds(_idKeys, records);
+                KeyRows = CountPresent(_keys, records);
+                IdRows = CountPresent(_idKeys, records);
             }
             finally
             {
@@ -298,25 +309,29 @@ internal static partial class KindFolderRecovery
         public void AddToIndex(int slot, RecoveredKind recovered)
         {
             // The two indexes are independent tables, each filled in row order: fill them side by side.
-            if (IdRows > 0)
+            if (KeyRows > 0 && IdRows > 0)
             {
                 Parallel.Invoke(() => Add(slot, _keys, recovered.Keys, recovered.Addressing), () => Add(slot, _idKeys, recovered.Ids, recovered.Addressing));
             }
-            else
+            else if (KeyRows > 0)
             {
                 Add(slot, _keys, recovered.Keys, recovered.Addressing);
+            }
+            else if (IdRows > 0)
+            {
+                Add(slot, _idKeys, recovered.Ids, recovered.Addressing);
             }
 
             ReturnKeys();
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static int CountIds(ContentKey?[] idKeys, int rows)
+        private static int CountPresent(ContentKey?[] keys, int rows)
         {
             int count = 0;
             for (int row = 0; row < rows; row++)
             {
-                count += idKeys[row].HasValue ? 1 : 0;
+                count += keys[row].HasValue ? 1 : 0;
             }
 
             return count;

@@ -33,6 +33,31 @@ public sealed class HitPathTests(ITestOutputHelper output) : IDisposable
         }
     }
 
+    [Fact]
+    public async Task A_cache_of_ids_with_a_few_texts_at_the_end_opens_with_an_index_sized_for_what_each_table_holds()
+    {
+        const int KeyedRows = 500;
+        using (ArtifactsRoot root = _artifacts.Open(segmentRows: 4096, durability: DurabilityMode.None))
+        {
+            VectorStore store = root.CreateOrOpenCache("mini", Tests.Rows.Descriptor(Dims))[VectorKind.Document];
+            await store.AppendAsync(Tests.Rows.Batch(Dims, Enumerable.Range(0, Rows), withKeys: false), AppendMode.Overwrite, -1);
+            await store.AppendAsync(Tests.Rows.Batch(Dims, Enumerable.Range(Rows, KeyedRows), withIds: false), AppendMode.Overwrite, -1);
+        }
+
+        using (ArtifactsRoot root = _artifacts.Open(segmentRows: 4096, durability: DurabilityMode.None))
+        {
+            VectorStore store = root.OpenCache("mini")![VectorKind.Document];
+            Assert.Equal((Rows, KeyedRows), (store.IdCount, store.KeyCount));
+
+            // Sizing the text index for every row of the cache, as if all were keyed, would double the bytes.
+            double perRow = (double)store.IndexBytes / (Rows + KeyedRows);
+            output.WriteLine($"{store.IndexBytes} index bytes for {Rows} ids and {KeyedRows} texts = {perRow:F1} per row");
+            Assert.True(perRow < 40, $"{perRow:F1} index bytes per row");
+            Assert.Equal(Tests.Rows.Vector(Rows + 1, Dims), Tests.Rows.One(store, Rows + 1));
+            Assert.Equal(Tests.Rows.Vector(7, Dims), Tests.Rows.GatherIds(store, [Tests.Rows.Id(7)])[0]);
+        }
+    }
+
     [Theory]
     [InlineData(VectorDType.Float32, VectorDType.Float32)]
     [InlineData(VectorDType.Float32, VectorDType.Float16)]

@@ -12,6 +12,12 @@ public sealed class HitPathReport
     /// <summary>Other processes' share of all cores above which a phase counts as disturbed.</summary>
     private const double BusyShare = 0.05;
 
+    /// <summary>
+    /// Phases shorter than this are not judged: /proc/stat counts in 10 ms ticks, so a phase of a few milliseconds
+    /// (the data step when its files are reused) reads as busy or idle by chance.
+    /// </summary>
+    private static readonly TimeSpan ShortestJudgedPhase = TimeSpan.FromSeconds(1);
+
     private static readonly CultureInfo Invariant = CultureInfo.InvariantCulture;
 
     private static readonly Dictionary<string, string> PeerLabels = new()
@@ -52,7 +58,7 @@ public sealed class HitPathReport
 
     /// <summary>True when other processes used more than a few percent of the machine while it was measured.</summary>
     public bool MachineWasBusy =>
-        Phases.Any(phase => phase.Load.Others + phase.Load.Steal > BusyShare)
+        Phases.Any(phase => phase.Elapsed >= ShortestJudgedPhase && phase.Load.Others + phase.Load.Steal > BusyShare)
         || (Samples.Count > 0 && Samples.Select(sample => sample.Others + sample.Steal).Median() > BusyShare);
 
     /// <summary>The report; <paramref name="chartFile"/> is the chart's file name beside it.</summary>
@@ -92,7 +98,7 @@ public sealed class HitPathReport
         if (Client is { } client)
         {
             md.AppendLine($"- Client: Python {client.Python}, numpy {client.Numpy}, grpcio {client.Grpcio}, redis-py {client.RedisPy ?? "not used"} " +
-                          $"(hiredis {client.Hiredis ?? "not installed"}); the project's `embedding_cache.Client` for every gRPC peer (floor included), so all pay the same client code.");
+                          $"(hiredis {client.Hiredis ?? "not installed"}); the project's `embedding_cache.Client` for every gRPC peer (floor included), so all pay the same client code; the floor and the server both run with thread-pool spinning off, as the server ships.");
         }
 
         md.AppendLine($"- Data: {Options.Rows:N0} random unit vectors (seed {Options.Seed}) with ids `doc-0000000`…, imported into model `{HitDataset.Model}` (kind document) of a fresh artifacts root, " +

@@ -16,7 +16,7 @@ public static class HitPathBenchmark
     public const string Python = "/usr/bin/python3";
 
     /// <summary>The latency peers, in the report's order.</summary>
-    public static readonly string[] LatencyPeers = ["floor", "redis", "embcache-get", "embcache-embed", "local-get", "mmap-segments", "mmap-npy"];
+    public static readonly string[] LatencyPeers = ["floor", "floor-bytes", "redis", "embcache-get", "embcache-embed", "local-get", "mmap-segments", "mmap-npy"];
 
     private static readonly JsonSerializerOptions SnakeCase = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
@@ -43,7 +43,7 @@ public static class HitPathBenchmark
         var npy = dataset.Vectors(0, options.Rows);
         var root = await dataset.RootAsync(options.Rows, options.Rows, texts, cancellationToken).ConfigureAwait(false);
         var doubleRoot = options.SkipOpen ? null : await dataset.RootAsync(2L * options.Rows, options.Rows, texts, cancellationToken).ConfigureAwait(false);
-        report.Phases.Add(new Phase("data and caches (reused when present)", Stopwatch.GetElapsedTime(phaseStarted), watch.Stop()));
+        report.Phases.Add(new Phase("data and caches (reused when present)", Stopwatch.GetElapsedTime(phaseStarted), watch.Stop(), Measures: false));
 
         var runDirectory = Path.Combine(work, $"run-{Environment.ProcessId}");
         Directory.CreateDirectory(runDirectory);
@@ -57,7 +57,7 @@ public static class HitPathBenchmark
                 phaseStarted = Stopwatch.GetTimestamp();
                 report.Opens.AddRange(await OpenTime.MeasureAsync(
                     [(0, emptyRoot), (options.Rows, root), (2L * options.Rows, doubleRoot!)], options.OpenRepeats, cancellationToken).ConfigureAwait(false));
-                report.Phases.Add(new Phase("open time", Stopwatch.GetElapsedTime(phaseStarted), watch.Stop()));
+                report.Phases.Add(new Phase("open time", Stopwatch.GetElapsedTime(phaseStarted), watch.Stop(), Measures: true));
             }
 
             Console.WriteLine("Starting the peers on 127.0.0.1:");
@@ -69,7 +69,7 @@ public static class HitPathBenchmark
                 watch = MachineLoad.Watch(OwnTreeCpuTime);
                 phaseStarted = Stopwatch.GetTimestamp();
                 var keys = await redis.LoadAsync(npy, 0, options.Rows, cancellationToken).ConfigureAwait(false);
-                report.Phases.Add(new Phase("loading Redis", Stopwatch.GetElapsedTime(phaseStarted), watch.Stop()));
+                report.Phases.Add(new Phase("loading Redis", Stopwatch.GetElapsedTime(phaseStarted), watch.Stop(), Measures: false));
                 report.RedisUsedMemory = await redis.UsedMemoryAsync(cancellationToken).ConfigureAwait(false);
                 Console.WriteLine($"  redis  127.0.0.1:{redis.Port}: {keys:N0} keys, {report.RedisUsedMemory / 1e6:F0} MB used, loaded in {report.Phases[^1].Elapsed.TotalSeconds:F1} s");
             }
@@ -125,7 +125,7 @@ public static class HitPathBenchmark
                 report.Samples.AddRange(sampler.Samples);
             }
 
-            report.Phases.Add(new Phase("measuring (Python client and peers)", Stopwatch.GetElapsedTime(phaseStarted), watch.Stop()));
+            report.Phases.Add(new Phase("measuring (Python client and peers)", Stopwatch.GetElapsedTime(phaseStarted), watch.Stop(), Measures: true));
             report.ServerMemory = ProcessMemory.Of(server.ProcessId);
             report.Client = JsonSerializer.Deserialize<ClientResults>(await File.ReadAllTextAsync(resultsPath, cancellationToken).ConfigureAwait(false), SnakeCase);
         }
@@ -236,8 +236,8 @@ public static class HitPathBenchmark
     }
 }
 
-/// <summary>A phase of the run, how long it took and how busy the machine was meanwhile.</summary>
-public sealed record Phase(string Name, TimeSpan Elapsed, PhaseLoad Load);
+/// <summary>A phase of the run, how long it took, how busy the machine was meanwhile, and whether figures come from it (only those phases judge the run quiet or busy).</summary>
+public sealed record Phase(string Name, TimeSpan Elapsed, PhaseLoad Load, bool Measures);
 
 /// <summary>Takes a <see cref="PhaseLoad"/> every interval until disposed, to show whether the machine was quiet throughout.</summary>
 public sealed class LoadSampler : IDisposable

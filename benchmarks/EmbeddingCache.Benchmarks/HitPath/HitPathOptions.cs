@@ -75,6 +75,7 @@ public sealed class HitPathOptions
              [--output FILE] [--work-dir DIR] [--skip-redis] [--skip-embed] [--skip-local] [--skip-concurrency] [--skip-open]
           Hit-path latency and throughput from a Python grpcio client, in one run, round-robin, against:
             floor            a bare Grpc.AspNetCore server returning a precomputed payload (no lookup)
+            floor-bytes      the floor's reply taken as raw bytes (grpcio alone: no protobuf parse, no numpy)
             redis            Redis 7 MGET of the same vectors (persistence off)
             mmap-npy/-segments  numpy gathers from memory maps in the client (the limit)
             embcache-get/-embed and the Python client's local open_cache(...).get

@@ -40,6 +40,21 @@ public sealed class IdKeyTests
             Assert.True(seen.Add(key), $"'{id}' collides");
         }
 
+        // The same keys as CBC-MAC computed block by block, on both sides of the precomputed length blocks.
+        foreach (int length in new[] { 0, 1, 12, 16, 255, 256, 257, 300 })
+        {
+            byte[] utf8 = Encoding.UTF8.GetBytes(new string('z', length));
+            Vector128<byte> state = IdKey.Encrypt(IdKey.LengthBlock(length));
+            for (int offset = 0; offset < length; offset += 16)
+            {
+                byte[] block = new byte[16];
+                utf8.AsSpan(offset, Math.Min(16, length - offset)).CopyTo(block);
+                state = IdKey.Encrypt(state ^ Vector128.Create(block));
+            }
+
+            Assert.Equal(new ContentKey(state.AsUInt64().GetElement(0), state.AsUInt64().GetElement(1)), IdKey.FromUtf8(utf8));
+        }
+
         // A zero-padded final block must not make "x" and "x\0" (or any two lengths) equal.
         for (int n = 0; n < 100_000; n++)
         {

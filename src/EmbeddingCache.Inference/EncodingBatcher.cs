@@ -571,8 +571,10 @@ public sealed class EncodingBatcher : IAsyncDisposable
 
         for (var i = 0; i < members.Length; i++)
         {
-            members[i].Request.Deliver(members[i].Index, rows.Slice(i * dims, dims));
+            // Counted and its room released before the row is delivered: a caller whose call completes sees its own
+            // texts in TextsEncoded and out of QueuedTexts.
             Finish(members[i], dropped: false);
+            members[i].Request.Deliver(members[i].Index, rows.Slice(i * dims, dims));
         }
     }
 

@@ -361,6 +361,55 @@ class OpenCacheTests(unittest.TestCase):
         self.assertEqual(files.vectors[10:260].tobytes(), rows[10:260].tobytes())
         self.assertEqual(files.get(ids)[0].tobytes(), client.get(model, ids=ids).vectors.tobytes())
 
+    def test_one_id_and_many_ids_with_repeats_and_misses_answer_alike(self):
+        model, n = unique("py-lookup"), 150
+        ids = [f"id-{i}" for i in range(n)]
+        rows = random_rows(n, 8, seed=12)
+        client.put(model, rows, ids=ids)
+        client.put(model, rows[:3] * 3, ids=ids[:3])  # newer rows for three ids
+        files = ec.open_cache(ARTIFACTS, model)
+        wanted = ids[::-1] + ["absent", ids[1], ids[1]] + [f"absent-{i}" for i in range(20)]
+        vectors, found = files.get(wanted)
+        expected = client.get(model, ids=wanted)
+        self.assertEqual(found.tolist(), expected.found.tolist())
+        self.assertEqual(vectors.tobytes(), expected.vectors.tobytes())
+        for ident in (ids[0], ids[77], "absent"):  # one id: the scalar path
+            one, one_found = files.get(ident)
+            self.assertEqual(one.tobytes(), client.get(model, ids=[ident]).vectors.tobytes())
+            self.assertEqual(one_found.tolist(), [ident != "absent"])
+
+    def test_refresh_reads_only_rows_committed_since_and_restarts_after_invalidate(self):
+        model, n = unique("py-refresh"), 250
+        ids = [f"id-{i}" for i in range(n)]
+        rows = random_rows(n, 8, seed=11)
+        batch = texts(3)
+        client.put(model, rows[:100], ids=ids[:100])
+        files = ec.open_cache(ARTIFACTS, model)
+        self.assertEqual(len(files), 100)
+        self.assertEqual(files.refresh(), 0)
+        sealed = files._segments[0]
+        sealed_rows, sealed_offset = sealed.rows, sealed.sidecar_offset
+
+        client.put(model, rows[100:], ids=ids[100:])
+        client.put(model, rows[:10] * 2, ids=ids[:10])  # the newest row of an id wins after refresh too
+        client.put(model, rows[:3], texts=batch)
+        self.assertFalse(files.get(ids[200:201])[1].any())  # a snapshot until refreshed
+        self.assertEqual(files.refresh(), 150 + 10 + 3)
+        self.assertIs(sealed.rows, sealed_rows)  # the sealed segment was not read again
+        self.assertEqual(sealed.sidecar_offset, sealed_offset)
+        vectors, found = files.get(ids)
+        self.assertTrue(found.all())
+        self.assertEqual(vectors.tobytes(), client.get(model, ids=ids).vectors.tobytes())
+        self.assertEqual(files.lookup_texts(batch)[0].tobytes(), rows[:3].tobytes())
+        self.assertEqual(files.ids, ec.open_cache(ARTIFACTS, model).ids)
+
+        client.invalidate(model)
+        client.put(model, rows[:5], ids=ids[:5])
+        files.refresh()
+        self.assertEqual(files.ids, ids[:5])
+        self.assertEqual(files.get(ids[:6])[1].tolist(), [True] * 5 + [False])
+        self.assertFalse(files.lookup_texts(batch)[1].any())
+
     def test_lookup_texts_applies_the_models_query_prefix(self):
         queries = [f"what is {unique()}?", "dense retrieval"]
         embedded = client.embed(ARCTIC, queries, kind="query")

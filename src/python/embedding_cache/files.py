@@ -97,9 +97,16 @@ class _Segment:
             raise _Replaced(self.npy_path)
         if rows == 0:
             self.rows = np.empty((0, dims), dtype)
-        else:
+        elif rows != len(self.rows):
             self.rows = np.frombuffer(self._mapping, dtype, rows * dims, offset).reshape(rows, dims)
         return rows
+
+    def replaced(self):
+        """Whether the file at this segment's path is no longer the one read (or is gone)."""
+        try:
+            return os.stat(self.npy_path).st_ino != self.inode
+        except FileNotFoundError:
+            return True
 
     def read_sidecar(self, first, rows):
         """Records [first, rows) as (keys, ids), read from where the last call stopped; a record being
@@ -408,6 +415,7 @@ class CacheFiles:
         self.vectors = LazyVectors([], dims, np.dtype(self.manifest.get("dtype") or "<f4"))
         self.ids, self.keys = [], []
         self._segments = {}  # segment number -> _Segment, in file order
+        self._growing = None  # the last segment read: the only one the server may still append to
         self._id_rows, self._key_rows = _FingerprintIndex(_id_fingerprints), None
 
     def __len__(self):
@@ -441,11 +449,13 @@ class CacheFiles:
                 if self._segments and number < max(self._segments):
                     raise _Replaced(name)
                 self._segments[number] = _Segment(os.path.join(self._kind_dir, name))
-        if len(numbered) < len(self._segments):
+        if len(numbered) < len(self._segments) or (self._growing is not None and self._segments[min(self._segments)].replaced()):
             raise _Replaced(self._kind_dir)
         before = len(self.ids)
         dims, dtype = self.dims, self.dtype
-        for segment in self._segments.values():
+        for number, segment in self._segments.items():
+            if self._growing is not None and number < self._growing:
+                continue  # sealed: never written again
             known = len(segment.rows)
             rows = segment.refresh()
             if rows == known:
@@ -464,6 +474,7 @@ class CacheFiles:
             if self._key_rows is not None:
                 self._key_rows.update(keys, start)
         self.vectors._set([s.rows for s in self._segments.values()], dims, dtype)
+        self._growing = max(self._segments, default=None)
         return len(self.ids) - before
 
     def _key_index(self):

@@ -19,7 +19,8 @@ import unittest
 
 import numpy as np
 
-from test_client import ADDRESS, ARCTIC, MINILM, texts, unique
+import test_client
+from test_client import ADDRESS, ARCTIC, MINILM, tearDownModule, texts, unique  # noqa: F401 (tearDownModule: unittest's)
 
 import embedding_cache as ec  # noqa: E402  (test_client puts src/python on the path)
 
@@ -30,11 +31,8 @@ client = None
 
 def setUpModule():
     global client
-    client = ec.Client(ADDRESS, timeout=300)
-
-
-def tearDownModule():
-    client.close()
+    test_client.setUpModule()
+    client = test_client.client
 
 
 class PromptType(enum.Enum):

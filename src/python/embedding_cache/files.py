@@ -111,9 +111,8 @@ class _Segment:
     def read_sidecar(self, first, rows):
         """Records [first, rows) as (keys, ids), read from where the last call stopped; a record being
         appended right now (past the header count) is not read."""
-        keys, ids = [], []
         if rows <= first:
-            return keys, ids
+            return [], []
         with open(self.sidecar_path, "rb") as f:
             f.seek(self.sidecar_offset)
             unpacker = msgpack.Unpacker(f, raw=False)
@@ -122,11 +121,10 @@ class _Segment:
             except msgpack.OutOfData:
                 records = []
             self.sidecar_offset += unpacker.tell()
-        for record in records:
-            key, ident = record
-            keys.append(None if key is None else bytes(key))
-            ids.append(ident)
-        return keys, ids
+        if not records:
+            return [], []
+        keys, ids = zip(*records)  # [key, id] records: key is bytes (msgpack bin) or None
+        return list(keys), list(ids)
 
 
 class _Replaced(Exception):
@@ -467,12 +465,12 @@ class CacheFiles:
             if len(self.ids) and (segment.rows.shape[1], segment.rows.dtype) != (dims, dtype):
                 raise ValueError(f"{segment.npy_path}: shape {segment.rows.shape} {segment.rows.dtype} differs from earlier segments ({dims}, {dtype})")
             dims, dtype = segment.rows.shape[1], segment.rows.dtype
-            start = len(self.ids)
             self.ids.extend(ids)
             self.keys.extend(keys)
-            self._id_rows.update(ids, start)
-            if self._key_rows is not None:
-                self._key_rows.update(keys, start)
+        # One index update for all new rows: one pass of vectorised probes, at most one growth of the table.
+        self._id_rows.update(self.ids[before:], before)
+        if self._key_rows is not None:
+            self._key_rows.update(self.keys[before:], before)
         self.vectors._set([s.rows for s in self._segments.values()], dims, dtype)
         self._growing = max(self._segments, default=None)
         return len(self.ids) - before

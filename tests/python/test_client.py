@@ -431,6 +431,29 @@ class OpenCacheTests(unittest.TestCase):
             ec.open_cache(ARTIFACTS, "no-such-model")
 
 
+class FingerprintIndexTests(unittest.TestCase):
+    """open_cache's id index without a server: keys probed past their first window, misses, later rows winning."""
+
+    def test_every_key_is_found_wherever_it_was_placed_and_absent_ones_are_not(self):
+        from embedding_cache import files
+
+        index = files._FingerprintIndex(files._id_fingerprints)
+        ids = [f"doc-{i}" for i in range(6000)]
+        index.update(ids[:4000], 0)
+        index.update(ids[3000:], 4000)  # ids 3000..3999 get newer rows; the table grows once
+        expected = np.array([i if i < 3000 else i + 1000 for i in range(6000)])
+        occupied = np.flatnonzero(index._table[:, 2])
+        displacement = (occupied - (index._table[occupied, 0] & index._mask)) & index._mask
+        self.assertGreater((displacement >= index._WINDOW).sum(), 0, "some keys lie past their first window")
+        wanted = ids + ["absent"] * 3 + ids[::-7]
+        self.assertEqual(index.rows(wanted).tolist(), expected.tolist() + [-1] * 3 + expected[::-7].tolist())
+        for i in (0, 3500, 5999):  # fewer keys than the vectorised path takes
+            self.assertEqual(index.rows([ids[i]]).tolist(), [expected[i]])
+        self.assertEqual(index.rows(["absent"]).tolist(), [-1])
+        with self.assertRaises(TypeError):
+            index.rows([1, 2])
+
+
 class DescriptorTests(unittest.TestCase):
     """The shipped embedding_cache.desc must describe the current proto: regenerate it and compare."""
 

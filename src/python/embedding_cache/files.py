@@ -149,10 +149,9 @@ def _id_fingerprints(ids):
     """(n, 2) int64: two 64-bit hashes of each id, Python's salted SipHash of the id and of the id followed by
     NUL, the second with its lowest bit set so that no fingerprint is all zeros (an empty slot): 127 bits,
     about as many as the server's own keys of ids and texts."""
-    prints = np.empty((len(ids), 2), np.int64)
     try:
-        prints[:, 0] = np.fromiter(map(hash, ids), np.int64, len(ids))
-        prints[:, 1] = np.fromiter(map(hash, map(operator.add, ids, itertools.repeat("\0"))), np.int64, len(ids))
+        hashes = zip(map(hash, ids), map(hash, map(operator.add, ids, itertools.repeat("\0"))))
+        prints = np.fromiter(itertools.chain.from_iterable(hashes), np.int64, 2 * len(ids)).reshape(len(ids), 2)
     except TypeError:
         raise TypeError(f"ids must be strings, not {sorted({type(i).__name__ for i in ids} - {'str'})}") from None
     prints[:, 1] |= 1
@@ -228,34 +227,33 @@ class _FingerprintIndex:
             slots[pending] = (slots[pending] + 1) & self._mask
         self._count += len(rows)
 
-    def _probe(self, prints, starts):
-        """One window of slots per fingerprint: (slots, entries, match) with match[i, j] where slot j holds key i."""
-        slots = (starts[:, None] + self._window) & self._mask
-        entries = self._table.take(slots, axis=0)
-        return slots, entries, (entries[..., :2] == prints[:, None, :]).all(axis=2)
-
     def _find(self, prints, starts=None):
-        """The slot of each fingerprint, -1 where absent, probing from ``starts`` (default: each home slot)."""
+        """The slot of each fingerprint, -1 where absent, probing from ``starts`` (default: each home slot):
+        vectorised passes over a window of slots per key while many keys are still probing, then plain Python
+        for the few left."""
         found = np.full(len(prints), -1, np.int64)
         starts = prints[:, 0] & self._mask if starts is None else starts
         pending = np.arange(len(prints))
-        while len(pending):
-            slots, entries, match = self._probe(prints[pending], starts)
+        while len(pending) >= self._SCALAR_BELOW:
+            slots = (starts[:, None] + self._window) & self._mask
+            entries = self._table.take(slots, axis=0)
+            match = (entries[..., :2] == prints[pending, None, :]).all(axis=2)
             hit = match.any(axis=1)
             found[pending[hit]] = slots[match]  # a fingerprint is stored once: one match per hit, in order
             # A key lies before the first empty slot of its probe sequence (nothing is ever removed).
             more = ~hit & (entries[..., 2] != 0).all(axis=1)
             pending, starts = pending[more], (starts[more] + self._WINDOW) & self._mask
+        for key, slot in zip(pending.tolist(), starts.tolist()):
+            found[key] = self._slot_of(int(prints[key, 0]), int(prints[key, 1]), slot)
         return found
 
-    def _row_of(self, first, second):
-        table, slot = self._table, first & self._mask
+    def _slot_of(self, first, second, slot):
+        table = self._table
         while True:
-            row = table.item(slot, 2)
-            if row == 0:
+            if table.item(slot, 2) == 0:
                 return -1
             if table.item(slot, 0) == first and table.item(slot, 1) == second:
-                return row - 1
+                return slot
             slot = (slot + 1) & self._mask
 
     def rows(self, keys):
@@ -264,11 +262,13 @@ class _FingerprintIndex:
         if not self._count:
             return np.full(len(keys), -1, np.int64)
         if len(keys) < self._SCALAR_BELOW:
-            return np.array([self._row_of(first, second) for first, second in prints.tolist()], np.int64)
-        # The first window answers nearly every key; the few others go on probing.
-        starts = prints[:, 0] & self._mask
-        _, entries, match = self._probe(prints, starts)
-        hits = entries[match, 2] - 1
+            slots = self._find(prints)
+            return np.where(slots >= 0, self._table[slots, 2] - 1, -1)
+        # One vectorised pass over each key's first window answers nearly every key; the rest probe further.
+        homes = prints[:, 0, None] & self._mask
+        entries = self._table.take((homes + self._window) & self._mask, axis=0)
+        match = (entries[..., 0] == prints[:, 0, None]) & (entries[..., 1] == prints[:, 1, None])
+        hits = entries[match, 2] - 1  # a fingerprint is stored once: one per key found, in key order
         if len(hits) == len(keys):
             return hits
         hit = match.any(axis=1)
@@ -276,7 +276,7 @@ class _FingerprintIndex:
         rows[hit] = hits
         rest = np.flatnonzero(~hit & (entries[..., 2] != 0).all(axis=1))
         if len(rest):
-            slots = self._find(prints[rest], (starts[rest] + self._WINDOW) & self._mask)
+            slots = self._find(prints[rest], (homes[rest, 0] + self._WINDOW) & self._mask)
             rows[rest] = np.where(slots >= 0, self._table[slots, 2] - 1, -1)
         return rows
 

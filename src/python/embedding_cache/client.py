@@ -175,7 +175,7 @@ Invalidated.__doc__ = "What ``Client.invalidate`` removed: rows and bytes."
 
 # Every name a kind goes by, in this client and in the frameworks it plugs into (MTEB's PromptType values,
 # sentence-transformers' prompt names, BEIR's corpus).
-_KIND_NAMES = {"query": "query", "queries": "query", "document": "document", "passage": "document", "corpus": "document"}
+_KIND_NAMES = {"query": "query", "document": "document", "passage": "document", "corpus": "document"}
 
 
 def kind_name(kind):

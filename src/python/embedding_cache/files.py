@@ -262,8 +262,11 @@ class _FingerprintIndex:
         if not self._count:
             return np.full(len(keys), -1, np.int64)
         if len(keys) < self._SCALAR_BELOW:
-            slots = self._find(prints)
-            return np.where(slots >= 0, self._table[slots, 2] - 1, -1)
+            table, rows = self._table, []
+            for first, second in prints.tolist():
+                slot = self._slot_of(first, second, first & self._mask)
+                rows.append(table.item(slot, 2) - 1 if slot >= 0 else -1)
+            return np.array(rows, np.int64)
         # One vectorised pass over each key's first window answers nearly every key; the rest probe further.
         homes = prints[:, 0, None] & self._mask
         entries = self._table.take((homes + self._window) & self._mask, axis=0)

@@ -16,10 +16,24 @@ public sealed class PythonClientTests(ITestOutputHelper output) : ServerTest(out
     [Fact]
     public async Task Python_client_passes_its_unittest_suite_against_a_real_server()
     {
-        // Small segments, so that open_cache reads caches spread over several sealed segments.
-        var server = await StartServerAsync("--EmbeddingCache:Storage:SegmentRows=64");
+        // Small segments, so that open_cache reads caches spread over several sealed segments. test_readme runs the
+        // README's install lines in a fresh virtual environment and its snippet against this server.
+        await RunSuiteAsync(["--EmbeddingCache:Storage:SegmentRows=64"], [], "test_client", "test_readme");
+    }
+
+    [Fact]
+    public async Task Python_encoder_adapters_and_async_client_pass_their_suite_against_a_server_with_a_small_request_limit()
+    {
+        // A small limit, so that one encode() of more rows than a request may carry has to stream past it.
+        const int MaxRows = 32;
+        await RunSuiteAsync([$"--EmbeddingCache:MaxRowsPerRequest={MaxRows}"], new() { ["EMBCACHE_MAX_ROWS"] = $"{MaxRows}" }, "test_adapters");
+    }
+
+    private async Task RunSuiteAsync(string[] serverArgs, Dictionary<string, string> extraEnvironment, params string[] modules)
+    {
+        var server = await StartServerAsync(serverArgs);
         string repo = RepositoryRoot();
-        var environment = new Dictionary<string, string>
+        var environment = new Dictionary<string, string>(extraEnvironment)
         {
             ["EMBCACHE_ADDRESS"] = server.Address,
             ["EMBCACHE_ARTIFACTS"] = server.ArtifactsDirectory,
@@ -28,7 +42,7 @@ public sealed class PythonClientTests(ITestOutputHelper output) : ServerTest(out
             ["PYTHONDONTWRITEBYTECODE"] = "1",
         };
 
-        string log = await RunPythonAsync(Path.Combine(AppContext.BaseDirectory, "python"), environment, "-m", "unittest", "-v", "test_client");
+        string log = await RunPythonAsync(Path.Combine(AppContext.BaseDirectory, "python"), environment, ["-m", "unittest", "-v", .. modules]);
 
         Output.WriteLine(log);
         Assert.Matches(@"Ran [1-9]\d* tests? in", log);
@@ -52,7 +66,7 @@ public sealed class PythonClientTests(ITestOutputHelper output) : ServerTest(out
     {
         if (!File.Exists(Interpreter))
         {
-            throw new InvalidOperationException($"{Interpreter} is missing: apt-get install python3 python3-numpy python3-msgpack python3-grpcio python3-protobuf");
+            throw new InvalidOperationException($"{Interpreter} is missing: apt-get install python3 python3-numpy python3-msgpack python3-grpcio python3-protobuf python3-tqdm python3-venv");
         }
         var start = new ProcessStartInfo(Interpreter)
         {

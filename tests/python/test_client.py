@@ -296,7 +296,7 @@ class ErrorTests(unittest.TestCase):
 
     def test_client_side_mistakes_raise_before_calling(self):
         with self.assertRaises(ValueError):
-            client.embed(MINILM, ["x"], kind="passage")
+            client.embed(MINILM, ["x"], kind="passages")
         with self.assertRaises(ValueError):
             client.get(MINILM, ids=["a"], texts=["b"])
         with self.assertRaises(ValueError):
@@ -321,7 +321,7 @@ class OpenCacheTests(unittest.TestCase):
         self.assertEqual(len(files.ids), len(files.vectors))
         self.assertEqual(len(files.keys), len(files.vectors))
         self.assertEqual(files.vectors.shape[1], 384)
-        self.assertIsInstance(files.vectors._segments[0], np.memmap)
+        self.assertFalse(files.vectors._segments[0].flags.writeable)  # a read-only ndarray over the mapping
 
         by_ids, found = files.get(ids + ["no-such-id"])
         self.assertEqual(found.tolist(), [True] * 5 + [False])
@@ -361,6 +361,55 @@ class OpenCacheTests(unittest.TestCase):
         self.assertEqual(files.vectors[10:260].tobytes(), rows[10:260].tobytes())
         self.assertEqual(files.get(ids)[0].tobytes(), client.get(model, ids=ids).vectors.tobytes())
 
+    def test_one_id_and_many_ids_with_repeats_and_misses_answer_alike(self):
+        model, n = unique("py-lookup"), 150
+        ids = [f"id-{i}" for i in range(n)]
+        rows = random_rows(n, 8, seed=12)
+        client.put(model, rows, ids=ids)
+        client.put(model, rows[:3] * 3, ids=ids[:3])  # newer rows for three ids
+        files = ec.open_cache(ARTIFACTS, model)
+        wanted = ids[::-1] + ["absent", ids[1], ids[1]] + [f"absent-{i}" for i in range(20)]
+        vectors, found = files.get(wanted)
+        expected = client.get(model, ids=wanted)
+        self.assertEqual(found.tolist(), expected.found.tolist())
+        self.assertEqual(vectors.tobytes(), expected.vectors.tobytes())
+        for ident in (ids[0], ids[77], "absent"):  # one id: the scalar path
+            one, one_found = files.get(ident)
+            self.assertEqual(one.tobytes(), client.get(model, ids=[ident]).vectors.tobytes())
+            self.assertEqual(one_found.tolist(), [ident != "absent"])
+
+    def test_refresh_reads_only_rows_committed_since_and_restarts_after_invalidate(self):
+        model, n = unique("py-refresh"), 250
+        ids = [f"id-{i}" for i in range(n)]
+        rows = random_rows(n, 8, seed=11)
+        batch = texts(3)
+        client.put(model, rows[:100], ids=ids[:100])
+        files = ec.open_cache(ARTIFACTS, model)
+        self.assertEqual(len(files), 100)
+        self.assertEqual(files.refresh(), 0)
+        sealed = files._segments[0]
+        sealed_rows, sealed_offset = sealed.rows, sealed.sidecar_offset
+
+        client.put(model, rows[100:], ids=ids[100:])
+        client.put(model, rows[:10] * 2, ids=ids[:10])  # the newest row of an id wins after refresh too
+        client.put(model, rows[:3], texts=batch)
+        self.assertFalse(files.get(ids[200:201])[1].any())  # a snapshot until refreshed
+        self.assertEqual(files.refresh(), 150 + 10 + 3)
+        self.assertIs(sealed.rows, sealed_rows)  # the sealed segment was not read again
+        self.assertEqual(sealed.sidecar_offset, sealed_offset)
+        vectors, found = files.get(ids)
+        self.assertTrue(found.all())
+        self.assertEqual(vectors.tobytes(), client.get(model, ids=ids).vectors.tobytes())
+        self.assertEqual(files.lookup_texts(batch)[0].tobytes(), rows[:3].tobytes())
+        self.assertEqual(files.ids, ec.open_cache(ARTIFACTS, model).ids)
+
+        client.invalidate(model)
+        client.put(model, rows[:5], ids=ids[:5])
+        files.refresh()
+        self.assertEqual(files.ids, ids[:5])
+        self.assertEqual(files.get(ids[:6])[1].tolist(), [True] * 5 + [False])
+        self.assertFalse(files.lookup_texts(batch)[1].any())
+
     def test_lookup_texts_applies_the_models_query_prefix(self):
         queries = [f"what is {unique()}?", "dense retrieval"]
         embedded = client.embed(ARCTIC, queries, kind="query")
@@ -380,6 +429,29 @@ class OpenCacheTests(unittest.TestCase):
             self.assertEqual(files.get(["a"])[1].tolist(), [False])
         with self.assertRaises(FileNotFoundError):
             ec.open_cache(ARTIFACTS, "no-such-model")
+
+
+class FingerprintIndexTests(unittest.TestCase):
+    """open_cache's id index without a server: keys probed past their first window, misses, later rows winning."""
+
+    def test_every_key_is_found_wherever_it_was_placed_and_absent_ones_are_not(self):
+        from embedding_cache import files
+
+        index = files._FingerprintIndex(files._id_fingerprints)
+        ids = [f"doc-{i}" for i in range(6000)]
+        index.update(ids[:4000], 0)
+        index.update(ids[3000:], 4000)  # ids 3000..3999 get newer rows; the table grows once
+        expected = np.array([i if i < 3000 else i + 1000 for i in range(6000)])
+        occupied = np.flatnonzero(index._table[:, 2])
+        displacement = (occupied - (index._table[occupied, 0] & index._mask)) & index._mask
+        self.assertGreater((displacement >= index._WINDOW).sum(), 0, "some keys lie past their first window")
+        wanted = ids + ["absent"] * 3 + ids[::-7]
+        self.assertEqual(index.rows(wanted).tolist(), expected.tolist() + [-1] * 3 + expected[::-7].tolist())
+        for i in (0, 3500, 5999):  # fewer keys than the vectorised path takes
+            self.assertEqual(index.rows([ids[i]]).tolist(), [expected[i]])
+        self.assertEqual(index.rows(["absent"]).tolist(), [-1])
+        with self.assertRaises(TypeError):
+            index.rows([1, 2])
 
 
 class DescriptorTests(unittest.TestCase):

@@ -16,7 +16,7 @@ public static class HitPathBenchmark
     public const string Python = "/usr/bin/python3";
 
     /// <summary>The latency peers, in the report's order.</summary>
-    public static readonly string[] LatencyPeers = ["floor", "floor-bytes", "redis", "embcache-get", "embcache-embed", "local-get", "mmap-segments", "mmap-npy"];
+    public static readonly string[] LatencyPeers = ["floor", "floor-bytes", "redis", "embcache-get", "embcache-embed", "local-get", "local-lookup", "mmap-segments", "mmap-npy"];
 
     private static readonly JsonSerializerOptions SnakeCase = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
@@ -143,7 +143,7 @@ public static class HitPathBenchmark
 
         report.LoadAfter = MachineLoad.LoadAverage();
         report.Duration = Stopwatch.GetElapsedTime(runStarted);
-        var output = Path.GetFullPath(options.Output ?? Path.Combine(repository, "benchmarks", "results", "hit-path.md"));
+        var output = Path.GetFullPath(options.Output ?? Path.Combine(repository, "benchmarks", "results", options.Local ? "local-path.md" : "hit-path.md"));
         Directory.CreateDirectory(Path.GetDirectoryName(output)!);
         var chart = Path.ChangeExtension(output, ".svg");
         var markdown = report.ToMarkdown(Path.GetFileName(chart));
@@ -170,7 +170,7 @@ public static class HitPathBenchmark
 
         if (options.SkipLocal)
         {
-            skipped.AddRange(["local-get", "mmap-segments", "mmap-npy"]);
+            skipped.AddRange(["local-get", "local-lookup", "mmap-segments", "mmap-npy"]);
         }
 
         return [.. skipped];

@@ -63,6 +63,12 @@ public sealed class HitPathOptions
     /// <summary>Leave out open time and index memory (and building the twice-as-large cache).</summary>
     public bool SkipOpen { get; set; }
 
+    /// <summary>
+    /// The local fast path only (issue #16): open_cache get and lookup_texts against a plain memmap gather, Redis MGET
+    /// and gRPC Get, latency only (no Embed peer, no concurrency, no open time); the report goes to local-path.md.
+    /// </summary>
+    public bool Local { get; private set; }
+
     /// <summary>A short run for checking that everything works: fewer rows, calls and seconds.</summary>
     public bool Quick { get; private set; }
 
@@ -72,13 +78,13 @@ public sealed class HitPathOptions
     /// <summary>The usage text of the verb.</summary>
     public const string Usage = """
         hits [--rows N] [--calls C] [--rounds R] [--clients 1,8,64] [--seconds S] [--seed S] [--quick]
-             [--output FILE] [--work-dir DIR] [--skip-redis] [--skip-embed] [--skip-local] [--skip-concurrency] [--skip-open]
+             [--output FILE] [--work-dir DIR] [--skip-redis] [--skip-embed] [--skip-local] [--skip-concurrency] [--skip-open] [--local]
           Hit-path latency and throughput from a Python grpcio client, in one run, round-robin, against:
             floor            a bare Grpc.AspNetCore server returning a precomputed payload (no lookup)
             floor-bytes      the floor's reply taken as raw bytes (grpcio alone: no protobuf parse, no numpy)
             redis            Redis 7 MGET of the same vectors (persistence off)
             mmap-npy/-segments  numpy gathers from memory maps in the client (the limit)
-            embcache-get/-embed and the Python client's local open_cache(...).get
+            embcache-get/-embed and the Python client's local open_cache(...).get and .lookup_texts
           Also open time and index memory at N and 2N vectors, and the server's resident memory.
           --rows N          vectors in the cache (default 1000000; --quick: 100000)
           --calls C         timed calls per peer at N=1 and 32; N=1000 gets C/5, N=10000 C/20 (default 2000; --quick 300)
@@ -90,6 +96,8 @@ public sealed class HitPathOptions
           --work-dir DIR    datasets and caches, kept for reruns (default benchmarks/.scratch)
           --quick           a short run to check that everything works (figures not for the README)
           --skip-redis, --skip-embed, --skip-local, --skip-concurrency, --skip-open   leave a part out
+          --local           the local fast path only: open_cache get/lookup_texts against a plain memmap gather,
+                            Redis MGET and gRPC Get, as ratios per round (report: benchmarks/results/local-path.md)
         """;
 
     /// <summary>Reads the verb's arguments; throws <see cref="ArgumentException"/> with the usage on a bad one.</summary>
@@ -158,6 +166,9 @@ public sealed class HitPathOptions
                     break;
                 case "--skip-open":
                     options.SkipOpen = true;
+                    break;
+                case "--local":
+                    options.Local = options.SkipEmbed = options.SkipConcurrency = options.SkipOpen = true;
                     break;
                 default:
                     throw reader.Unknown();

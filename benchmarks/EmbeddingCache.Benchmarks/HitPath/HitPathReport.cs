@@ -23,11 +23,12 @@ public sealed class HitPathReport
         ["embcache-get"] = "**us: embcache Get by ids**",
         ["embcache-embed"] = "us: embcache Embed, cached texts",
         ["local-get"] = "us, no server: open_cache(...).get(ids)",
+        ["local-lookup"] = "us, no server: open_cache(...).lookup_texts(texts)",
         ["mmap-segments"] = "limit: gather from the cache's segment memmaps",
         ["mmap-npy"] = "limit: gather from a plain .npy memmap",
     };
 
-    private static readonly string[] Colors = ["#7f7f7f", "#c7c7c7", "#d62728", "#1f77b4", "#6baed6", "#2ca02c", "#98df8a", "#bcbd22"];
+    private static readonly string[] Colors = ["#7f7f7f", "#c7c7c7", "#d62728", "#1f77b4", "#6baed6", "#2ca02c", "#17becf", "#98df8a", "#bcbd22"];
 
     public required HitPathOptions Options { get; init; }
 
@@ -80,6 +81,7 @@ public sealed class HitPathReport
         }
 
         AppendSetup(md);
+        AppendLocal(md);
         AppendLatency(md, chartFile);
         AppendConcurrency(md);
         AppendOpen(md);
@@ -138,6 +140,33 @@ public sealed class HitPathReport
         md.AppendLine();
         md.AppendLine("Ratios are taken within each round (medians of the same round), then summarised; \"Redis ÷ this\" above 1 means faster than Redis.");
         md.AppendLine("The clock covers the whole call as a researcher makes it: building the request, the call, and the (N, 384) numpy array.");
+        md.AppendLine();
+    }
+
+    /// <summary>The local fast path (issue #16) against the plain memmap gather, Redis and gRPC Get, as ratios per round.</summary>
+    private void AppendLocal(StringBuilder md)
+    {
+        if (Client?.Latency is not { Count: > 0 } latency || !latency.Any(r => r.Peer == "local-get"))
+        {
+            return;
+        }
+
+        md.AppendLine("## Local fast path: `open_cache(...)` in the client process");
+        md.AppendLine();
+        md.AppendLine("| N | plain .npy memmap gather | `get(ids)` | get ÷ plain (median, min–max over rounds) | `lookup_texts(texts)` | lookup ÷ plain | Redis MGET ÷ get | gRPC Get ÷ get |");
+        md.AppendLine("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        foreach (var size in Options.Sizes)
+        {
+            string Median(string peer) => latency.Where(r => r.N == size && r.Peer == peer).SelectMany(r => r.LatenciesUs).DefaultIfEmpty(double.NaN).Median().ToString("N0", Invariant) + " µs";
+            md.AppendLine($"| {size:N0} | {Median("mmap-npy")} | {Median("local-get")} | {Ratio(RoundRatios(latency, size, "local-get", "mmap-npy", peerOverBaseline: true))} | " +
+                          $"{Median("local-lookup")} | {Ratio(RoundRatios(latency, size, "local-lookup", "mmap-npy", peerOverBaseline: true))} | " +
+                          $"{Ratio(RoundRatios(latency, size, "redis", "local-get", peerOverBaseline: true))} | {Ratio(RoundRatios(latency, size, "embcache-get", "local-get", peerOverBaseline: true))} |");
+        }
+
+        md.AppendLine();
+        md.AppendLine("Targets: get and lookup_texts ≤ 1.5× the plain gather at N = 32, 1,000 and 10,000, under 25 µs at N = 1. The plain gather reads N random rows of one " +
+                      $"{Options.Rows:N0}-row .npy (`np.load(mmap_mode=\"r\")[rows]`); get reads N random ids of the cache's segments; lookup_texts hashes N texts stored by text " +
+                      $"(the {Options.CachedTexts:N0} rows at the end of the cache). Every call returns the (N, {HitDataset.Dims}) array.");
         md.AppendLine();
     }
 
@@ -247,7 +276,7 @@ public sealed class HitPathReport
 
         if (Client is { } client)
         {
-            md.AppendLine($"Python `open_cache` (sidecars read, ids indexed in a dict) took {client.OpenCacheSeconds:F1} s for {Options.Rows:N0} rows.");
+            md.AppendLine($"Python `open_cache` (sidecars read, ids indexed) took {client.OpenCacheSeconds:F1} s for {Options.Rows:N0} rows.");
         }
 
         md.AppendLine();

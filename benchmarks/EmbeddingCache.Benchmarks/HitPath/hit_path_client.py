@@ -11,6 +11,7 @@ Peers (names are the report's keys):
   embcache-get   EmbeddingCache Get by ids, via Client.get
   embcache-embed EmbeddingCache Embed of texts that are all cached, via Client.embed
   local-get      open_cache(...).get(ids): ids to rows in the client, gathered from the cache's memory maps
+  local-lookup   open_cache(...).lookup_texts(texts) of cached texts: content keys hashed in the client
   mmap-segments  gather of N rows from the cache's own segment files (rows known): the in-process limit
   mmap-npy       gather of N rows from one plain .npy opened with np.load(mmap_mode="r"): the in-process limit
 """
@@ -136,7 +137,7 @@ def run_latency(config, connections, local, requests, dataset, results):
         got = np.asarray(fetch[peer](request))
         if got.shape != (32, config["dims"]):
             raise SystemExit(f"{peer}: returned shape {got.shape}, expected (32, {config['dims']})")
-        if peer == "embcache-embed":
+        if peer in ("embcache-embed", "local-lookup"):
             expected = dataset[[text_rows[t] for t in request.texts]]
         elif peer == "floor":
             continue  # a precomputed payload: not the requested rows, by design
@@ -354,6 +355,7 @@ def main():
     connections = Connections(config)
     local = {
         "local-get": lambda r: files.get(r.ids)[0],
+        "local-lookup": lambda r: files.lookup_texts(r.texts)[0],
         "mmap-segments": lambda r: files.vectors[r.cache_rows],
         "mmap-npy": lambda r: dataset[r.rows],
     }

@@ -17,6 +17,7 @@ Quickstart::
 Errors raise EmbeddingCacheError (``.code`` is the gRPC status name, ``.details`` the server's message).
 """
 from .client import (
+    AsyncClient,
     Client,
     EmbedResult,
     EmbeddingCacheError,
@@ -31,13 +32,16 @@ from .client import (
     ResourceExhaustedError,
     UnavailableError,
 )
+from .encoder import Encoder
 from .files import CacheFiles, LazyVectors, content_key, open_cache
 
 __all__ = [
+    "AsyncClient",
     "CacheFiles",
     "Client",
     "EmbedResult",
     "EmbeddingCacheError",
+    "Encoder",
     "FailedPreconditionError",
     "GetResult",
     "Invalidated",

@@ -28,7 +28,7 @@ public sealed class PythonClientTests(ITestOutputHelper output) : ServerTest(out
             ["PYTHONDONTWRITEBYTECODE"] = "1",
         };
 
-        string log = await RunPythonAsync(Path.Combine(AppContext.BaseDirectory, "python"), environment, "-m", "unittest", "-v", "test_client");
+        string log = await RunPythonAsync(Path.Combine(AppContext.BaseDirectory, "python"), environment, "-m", "unittest", "-v", "test_client", "test_rerank");
 
         Output.WriteLine(log);
         Assert.Matches(@"Ran [1-9]\d* tests? in", log);

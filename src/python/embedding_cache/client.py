@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 
 from . import _proto
+from .rerank import rerank_request, rerank_results
 
 _KIND = _proto.enum_values("Kind")
 _DTYPE = _proto.enum_values("DType")
@@ -347,6 +348,17 @@ class Client:
             query_sources=_SOURCE_NAMES[np.array(response.query_sources, dtype=np.int64)],
             document_sources=_SOURCE_NAMES[np.array(response.document_sources, dtype=np.int64)],
         )
+
+    def rerank(self, model, queries, results, corpus=None, top_k=100) -> Dict[str, Dict[str, float]]:
+        """BEIR's ``Rerank.rerank`` with this cache's cosine: ``queries`` is ``{qid: text}``, ``results`` the
+        first stage's ``{qid: {doc_id: score}}``; each query's ``top_k`` best first-stage candidates are scored
+        against it, and ``{qid: {doc_id: cosine}}`` comes back, in ONE Score call. Candidates are fetched by id;
+        ``corpus`` (``{doc_id: {"title", "text"}}``, joined as BEIR joins them) lets the server compute the ones
+        it lacks. A candidate with neither raises ``FailedPreconditionError`` naming it.
+        """
+        request, plan = rerank_request(self._requests["Score"], model, queries, results, corpus, top_k)
+        response, _ = self._call("Score", request)
+        return rerank_results(response, plan, _MISSING)
 
     def get(self, model, ids=None, texts=None, kind="document", dtype="float32") -> GetResult:
         """Cached vectors by ``ids`` or by ``texts`` (one of them), never computing: ``.vectors`` in request

@@ -2,7 +2,7 @@ using System.Diagnostics;
 
 namespace EmbeddingCache.FunctionalTests.Infrastructure;
 
-/// <summary>Runs a program the tests drive (node, npm) in the source tree, failing with its whole output.</summary>
+/// <summary>Runs a program the tests drive (python3, node, npm), failing with its whole output.</summary>
 public static class ExternalTool
 {
     /// <summary>The folder holding EmbeddingCache.sln, above the test's output directory.</summary>
@@ -36,7 +36,7 @@ public static class ExternalTool
         }
         catch (System.ComponentModel.Win32Exception e)
         {
-            throw new InvalidOperationException($"cannot run {program} ({e.Message}): tests/run.sh installs it (apt-get install nodejs npm)", e);
+            throw new InvalidOperationException($"cannot run {program} ({e.Message}): tests/run.sh installs what the tests need", e);
         }
         using (process)
         {

@@ -74,12 +74,14 @@ class RerankTests(unittest.TestCase):
         self.assertEqual(self.log.methods, ["/embeddingcache.v1.EmbeddingCache/Score"])
         expected_candidates = {"q1": [self.doc(n) for n in (6, 5, 4, 3)], "q2": [self.doc(n) for n in (2, 1, 7)],
                                "q3": [self.doc(6), self.doc(5)]}
-        self.assertEqual({q: list(scores) for q, scores in reranked.items()}, expected_candidates)
+        self.assertEqual({q: sorted(scores) for q, scores in reranked.items()}, {q: sorted(c) for q, c in expected_candidates.items()})
         vector_of = dict(zip(documents, self.client.embed(MINILM, joined)))
         for query_id, candidates in expected_candidates.items():
             query = self.client.embed(MINILM, [queries[query_id]], kind="query")[0]
             expected = _cosine(query, np.stack([vector_of[d] for d in candidates]))
             np.testing.assert_allclose([reranked[query_id][d] for d in candidates], expected, atol=1e-5)
+            # Best first by the new score.
+            self.assertEqual(list(reranked[query_id]), [candidates[i] for i in np.argsort(-expected, kind="stable")])
 
     def test_rerank_computes_candidates_from_the_corpus_joined_as_beir_joins_them(self):
         corpus = {self.doc(0): {"title": "Dense retrieval", "text": "embeds queries and passages."},
@@ -92,6 +94,13 @@ class RerankTests(unittest.TestCase):
         np.testing.assert_allclose([reranked["q"][self.doc(0)], reranked["q"][self.doc(1)]], _cosine(query, expected), atol=1e-5)
         # Stored under their ids: the next run needs no corpus.
         self.assertTrue(self.client.get(MINILM, ids=[self.doc(0), self.doc(1)]).found.all())
+
+    def test_ids_that_are_not_strings_are_refused_before_any_call(self):
+        with self.assertRaises(TypeError):
+            self.client.rerank(MINILM, {"q": "anything"}, {"q": {7: 1.0}})
+        with self.assertRaises(ValueError):
+            self.client.rerank(MINILM, {}, {"q": {self.doc(0): 1.0}})
+        self.assertEqual(self.log.methods, [])
 
     def test_a_candidate_neither_cached_nor_in_the_corpus_is_named_not_scored(self):
         self.client.embed(MINILM, ["a cached passage"], ids=[self.doc(0)])

@@ -352,7 +352,7 @@ class Client:
     def rerank(self, model, queries, results, corpus=None, top_k=100) -> Dict[str, Dict[str, float]]:
         """BEIR's ``Rerank.rerank`` with this cache's cosine: ``queries`` is ``{qid: text}``, ``results`` the
         first stage's ``{qid: {doc_id: score}}``; each query's ``top_k`` best first-stage candidates are scored
-        against it, and ``{qid: {doc_id: cosine}}`` comes back, in ONE Score call. Candidates are fetched by id;
+        against it, and ``{qid: {doc_id: cosine}}`` comes back (best first), in ONE Score call. Candidates are fetched by id;
         ``corpus`` (``{doc_id: {"title", "text"}}``, joined as BEIR joins them) lets the server compute the ones
         it lacks. A candidate with neither raises ``FailedPreconditionError`` naming it.
         """

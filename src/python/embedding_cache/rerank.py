@@ -41,7 +41,10 @@ def rerank_request(request_type, model, queries: Mapping[str, str], results: Map
         if query_id not in queries:
             raise ValueError(f"results has query id {query_id!r}, which queries does not have")
         ranked = sorted(first_stage.items(), key=lambda item: item[1], reverse=True)[:int(top_k)]
-        document_ids = [str(document_id) for document_id, _ in ranked]
+        document_ids = [document_id for document_id, _ in ranked]
+        for document_id in document_ids:
+            if not isinstance(document_id, str):
+                raise TypeError(f"document ids must be strings, as BEIR's are; got {type(document_id).__name__}: {document_id!r}")
         request.queries.append(queries[query_id])
         entry = request.candidates.add()
         entry.ids.extend(document_ids)
@@ -53,7 +56,7 @@ def rerank_request(request_type, model, queries: Mapping[str, str], results: Map
 
 
 def rerank_results(response, plan: RerankPlan, missing_source: int) -> Dict[str, Dict[str, float]]:
-    """``{query_id: {doc_id: score}}`` from a Score reply to ``rerank_request``. Raises ``FailedPreconditionError``
+    """``{query_id: {doc_id: score}}``, each query's candidates best first, from a Score reply to ``rerank_request``. Raises ``FailedPreconditionError``
     naming the candidates the server had no vector for and no text to compute one from (``missing_source`` is
     ROW_SOURCE_MISSING's number): a missing candidate is never given a made-up score."""
     counts = np.asarray(response.candidate_counts, dtype=np.int64)
@@ -73,7 +76,9 @@ def rerank_results(response, plan: RerankPlan, missing_source: int) -> Dict[str,
             "FAILED_PRECONDITION",
             f"{missing.size} candidates have no cached vector and no text to compute one from, e.g. {examples}: "
             "pass corpus={doc_id: {'title': ..., 'text': ...}} with them, or Put their vectors first")
-    return {
-        query_id: dict(zip(document_ids, scores[offsets[q]:offsets[q + 1]].tolist()))
-        for q, (query_id, document_ids) in enumerate(zip(plan.query_ids, plan.candidates))
-    }
+    reranked = {}
+    for q, (query_id, document_ids) in enumerate(zip(plan.query_ids, plan.candidates)):
+        own = scores[offsets[q]:offsets[q + 1]]
+        best_first = np.argsort(-own, kind="stable")
+        reranked[query_id] = {document_ids[i]: float(own[i]) for i in best_first.tolist()}
+    return reranked

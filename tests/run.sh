@@ -9,6 +9,8 @@ missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
+# The openai npm client test (tests/openai) needs node and npm: a machine that has them, from wherever, keeps its own.
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
   echo "Installing Debian packages the tests need: ${missing[*]}"
   sudo=""
@@ -16,6 +18,9 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# The openai npm package at the version of the committed lock file, into tests/openai/node_modules (git-ignored).
+npm ci --prefix tests/openai --no-audit --no-fund --loglevel=error
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

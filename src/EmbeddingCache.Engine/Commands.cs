@@ -98,3 +98,17 @@ public sealed record ScoreCommand(
 public sealed record ScoreResult(
     int QueryCount, int DocumentCount, float[] Scores, RowSource[] QuerySources, RowSource[] DocumentSources,
     IReadOnlyList<(int Index, float Score)[]> Top);
+
+/// <summary>One query's candidate documents: ids, and optionally a text per id (null: none) to compute a missing id from.</summary>
+public sealed record QueryCandidates(IReadOnlyList<string> Ids, IReadOnlyList<string?> Texts);
+
+/// <summary>Rerank: each query scored against its own candidates (BEIR's shape), one entry of <paramref name="Candidates"/> per query.</summary>
+public sealed record RerankCommand(string Model, IReadOnlyList<string> Queries, IReadOnlyList<QueryCandidates> Candidates, int TopK);
+
+/// <summary>
+/// Each query's scores aligned with its own candidates, query after query (<see cref="Counts"/>[i] belong to query i);
+/// a candidate neither cached nor given a text scores NaN and is <see cref="RowSource.Missing"/>.
+/// </summary>
+public sealed record RerankResult(
+    float[] Scores, int[] Counts, RowSource[] CandidateSources, RowSource[] QuerySources,
+    IReadOnlyList<(int Index, float Score)[]> Top);

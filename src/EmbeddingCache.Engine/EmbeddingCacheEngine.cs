@@ -11,7 +11,7 @@ namespace EmbeddingCache.Engine;
 /// The cache itself: looks rows up in storage, sends the distinct misses to the model's batcher (once,
 /// even when several requests miss the same key), writes them back durably, and answers in input order.
 /// </summary>
-public sealed class EmbeddingCacheEngine : IAsyncDisposable
+public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
 {
     private readonly EngineOptions options;
     private readonly ArtifactsRoot root;

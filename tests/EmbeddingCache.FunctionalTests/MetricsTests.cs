@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using System.Text.RegularExpressions;
 using EmbeddingCache.FunctionalTests.Infrastructure;
 using EmbeddingCache.Protocol.V1;
@@ -14,7 +12,7 @@ public sealed class MetricsTests(ITestOutputHelper output) : ServerTest(output)
     [Fact]
     public async Task Metrics_count_rows_by_source_errors_by_code_disk_bytes_stage_times_and_batches()
     {
-        int port = FreePort();
+        int port = LoopbackPort.Free();
         var server = await StartServerAsync($"--EmbeddingCache:MetricsPort={port}");
         var texts = Wire.Texts(seed: 22, count: 3);
         await server.Client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = Kind.Document, Texts = { texts } });
@@ -37,12 +35,5 @@ public sealed class MetricsTests(ITestOutputHelper output) : ServerTest(output)
         Assert.Contains($"embcache_batch_padding_ratio_count{{model=\"all-MiniLM-L6-v2\"}} {batches}\n", metrics);
         Assert.Contains($"embcache_batch_seconds_count{{model=\"all-MiniLM-L6-v2\"}} {batches}\n", metrics);
         Assert.Matches("embcache_disk_bytes\\{model=\"all-MiniLM-L6-v2\"\\} [1-9]", metrics);
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 }

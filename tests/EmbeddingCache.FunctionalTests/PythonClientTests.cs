@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using EmbeddingCache.FunctionalTests.Infrastructure;
 using Xunit.Abstractions;
 
@@ -18,7 +17,7 @@ public sealed class PythonClientTests(ITestOutputHelper output) : ServerTest(out
     {
         // Small segments, so that open_cache reads caches spread over several sealed segments. test_readme runs the
         // README's install lines in a fresh virtual environment and its snippet against this server.
-        await RunSuiteAsync(["--EmbeddingCache:Storage:SegmentRows=64"], [], "test_client", "test_readme");
+        await RunSuiteAsync(["--EmbeddingCache:Storage:SegmentRows=64"], [], "test_client", "test_rerank", "test_readme");
     }
 
     [Fact]
@@ -32,7 +31,7 @@ public sealed class PythonClientTests(ITestOutputHelper output) : ServerTest(out
     private async Task RunSuiteAsync(string[] serverArgs, Dictionary<string, string> extraEnvironment, params string[] modules)
     {
         var server = await StartServerAsync(serverArgs);
-        string repo = RepositoryRoot();
+        string repo = ExternalTool.RepositoryRoot();
         var environment = new Dictionary<string, string>(extraEnvironment)
         {
             ["EMBCACHE_ADDRESS"] = server.Address,
@@ -51,16 +50,6 @@ public sealed class PythonClientTests(ITestOutputHelper output) : ServerTest(out
         Assert.Empty(server.ErrorLines());
     }
 
-    /// <summary>The folder holding EmbeddingCache.sln, above the test's output directory.</summary>
-    private static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "EmbeddingCache.sln"))) return dir.FullName;
-        }
-        throw new InvalidOperationException($"EmbeddingCache.sln not found above {AppContext.BaseDirectory}: the Python package is read from the source tree");
-    }
-
     /// <summary>Like <see cref="Python.RunAsync"/>, with a working directory and environment; fails with the full output.</summary>
     private static async Task<string> RunPythonAsync(string workingDirectory, Dictionary<string, string> environment, params string[] args)
     {
@@ -68,35 +57,7 @@ public sealed class PythonClientTests(ITestOutputHelper output) : ServerTest(out
         {
             throw new InvalidOperationException($"{Interpreter} is missing: apt-get install python3 python3-numpy python3-msgpack python3-grpcio python3-protobuf python3-tqdm python3-venv");
         }
-        var start = new ProcessStartInfo(Interpreter)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = workingDirectory,
-        };
-        foreach (var arg in args) start.ArgumentList.Add(arg);
-        foreach (var (key, value) in environment) start.Environment[key] = value;
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(RunTimeout);
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            await process.WaitForExitAsync();
-            throw new TimeoutException($"python3 {string.Join(' ', args)} did not finish in {RunTimeout}:\n{await stderr}\n{await stdout}");
-        }
         // unittest reports on stderr; prints of the tests go to stdout.
-        string log = $"{await stderr}\n{await stdout}";
-        if (process.ExitCode != 0)
-        {
-            throw new InvalidOperationException($"python3 {string.Join(' ', args)} failed with exit code {process.ExitCode}:\n{log}");
-        }
-        return log;
+        return await ExternalTool.RunAsync(Interpreter, workingDirectory, environment, RunTimeout, args);
     }
 }

@@ -29,6 +29,13 @@ public sealed class ServerOptions
     public int MetricsPort { get; set; }
 
     /// <summary>
+    /// Port of the OpenAI-compatible endpoint (http://127.0.0.1:PORT/v1/embeddings and /v1/models, HTTP/1.1), apart
+    /// from gRPC, whose cleartext HTTP/2 OpenAI's clients cannot speak. Default 0: off. It serves the same cache under
+    /// the same limits and <see cref="ApiKey"/>.
+    /// </summary>
+    public int OpenAiPort { get; set; }
+
+    /// <summary>
     /// When set, every EmbeddingCache call must send <c>authorization: Bearer &lt;ApiKey&gt;</c>. Unset by default:
     /// the server listens on loopback only. Set it (and use TLS) before listening on any other address.
     /// </summary>

@@ -1,4 +1,5 @@
 using EmbeddingCache.Engine;
+using EmbeddingCache.Server.OpenAi;
 using EmbeddingCache.Server.Services;
 using Grpc.HealthCheck;
 using Prometheus;
@@ -19,6 +20,7 @@ public static class ServiceCollectionExtensions
         services.AddOptions<ServerOptions>().Bind(section)
             .Validate(o => o.MaxReceiveMessageBytes > 0, "EmbeddingCache:MaxReceiveMessageBytes must be positive")
             .Validate(o => o.Http2StreamWindowBytes >= 65_535, "EmbeddingCache:Http2StreamWindowBytes must be at least 65535 (HTTP/2's minimum)")
+            .Validate(o => o.OpenAiPort is >= 0 and <= ushort.MaxValue, "EmbeddingCache:OpenAiPort must be a port number (0: off)")
             .ValidateOnStart();
 
         // Opening the engine takes the artifacts root's writer lock: a second server fails here, before it listens.
@@ -26,6 +28,7 @@ public static class ServiceCollectionExtensions
             provider.GetRequiredService<IOptions<EngineOptions>>().Value,
             provider.GetRequiredService<ILoggerFactory>()));
         services.AddHostedService<EngineLifetime>();
+        services.AddSingleton<ApiKey>();
 
         var serverOptions = section.Get<ServerOptions>() ?? new ServerOptions();
         services.AddGrpc(grpc =>
@@ -46,6 +49,7 @@ public static class ServiceCollectionExtensions
                 metrics.Port = (ushort)serverOptions.MetricsPort;
             });
         }
+        if (serverOptions.OpenAiPort > 0) services.AddHostedService<OpenAiEndpoint>();
         // The standard grpc.health.v1 service; EngineLifetime sets SERVING once the preloaded models are warm.
         services.AddSingleton<HealthServiceImpl>();
         return services;

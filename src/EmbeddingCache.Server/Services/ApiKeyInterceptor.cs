@@ -1,9 +1,6 @@
-using System.Security.Cryptography;
-using System.Text;
 using EmbeddingCache.Server.Hosting;
 using Grpc.Core;
 using Grpc.Core.Interceptors;
-using Microsoft.Extensions.Options;
 
 namespace EmbeddingCache.Server.Services;
 
@@ -11,10 +8,9 @@ namespace EmbeddingCache.Server.Services;
 /// When <see cref="ServerOptions.ApiKey"/> is set, every EmbeddingCache call must carry
 /// <c>authorization: Bearer &lt;key&gt;</c>; health and reflection stay open so that probes and grpcurl work.
 /// </summary>
-internal sealed class ApiKeyInterceptor(IOptions<ServerOptions> options) : Interceptor
+internal sealed class ApiKeyInterceptor(ApiKey apiKey) : Interceptor
 {
     private const string ProtectedPrefix = "/embeddingcache.v1.";
-    private readonly byte[]? expected = string.IsNullOrEmpty(options.Value.ApiKey) ? null : Encoding.UTF8.GetBytes("Bearer " + options.Value.ApiKey);
 
     public override Task<TResponse> UnaryServerHandler<TRequest, TResponse>(
         TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
@@ -33,10 +29,8 @@ internal sealed class ApiKeyInterceptor(IOptions<ServerOptions> options) : Inter
 
     private void Authorize(ServerCallContext context)
     {
-        if (expected is null || !context.Method.StartsWith(ProtectedPrefix, StringComparison.Ordinal)) return;
-        string? presented = context.RequestHeaders.GetValue("authorization");
-        // Fixed-time comparison: response timing must not reveal how much of a guessed key was right.
-        if (presented is null || !CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(presented), expected))
+        if (!context.Method.StartsWith(ProtectedPrefix, StringComparison.Ordinal)) return;
+        if (!apiKey.Accepts(context.RequestHeaders.GetValue("authorization")))
         {
             throw new RpcException(new Status(StatusCode.Unauthenticated,
                 "this server requires an API key: send the metadata 'authorization: Bearer <key>' (Client(..., api_key=...) in Python)"));

@@ -89,6 +89,7 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
 
     public override async Task<ScoreResponse> Score(ScoreRequest request, ServerCallContext context)
     {
+        if (request.Candidates.Count != 0) return await Rerank(request, context).ConfigureAwait(false);
         var result = await engine.ScoreAsync(
             new ScoreCommand(request.Model, request.Queries, request.DocumentIds, request.DocumentTexts, (int)Math.Min(request.TopK, int.MaxValue)),
             context.CancellationToken).ConfigureAwait(false);
@@ -96,11 +97,46 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
         {
             QueryCount = (uint)result.QueryCount,
             DocumentCount = (uint)result.DocumentCount,
-            Scores = UnsafeByteOperations.UnsafeWrap(System.Runtime.InteropServices.MemoryMarshal.AsBytes(result.Scores.AsSpan()).ToArray()),
+            Scores = PackedFloats(result.Scores),
         };
         AddSources(response.QuerySources, result.QuerySources);
         AddSources(response.DocumentSources, result.DocumentSources);
-        foreach (var best in result.Top)
+        AddTop(response, result.Top);
+        return response;
+    }
+
+    /// <summary>Score with per-query candidate lists: each query against its own candidates.</summary>
+    private async Task<ScoreResponse> Rerank(ScoreRequest request, ServerCallContext context)
+    {
+        if (request.DocumentIds.Count != 0 || request.DocumentTexts.Count != 0)
+        {
+            throw Invalid("candidates",
+                "give either candidates (one list per query) or document_ids/document_texts (one list for every query), not both");
+        }
+        var candidates = request.Candidates
+            .Select(c => new Engine.QueryCandidates(c.Ids, c.Texts.Select(t => t.Length == 0 ? null : t).ToArray()))
+            .ToArray();
+        var result = await engine.RerankAsync(
+            new RerankCommand(request.Model, request.Queries, candidates, (int)Math.Min(request.TopK, int.MaxValue)),
+            context.CancellationToken).ConfigureAwait(false);
+        var response = new ScoreResponse
+        {
+            QueryCount = (uint)request.Queries.Count,
+            CandidateScores = PackedFloats(result.Scores),
+        };
+        foreach (var count in result.Counts) response.CandidateCounts.Add((uint)count);
+        AddSources(response.QuerySources, result.QuerySources);
+        AddSources(response.CandidateSources, result.CandidateSources);
+        AddTop(response, result.Top);
+        return response;
+    }
+
+    private static ByteString PackedFloats(float[] values) =>
+        UnsafeByteOperations.UnsafeWrap(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
+
+    private static void AddTop(ScoreResponse response, IReadOnlyList<(int Index, float Score)[]> bestPerQuery)
+    {
+        foreach (var best in bestPerQuery)
         {
             var top = new TopDocuments();
             foreach (var (index, score) in best)
@@ -110,7 +146,6 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
             }
             response.Top.Add(top);
         }
-        return response;
     }
 
     public override async Task<GetResponse> Get(GetRequest request, ServerCallContext context)

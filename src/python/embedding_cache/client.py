@@ -10,6 +10,7 @@ import grpc.aio
 import numpy as np
 
 from . import _proto
+from .rerank import rerank_request, rerank_results
 
 _KIND = _proto.enum_values("Kind")
 _DTYPE = _proto.enum_values("DType")
@@ -462,6 +463,16 @@ class _Methods:
         under them). Missing query vectors are computed. ``top_k`` > 0 also returns the best documents per query.
         """
         return self._unary("Score", _score_request(model, queries, document_ids, document_texts, top_k), _score_result)
+
+    def rerank(self, model, queries, results, corpus=None, top_k=100):
+        """BEIR's ``Rerank.rerank`` with the model's similarity: ``queries`` is ``{qid: text}``, ``results`` the first
+        stage's ``{qid: {doc_id: score}}``; each query's ``top_k`` best first-stage candidates are scored against it,
+        and ``{qid: {doc_id: score}}`` comes back (best first), in ONE Score call. Candidates are fetched by id;
+        ``corpus`` (``{doc_id: {"title", "text"}}``, joined as BEIR joins them) lets the server compute the ones it
+        lacks. A candidate with neither raises ``FailedPreconditionError`` naming it.
+        """
+        request, plan = rerank_request(_REQUESTS["Score"], model, queries, results, corpus, top_k)
+        return self._unary("Score", request, lambda response, _: rerank_results(response, plan, _MISSING))
 
     def get(self, model, ids=None, texts=None, kind="document", dtype="float32"):
         """Cached vectors by ``ids`` or by ``texts`` (one of them), never computing: ``.vectors`` in request

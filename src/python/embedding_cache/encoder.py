@@ -6,6 +6,7 @@ import asyncio
 import numpy as np
 
 from .client import kind_name
+from .rerank import beir_document_text
 
 # Arguments of SentenceTransformer.encode that would change the vectors in a way this encoder cannot honour:
 # refused, never ignored (a silently different vector is worse than an error).
@@ -144,10 +145,8 @@ class Encoder:
 def beir_texts(corpus):
     """The texts BEIR's SentenceBERT.encode_corpus encodes for a corpus (list of dicts, or dict of lists)."""
     if type(corpus) is dict:
-        if "title" in corpus:
-            return [(title + " " + text).strip() for title, text in zip(corpus["title"], corpus["text"])]
-        return [text.strip() for text in corpus["text"]]
-    return [(doc["title"] + " " + doc["text"]).strip() if "title" in doc else doc["text"].strip() for doc in corpus]
+        corpus = [dict(zip(corpus, entry)) for entry in zip(*corpus.values())]
+    return [beir_document_text(document) for document in corpus]
 
 
 def _progress_bar(total, description):

@@ -151,7 +151,7 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
         Directory.CreateDirectory(folder);
         LinkMiniLMOnnx(folder);
         File.Copy(Path.Combine(MiniLMFolder, ModelDefinition.VocabFileName), Path.Combine(folder, ModelDefinition.VocabFileName));
-        File.WriteAllText(Path.Combine(folder, ModelDefinition.ManifestFileName), """{"max_tokens": 1024}""");
+        File.WriteAllText(Path.Combine(folder, ModelDefinition.ManifestFileName), """{"max_tokens": 1024, "pooling": "mean"}""");
 
         using var encoder = TextEncoder.Load(ModelDefinition.Load(folder), new EncoderOptions(), NullLoggerFactory.Instance);
         var error = Assert.Throws<ModelFolderException>(encoder.Warmup);
@@ -168,7 +168,7 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
         Directory.CreateDirectory(folder);
         LinkMiniLMOnnx(folder);
         File.Copy(Path.Combine(MiniLMFolder, ModelDefinition.VocabFileName), Path.Combine(folder, ModelDefinition.VocabFileName));
-        File.WriteAllText(Path.Combine(folder, ModelDefinition.ManifestFileName), """{"dims": 768}""");
+        File.WriteAllText(Path.Combine(folder, ModelDefinition.ManifestFileName), """{"dims": 768, "pooling": "mean"}""");
 
         var error = Assert.Throws<ModelFolderException>(() => TextEncoder.Load(ModelDefinition.Load(folder), new EncoderOptions(), NullLoggerFactory.Instance));
         Assert.Contains("768", error.Message);
@@ -200,12 +200,14 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
     }
 
     [Fact]
-    public void A_bare_folder_gets_the_defaults()
+    public void A_bare_folder_states_no_pooling_and_gets_the_other_defaults()
     {
         using var temp = new TempDirectory();
         var settings = ModelDefinition.Load(WriteFakeFolder(temp, "bare")).Settings;
-        Assert.Equal(PoolingMode.Mean, settings.Pooling);
-        Assert.True(settings.Normalize);
+        Assert.Null(settings.Pooling);
+        Assert.False(settings.Normalize);
+        Assert.Equal(SimilarityFunction.Cosine, settings.Similarity);
+        Assert.Empty(settings.Dense);
         Assert.Equal(256, settings.MaxTokens);
         Assert.Equal("", settings.QueryPrefix);
         Assert.True(settings.LowerCase);
@@ -246,8 +248,12 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
     }
 
     [Theory]
-    [InlineData("manifest.json", """{"pooling": "max"}""", "max")]
-    [InlineData("1_Pooling/config.json", """{"pooling_mode_max_tokens": true}""", "pooling_mode_max_tokens")]
+    [InlineData("manifest.json", """{"pooling": "maximum"}""", "maximum")]
+    [InlineData("1_Pooling/config.json", """{"pooling_mode_mean_tokens": true, "include_prompt": false}""", "include_prompt")]
+    [InlineData("modules.json", """[{"path": "", "type": "sentence_transformers.models.Transformer"}, {"path": "1_LayerNorm", "type": "sentence_transformers.models.LayerNorm"}]""", "sentence_transformers.models.LayerNorm")]
+    [InlineData("config_sentence_transformers.json", """{"similarity_fn_name": "jaccard"}""", "jaccard")]
+    [InlineData("config_sentence_transformers.json", """{"prompts": {"query": "q: "}, "default_prompt_name": "classification"}""", "classification")]
+    [InlineData("manifest.json", """{"onnx_file": "../other/model.onnx"}""", "not inside the model folder")]
     [InlineData("1_Pooling/config.json", """{"pooling_mode_mean_tokens": true, "pooling_mode_cls_token": true}""", "pooling_mode_cls_token")]
     [InlineData("manifest.json", """{"pooling": "mean",""", "not valid JSON")]
     [InlineData("config_sentence_transformers.json", """{"prompts": {"query": 3}}""", "query")]
@@ -286,12 +292,15 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
         Assert.Equal(baseline, FingerprintOf("same-bytes-other-name"));
         Assert.Equal(baseline, FingerprintOf("informational-only", """{"base_model": "x/y", "huggingface_url": "https://example.org", "size_mb": 3}"""));
         Assert.Equal(baseline, FingerprintOf("stored-as-float16", """{"storage_dtype": "float16"}"""));
+        Assert.Equal(baseline, FingerprintOf("scored-by-dot", """{"similarity_fn_name": "dot"}"""));
 
         var changed = new[]
         {
             FingerprintOf("onnx", onnx: "not really onnx!"),
             FingerprintOf("pooling", """{"pooling": "cls"}"""),
-            FingerprintOf("normalize", """{"normalize": false}"""),
+            FingerprintOf("normalize", """{"normalize": true}"""),
+            FingerprintOf("pooling-mean", """{"pooling": "mean"}"""),
+            FingerprintOf("pooling-max", """{"pooling": "max"}"""),
             FingerprintOf("max-tokens", """{"max_tokens": 128}"""),
             FingerprintOf("query-prefix", """{"query_prefix": "query: "}"""),
             FingerprintOf("document-prefix", """{"document_prefix": "passage: "}"""),
@@ -301,6 +310,89 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
         };
         Assert.DoesNotContain(baseline, changed);
         Assert.Equal(changed.Length, changed.Distinct().Count());
+    }
+
+    [Fact]
+    public void The_onnx_file_is_model_onnx_at_the_root_then_under_onnx_unless_onnx_file_picks_a_variant()
+    {
+        using var temp = new TempDirectory();
+        var root = WriteFakeFolder(temp, "root-and-onnx");
+        Directory.CreateDirectory(Path.Combine(root, "onnx"));
+        File.WriteAllText(Path.Combine(root, "onnx", "model.onnx"), "another graph");
+        var atRoot = ModelDefinition.Load(root);
+        Assert.Equal("model.onnx", atRoot.OnnxFile);
+
+        // sentence-transformers' ONNX backend layout: onnx/model.onnx and its optimised and quantised variants.
+        var backend = WriteFakeFolder(temp, "backend-layout");
+        File.Delete(Path.Combine(backend, ModelDefinition.OnnxFileName));
+        Directory.CreateDirectory(Path.Combine(backend, "onnx"));
+        File.WriteAllText(Path.Combine(backend, "onnx", "model.onnx"), "not really onnx");
+        File.WriteAllText(Path.Combine(backend, "onnx", "model_O3.onnx"), "an optimised graph");
+        File.WriteAllText(Path.Combine(backend, "onnx", "model_qint8_avx512_vnni.onnx"), "a quantised graph");
+        var plain = ModelDefinition.Load(backend);
+        Assert.Equal("onnx/model.onnx", plain.OnnxFile);
+        Assert.Equal(atRoot.Fingerprint, plain.Fingerprint); // the bytes decide, not where they lie
+
+        File.WriteAllText(Path.Combine(backend, ModelDefinition.ManifestFileName), """{"onnx_file": "onnx/model_O3.onnx"}""");
+        var optimised = ModelDefinition.Load(backend);
+        Assert.Equal("onnx/model_O3.onnx", optimised.OnnxFile);
+        File.WriteAllText(Path.Combine(backend, ModelDefinition.ManifestFileName), """{"onnx_file": "model_qint8_avx512_vnni.onnx"}""");
+        var quantised = ModelDefinition.Load(backend);
+        Assert.Equal("onnx/model_qint8_avx512_vnni.onnx", quantised.OnnxFile);
+        Assert.Equal(3, new[] { plain.Fingerprint, optimised.Fingerprint, quantised.Fingerprint }.Distinct().Count());
+
+        // Variants only, and no choice: refused, naming them and the key that chooses.
+        File.Delete(Path.Combine(backend, "onnx", "model.onnx"));
+        File.Delete(Path.Combine(backend, ModelDefinition.ManifestFileName));
+        var error = Assert.Throws<ModelFolderException>(() => ModelDefinition.Load(backend));
+        Assert.Contains("onnx/model_O3.onnx, onnx/model_qint8_avx512_vnni.onnx", error.Message);
+        Assert.Contains("\"onnx_file\"", error.Message);
+    }
+
+    [Fact]
+    public void Prompts_are_picked_as_encode_query_and_encode_document_pick_them()
+    {
+        using var temp = new TempDirectory();
+        ModelSettings SettingsWith(string config)
+        {
+            var folder = WriteFakeFolder(temp, Guid.NewGuid().ToString("N"));
+            File.WriteAllText(Path.Combine(folder, "config_sentence_transformers.json"), config);
+            return ModelDefinition.Load(folder).Settings;
+        }
+
+        var corpus = SettingsWith("""{"prompts": {"query": "query: ", "corpus": "corpus: "}, "default_prompt_name": null}""");
+        Assert.Equal(("query: ", "corpus: "), (corpus.QueryPrefix, corpus.DocumentPrefix));
+        var document = SettingsWith("""{"prompts": {"corpus": "c: ", "passage": "p: ", "document": "d: "}}""");
+        Assert.Equal(("", "d: "), (document.QueryPrefix, document.DocumentPrefix));
+        var byDefault = SettingsWith("""{"prompts": {"retrieval": "Represent this: ", "query": "q: "}, "default_prompt_name": "retrieval"}""");
+        Assert.Equal(("q: ", "Represent this: "), (byDefault.QueryPrefix, byDefault.DocumentPrefix));
+        var dot = SettingsWith("""{"similarity_fn_name": "dot"}""");
+        Assert.Equal(SimilarityFunction.Dot, dot.Similarity);
+    }
+
+    [Fact]
+    public void Max_tokens_come_from_sentence_bert_config_then_the_manifest_then_the_tokenizer_and_never_pass_the_positions()
+    {
+        using var temp = new TempDirectory();
+        int MaxTokensWith(params (string File, string Json)[] files)
+        {
+            var folder = WriteFakeFolder(temp, Guid.NewGuid().ToString("N"));
+            foreach (var (file, json) in files)
+            {
+                File.WriteAllText(Path.Combine(folder, file), json);
+            }
+
+            return ModelDefinition.Load(folder).Settings.MaxTokens;
+        }
+
+        var tokenizer = ("tokenizer_config.json", """{"model_max_length": 512}""");
+        var sbert = ("sentence_bert_config.json", """{"max_seq_length": 256}""");
+        var positions = ("config.json", """{"max_position_embeddings": 384, "hidden_size": 384}""");
+        Assert.Equal(512, MaxTokensWith(tokenizer));
+        Assert.Equal(256, MaxTokensWith(tokenizer, sbert));
+        Assert.Equal(128, MaxTokensWith(tokenizer, sbert, ("manifest.json", """{"max_tokens": 128}""")));
+        Assert.Equal(384, MaxTokensWith(tokenizer, positions));
+        Assert.Equal(384, MaxTokensWith(sbert, positions, ("manifest.json", """{"max_tokens": 1024}""")));
     }
 
     private string WriteFakeFolder(TempDirectory temp, string name, string onnx = "not really onnx")

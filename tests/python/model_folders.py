@@ -143,6 +143,8 @@ def pool(mode, tokens):
     length = tokens.shape[0]
     if mode == "mean":
         return tokens.sum(0) / max(length, 1e-9)
+    if mode == "mean_sqrt_len_tokens":
+        return tokens.sum(0) / np.sqrt(max(length, 1e-9))
     if mode == "cls":
         return tokens[0]
     if mode == "max":

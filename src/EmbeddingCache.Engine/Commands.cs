@@ -1,4 +1,5 @@
 using System.Buffers;
+using EmbeddingCache.Inference;
 using EmbeddingCache.Storage;
 
 namespace EmbeddingCache.Engine;
@@ -85,12 +86,15 @@ public sealed record LookupResult(PackedVectors Vectors, RowSource[] Sources, st
     public int CountOf(RowSource source) => Sources.Count(s => s == source);
 }
 
-/// <summary>One model as ListModels shows it.</summary>
+/// <summary>
+/// One model as ListModels shows it; <paramref name="Settings"/> and <paramref name="OnnxFile"/> say how its vectors are made
+/// (null for a store-only model, and for a folder not read yet).
+/// </summary>
 public sealed record ModelStatus(
     string Name, int Dims, bool CanCompute, string Fingerprint, long QueryRows, long DocumentRows,
-    long Bytes, long Hits, long Misses, string? Error);
+    long Bytes, long Hits, long Misses, string? Error, ModelSettings? Settings, string? OnnxFile);
 
-/// <summary>Score: cosine of queries against candidate documents given by ids and/or texts.</summary>
+/// <summary>Score: the model's similarity of queries against candidate documents given by ids and/or texts.</summary>
 public sealed record ScoreCommand(
     string Model, IReadOnlyList<string> Queries, IReadOnlyList<string> DocumentIds, IReadOnlyList<string> DocumentTexts, int TopK);
 

@@ -1,16 +1,18 @@
 using System.Numerics.Tensors;
+using EmbeddingCache.Inference;
 
 namespace EmbeddingCache.Engine;
 
 /// <summary>
-/// Dense cosine scoring of queries against candidate documents: one dot product per pair over
-/// pre-computed norms, with System.Numerics.Tensors' SIMD kernels.
+/// Dense scoring of queries against candidate documents: cosine (one dot product per pair over pre-computed norms),
+/// or the model's own <see cref="SimilarityFunction"/>, with System.Numerics.Tensors' SIMD kernels.
 /// </summary>
 internal static class CosineScorer
 {
-    /// <summary>The (queries x documents) cosine matrix, row-major; a zero vector scores 0 against everything.</summary>
-    public static float[] Matrix(ReadOnlySpan<float> queries, ReadOnlySpan<float> documents, int dims)
+    /// <summary>The (queries x documents) matrix of <paramref name="similarity"/>, row-major; a zero vector has cosine 0 to everything.</summary>
+    public static float[] Matrix(ReadOnlySpan<float> queries, ReadOnlySpan<float> documents, int dims, SimilarityFunction similarity = SimilarityFunction.Cosine)
     {
+        var scratch = new float[dims];
         int queryCount = queries.Length / dims;
         int documentCount = documents.Length / dims;
         var documentNorms = Norms(documents, dims);
@@ -21,10 +23,7 @@ internal static class CosineScorer
             float queryNorm = TensorPrimitives.Norm(query);
             for (int d = 0; d < documentCount; d++)
             {
-                float denominator = queryNorm * documentNorms[d];
-                scores[q * documentCount + d] = denominator == 0
-                    ? 0
-                    : TensorPrimitives.Dot(query, documents.Slice(d * dims, dims)) / denominator;
+                scores[q * documentCount + d] = PairSimilarity.Score(similarity, query, queryNorm, documents.Slice(d * dims, dims), documentNorms[d], scratch);
             }
         }
         return scores;

@@ -267,7 +267,8 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     }
 
     /// <summary>
-    /// Cosine scores of queries against candidate documents, computing missing query and document vectors:
+    /// Scores of queries against candidate documents under the model's similarity (cosine unless its folder's
+    /// similarity_fn_name says otherwise), computing missing query and document vectors:
     /// documents by text are embedded (and stored under their ids when ids come too); documents by id alone
     /// must be cached.
     /// </summary>
@@ -310,9 +311,10 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         }
 
         int dims = queries.Vectors.Dims;
+        var similarity = catalog.Loaded(command.Model)?.Definition?.Settings.Similarity ?? SimilarityFunction.Cosine;
         var scores = CosineScorer.Matrix(
             MemoryMarshal.Cast<byte, float>(queries.Vectors.Data.Span),
-            MemoryMarshal.Cast<byte, float>(documents.Vectors.Data.Span), dims);
+            MemoryMarshal.Cast<byte, float>(documents.Vectors.Data.Span), dims, similarity);
         var top = new List<(int Index, float Score)[]>();
         if (command.TopK > 0 && documentCount > 0)
         {
@@ -347,6 +349,8 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
             bool hasFolder = BuiltInModels.IsBuiltIn(name) || Directory.Exists(Path.Combine(root.ModelsDirectory, name));
             // A model not used yet: its dims are known for the built-ins, and from its cache for the rest.
             int dims = cache?.Dims ?? (BuiltInModels.IsBuiltIn(name) ? BuiltInModels.SettingsOf(name).Dims ?? 0 : 0);
+            // What the server decided from the folder: known once the model is loaded, and for the built-ins from the start.
+            var definition = loaded?.Definition;
             models.Add(new ModelStatus(
                 name,
                 dims,
@@ -357,7 +361,9 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
                 cache?.ByteCount ?? 0,
                 loaded?.Hits ?? 0,
                 loaded?.Misses ?? 0,
-                catalog.LoadError(name)));
+                catalog.LoadError(name),
+                definition?.Settings ?? (BuiltInModels.IsBuiltIn(name) ? BuiltInModels.SettingsOf(name) : null),
+                definition?.OnnxFile ?? (BuiltInModels.IsBuiltIn(name) ? ModelDefinition.OnnxFileName : null)));
         }
         return models;
     }

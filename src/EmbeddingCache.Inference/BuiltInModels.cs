@@ -141,7 +141,7 @@ public static class BuiltInModels
         json.WriteString("base_model", settings.BaseModel);
         json.WriteNumber("size_mb", (long)Math.Round(sizeBytes / (1024.0 * 1024.0)));
         json.WriteString("huggingface_url", settings.HuggingFaceUrl);
-        json.WriteString("pooling", settings.Pooling == PoolingMode.Cls ? "cls" : "mean");
+        json.WriteString("pooling", settings.PoolingName);
         json.WriteBoolean("normalize", settings.Normalize);
         json.WriteNumber("max_tokens", settings.MaxTokens);
         json.WriteString("query_prefix", settings.QueryPrefix);

@@ -6,8 +6,8 @@ namespace EmbeddingCache.Inference;
 internal static partial class InferenceLog
 {
     [LoggerMessage(EventId = 2001, EventName = "ModelLoaded", Level = LogLevel.Information,
-        Message = "Loaded model {Model}: {Dims} dims, inputs [{Inputs}], output {Output}, pooling {Pooling}, max tokens {MaxTokens}, {ConcurrentBatches} batches at once on {Threads} intra-op thread(s) each, in {ElapsedMs} ms")]
-    public static partial void ModelLoaded(ILogger logger, string model, int dims, string inputs, string output, PoolingMode pooling, int maxTokens, int concurrentBatches, int threads, long elapsedMs);
+        Message = "Loaded model {Model}: {Dims} dims, inputs [{Inputs}], output {Output}, pooling {Pooling}, then {Modules}, max tokens {MaxTokens}, {ConcurrentBatches} batches at once on {Threads} intra-op thread(s) each, in {ElapsedMs} ms")]
+    public static partial void ModelLoaded(ILogger logger, string model, int dims, string inputs, string output, string pooling, string modules, int maxTokens, int concurrentBatches, int threads, long elapsedMs);
 
     [LoggerMessage(EventId = 2010, EventName = "BatchFailed", Level = LogLevel.Error,
         Message = "Encoding a batch of {Texts} texts for model {Model} failed")]

@@ -27,7 +27,10 @@ public sealed class ModelDefinition
 
     internal const string ModulesFileName = "modules.json";
     internal const string DefaultPoolingFolder = "1_Pooling";
-    internal const string PoolingConfigFileName = "config.json";
+    internal const string OnnxFolderName = "onnx";
+
+    /// <summary>The config of a module folder (Pooling, Dense), as sentence-transformers saves it.</summary>
+    internal const string ModuleConfigFileName = "config.json";
     internal const string SentenceBertConfigFileName = "sentence_bert_config.json";
     internal const string SentenceTransformersConfigFileName = "config_sentence_transformers.json";
     internal const string TokenizerConfigFileName = "tokenizer_config.json";
@@ -38,6 +41,7 @@ public sealed class ModelDefinition
         Name = name;
         Directory = directory;
         OnnxPath = onnxPath;
+        OnnxFile = Path.GetRelativePath(directory, onnxPath).Replace(Path.DirectorySeparatorChar, '/');
         TokenizerPath = tokenizerPath;
         Settings = settings;
         Fingerprint = fingerprint;
@@ -49,8 +53,11 @@ public sealed class ModelDefinition
     /// <summary>The full path of the model folder.</summary>
     public string Directory { get; }
 
-    /// <summary>The full path of <c>model.onnx</c>.</summary>
+    /// <summary>The full path of the ONNX file served: <c>model.onnx</c> at the root or under <c>onnx/</c>, or manifest.json's <c>onnx_file</c>.</summary>
     public string OnnxPath { get; }
+
+    /// <summary>The ONNX file served, relative to the folder with '/' separators (e.g. <c>onnx/model_O3.onnx</c>), as ListModels shows it.</summary>
+    public string OnnxFile { get; }
 
     /// <summary>The full path of the tokenizer file: <c>vocab.txt</c> or <c>tokenizer.json</c>.</summary>
     public string TokenizerPath { get; }
@@ -78,12 +85,8 @@ public sealed class ModelDefinition
             throw new ModelFolderException($"Model folder '{directory}' does not exist.", directory);
         }
 
-        var onnxPath = Path.Combine(directory, OnnxFileName);
-        if (!File.Exists(onnxPath))
-        {
-            throw new ModelFolderException($"Model folder '{directory}' has no {OnnxFileName}: put the model's ONNX export at '{onnxPath}'.", onnxPath);
-        }
-
+        var settings = ModelSettingsReader.Read(directory);
+        var onnxPath = FindOnnxFile(directory, settings.OnnxFile);
         var tokenizerPath = Path.Combine(directory, VocabFileName);
         if (!File.Exists(tokenizerPath))
         {
@@ -96,8 +99,35 @@ public sealed class ModelDefinition
             }
         }
 
-        var settings = ModelSettingsReader.Read(directory);
         var fingerprint = ModelFingerprint.Compute(onnxPath, tokenizerPath, settings);
         return new ModelDefinition(Path.GetFileName(directory.TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar)), directory, onnxPath, tokenizerPath, settings, fingerprint);
+    }
+
+    /// <summary>
+    /// The ONNX file as sentence-transformers' ONNX backend finds it: the file asked for (<c>model.onnx</c> unless manifest.json's
+    /// <c>onnx_file</c> names another) at the folder's root, else under <c>onnx/</c>. Not there, it is refused with the candidates named.
+    /// </summary>
+    private static string FindOnnxFile(string directory, string? asked)
+    {
+        var fileName = asked ?? OnnxFileName;
+        foreach (var candidate in new[] { Path.Combine(directory, fileName), Path.Combine(directory, OnnxFolderName, fileName) })
+        {
+            if (File.Exists(candidate))
+            {
+                return candidate;
+            }
+        }
+
+        var onnxFolder = Path.Combine(directory, OnnxFolderName);
+        var found = System.IO.Directory.EnumerateFiles(directory, "*.onnx")
+            .Concat(System.IO.Directory.Exists(onnxFolder) ? System.IO.Directory.EnumerateFiles(onnxFolder, "*.onnx") : [])
+            .Select(path => Path.GetRelativePath(directory, path).Replace(Path.DirectorySeparatorChar, '/'))
+            .Order(StringComparer.Ordinal)
+            .ToList();
+        var missing = Path.Combine(directory, fileName);
+        var choose = found.Count == 0
+            ? $"put the model's ONNX export at '{missing}'"
+            : $"it has {string.Join(", ", found)}: set \"onnx_file\" in '{Path.Combine(directory, ManifestFileName)}' to the one to serve";
+        throw new ModelFolderException($"Model folder '{directory}' has no {fileName} (nor {OnnxFolderName}/{fileName}): {choose}.", missing);
     }
 }

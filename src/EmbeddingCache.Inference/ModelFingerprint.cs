@@ -8,7 +8,7 @@ namespace EmbeddingCache.Inference;
 
 /// <summary>
 /// The hash that tells whether cached vectors were made by this exact model: the ONNX bytes, the tokenizer
-/// bytes and every setting that changes a vector. Informational settings (base model, URL) are left out.
+/// bytes and every setting that changes a vector. Informational settings (base model, URL) and the similarity Score uses are left out.
 /// </summary>
 internal static class ModelFingerprint
 {
@@ -22,17 +22,23 @@ internal static class ModelFingerprint
         AppendFile(hash, onnxPath);
         AppendField(hash, Path.GetFileName(tokenizerPath));
         AppendFile(hash, tokenizerPath);
-        AppendField(hash, settings.Pooling switch
-        {
-            PoolingMode.Mean => "mean",
-            PoolingMode.Cls => "cls",
-            _ => throw new ArgumentOutOfRangeException(nameof(settings), settings.Pooling, "Unknown pooling mode."),
-        });
+        AppendField(hash, settings.PoolingName);
         AppendField(hash, settings.Normalize ? "normalize" : "raw");
         AppendField(hash, settings.MaxTokens.ToString(CultureInfo.InvariantCulture));
         AppendField(hash, settings.LowerCase ? "lowercase" : "cased");
         AppendField(hash, settings.QueryPrefix);
         AppendField(hash, settings.DocumentPrefix);
+
+        // Added after the fields above, and only when there are some, so that folders without Dense modules (the built-ins)
+        // keep the fingerprints their caches were made with.
+        foreach (var dense in settings.Dense)
+        {
+            AppendField(hash, "dense");
+            AppendField(hash, dense.ToString());
+            AppendField(hash, dense.Bias is null ? "no bias" : "bias");
+            AppendFile(hash, dense.WeightsPath);
+        }
+
         return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 

@@ -17,10 +17,11 @@ public sealed class TextEncoder : IDisposable
     private const string AttentionMaskName = "attention_mask";
     private const string TokenTypeIdsName = "token_type_ids";
 
-    // Token-level outputs, pooled here; the first present wins. A pooled output is used only when none exists,
-    // because BERT exports also carry a tanh "pooler_output" that is not the sentence vector.
+    // Token-level outputs, pooled here as the folder says; the first present wins. Without pooling settings only an output
+    // named sentence_embedding is taken, never another 2-D one: BERT exports also carry a tanh "pooler_output" that is not
+    // the sentence vector.
     private static readonly string[] TokenOutputNames = ["last_hidden_state", "token_embeddings"];
-    private static readonly string[] SentenceOutputNames = ["sentence_embedding"];
+    private const string SentenceOutputName = "sentence_embedding";
 
     private readonly InferenceSession _session;
     private readonly RunOptions _runOptions;
@@ -30,13 +31,14 @@ public sealed class TextEncoder : IDisposable
     private readonly bool _feedsTokenTypes;
     private readonly string[] _outputNames;
     private readonly bool _outputIsPooled;
+    private readonly int _outputDims;
     private long _texts;
     private long _tokens;
     private long _paddedTokens;
     private long _inferenceTicks;
     private volatile bool _disposed;
 
-    private TextEncoder(ModelDefinition model, InferenceSession session, WordPieceTokenizer tokenizer, EncoderOptions options, string[] inputNames, string outputName, bool outputIsPooled, int dims)
+    private TextEncoder(ModelDefinition model, InferenceSession session, WordPieceTokenizer tokenizer, EncoderOptions options, string[] inputNames, string outputName, bool outputIsPooled, int outputDims)
     {
         Model = model;
         _session = session;
@@ -47,14 +49,17 @@ public sealed class TextEncoder : IDisposable
         _feedsTokenTypes = inputNames.Length == 3;
         _outputNames = [outputName];
         _outputIsPooled = outputIsPooled;
-        Dims = dims;
+        _outputDims = outputDims;
     }
 
     /// <summary>The model folder this encoder runs.</summary>
     public ModelDefinition Model { get; }
 
-    /// <summary>The width of the sentence vectors, from the model's output shape (or a trial run when it is symbolic).</summary>
-    public int Dims { get; private set; }
+    /// <summary>
+    /// The width of the sentence vectors: the last Dense module's out_features, else the model's output width (from its
+    /// shape, or a trial run when it is symbolic).
+    /// </summary>
+    public int Dims => Model.Settings.Dense.Count > 0 ? Model.Settings.Dense[^1].OutFeatures : _outputDims;
 
     /// <summary>The most tokens a text is given, [CLS] and [SEP] included.</summary>
     public int MaxTokens => _tokenizer.MaxTokens;
@@ -117,10 +122,14 @@ public sealed class TextEncoder : IDisposable
         {
             var inputNames = ChooseInputs(session, model);
             var (outputName, outputIsPooled, declaredDims) = ChooseOutput(session, model);
-            encoder = new TextEncoder(model, session, tokenizer, options, inputNames, outputName, outputIsPooled, declaredDims);
-            if (declaredDims <= 0)
+            var outputDims = declaredDims > 0 ? declaredDims : DiscoverDims(session, tokenizer, inputNames, outputName);
+            encoder = new TextEncoder(model, session, tokenizer, options, inputNames, outputName, outputIsPooled, outputDims);
+            if (model.Settings.Dense.Count > 0 && model.Settings.Dense[0].InFeatures != outputDims)
             {
-                encoder.Dims = encoder.DiscoverDims();
+                var dense = model.Settings.Dense[0];
+                throw new ModelFolderException(
+                    $"'{Path.Combine(model.Directory, dense.Folder, ModelDefinition.ModuleConfigFileName)}' has in_features {dense.InFeatures}, but '{model.OnnxPath}' gives {outputDims}-wide vectors.",
+                    Path.Combine(model.Directory, dense.Folder, ModelDefinition.ModuleConfigFileName));
             }
 
             if (model.Settings.Dims is int stated && stated != encoder.Dims)
@@ -132,7 +141,7 @@ public sealed class TextEncoder : IDisposable
 
             InferenceLog.ModelLoaded(
                 loggerFactory.CreateLogger<TextEncoder>(), model.Name, encoder.Dims, string.Join(", ", inputNames), outputName,
-                model.Settings.Pooling, model.Settings.MaxTokens, options.EffectiveConcurrentBatches, threads, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+                model.Settings.PoolingName, DescribeModules(model.Settings), model.Settings.MaxTokens, options.EffectiveConcurrentBatches, threads, (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
             return encoder;
         }
         catch
@@ -293,7 +302,7 @@ public sealed class TextEncoder : IDisposable
         var ids = ArrayPool<long>.Shared.Rent(cells);
         var mask = ArrayPool<long>.Shared.Rent(cells);
         var types = _feedsTokenTypes ? ArrayPool<long>.Shared.Rent(cells) : null;
-        var outputLength = _outputIsPooled ? rows * Dims : cells * Dims;
+        var outputLength = _outputIsPooled ? rows * _outputDims : cells * _outputDims;
         var hidden = ArrayPool<float>.Shared.Rent(outputLength);
         try
         {
@@ -314,7 +323,7 @@ public sealed class TextEncoder : IDisposable
 
             types?.AsSpan(0, cells).Clear();
             long[] inputShape = [rows, width];
-            long[] outputShape = _outputIsPooled ? [rows, Dims] : [rows, width, Dims];
+            long[] outputShape = _outputIsPooled ? [rows, _outputDims] : [rows, width, _outputDims];
             var started = Stopwatch.GetTimestamp();
             using (var idsValue = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, ids.AsMemory(0, cells), inputShape))
             using (var maskValue = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, mask.AsMemory(0, cells), inputShape))
@@ -344,60 +353,70 @@ public sealed class TextEncoder : IDisposable
         }
     }
 
+    /// <summary>What follows pooling, for the log: e.g. <c>2_Dense 384->256 tanh, normalize</c>.</summary>
+    private static string DescribeModules(ModelSettings settings) =>
+        string.Join(", ", settings.Dense.Select(dense => dense.ToString()).Append(settings.Normalize ? "normalize" : "no normalization"));
+
+    /// <summary>The module stack after the graph: pooling (unless the graph pooled), the Dense modules, normalisation.</summary>
     private void Pool(ReadOnlySpan<float> hidden, ReadOnlySpan<TokenizedText> batch, int width, Span<float> output)
     {
-        var dims = Dims;
         var settings = Model.Settings;
-        for (var r = 0; r < batch.Length; r++)
+        var widest = Math.Max(_outputDims, settings.Dense.Count == 0 ? 0 : settings.Dense.Max(dense => dense.OutFeatures));
+        var scratch = ArrayPool<float>.Shared.Rent(2 * widest);
+        try
         {
-            var row = output.Slice(r * dims, dims);
-            if (_outputIsPooled)
+            for (var r = 0; r < batch.Length; r++)
             {
-                hidden.Slice(r * dims, dims).CopyTo(row);
-            }
-            else
-            {
-                var tokens = hidden.Slice(r * width * dims, width * dims);
-                if (settings.Pooling == PoolingMode.Cls)
+                // Each step reads one half of the scratch and writes the other.
+                var current = scratch.AsSpan(0, _outputDims);
+                if (_outputIsPooled)
                 {
-                    tokens.Slice(0, dims).CopyTo(row);
+                    hidden.Slice(r * _outputDims, _outputDims).CopyTo(current);
                 }
                 else
                 {
-                    // The attention mask is a prefix of ones, so the masked mean is the mean of the first Length rows.
-                    var length = batch[r].Length;
-                    tokens.Slice(0, dims).CopyTo(row);
-                    for (var t = 1; t < length; t++)
-                    {
-                        TensorPrimitives.Add(row, tokens.Slice(t * dims, dims), row);
-                    }
+                    TokenPooling.Pool(settings.Pooling!.Value, hidden.Slice(r * width * _outputDims, width * _outputDims), batch[r].Length, current);
+                }
 
-                    TensorPrimitives.Divide(row, length, row);
+                var offset = 0;
+                foreach (var dense in settings.Dense)
+                {
+                    offset = widest - offset;
+                    var next = scratch.AsSpan(offset, dense.OutFeatures);
+                    dense.Apply(current, next);
+                    current = next;
+                }
+
+                var row = output.Slice(r * Dims, Dims);
+                current.CopyTo(row);
+                if (settings.Normalize)
+                {
+                    // As torch.nn.functional.normalize: a zero vector stays zero instead of becoming NaN.
+                    var norm = TensorPrimitives.Norm(row);
+                    TensorPrimitives.Divide(row, MathF.Max(norm, 1e-12f), row);
                 }
             }
-
-            if (settings.Normalize)
-            {
-                // As torch.nn.functional.normalize: a zero vector stays zero instead of becoming NaN.
-                var norm = TensorPrimitives.Norm(row);
-                TensorPrimitives.Divide(row, MathF.Max(norm, 1e-12f), row);
-            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(scratch);
         }
     }
 
-    private int DiscoverDims()
+    private static int DiscoverDims(InferenceSession session, WordPieceTokenizer tokenizer, string[] inputNames, string outputName)
     {
-        Span<long> tokens = stackalloc long[MaxTokens];
-        var length = _tokenizer.Tokenize("dims", tokens);
+        Span<long> tokens = stackalloc long[tokenizer.MaxTokens];
+        var length = tokenizer.Tokenize("dims", tokens);
         long[] ids = tokens.Slice(0, length).ToArray();
         var mask = new long[length];
         Array.Fill(mask, 1L);
         long[] shape = [1, length];
+        using var runOptions = new RunOptions();
         using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, shape);
         using var maskValue = OrtValue.CreateTensorValueFromMemory(mask, shape);
-        using var typesValue = _feedsTokenTypes ? OrtValue.CreateTensorValueFromMemory(new long[length], shape) : null;
+        using var typesValue = inputNames.Length == 3 ? OrtValue.CreateTensorValueFromMemory(new long[length], shape) : null;
         OrtValue[] inputs = typesValue is null ? [idsValue, maskValue] : [idsValue, maskValue, typesValue];
-        using var results = _session.Run(_runOptions, _inputNames, inputs, _outputNames);
+        using var results = session.Run(runOptions, inputNames, inputs, [outputName]);
         var dims = results[0].GetTensorTypeAndShape().Shape;
         return checked((int)dims[^1]);
     }
@@ -435,7 +454,22 @@ public sealed class TextEncoder : IDisposable
     private static (string Name, bool IsPooled, int Dims) ChooseOutput(InferenceSession session, ModelDefinition model)
     {
         var declared = session.OutputMetadata;
-        foreach (var name in TokenOutputNames.Concat(SentenceOutputNames))
+        if (model.Settings.Pooling is null)
+        {
+            // Nothing says how to pool: only the graph's own sentence vector will do, used as it is.
+            if (declared.TryGetValue(SentenceOutputName, out var pooled) && pooled.Dimensions.Length == 2)
+            {
+                return Describe(SentenceOutputName, pooled);
+            }
+
+            throw new ModelFolderException(
+                $"Model folder '{model.Directory}' does not say how to pool the token vectors of '{model.OnnxPath}' (outputs {string.Join(", ", declared.Keys)}; " +
+                $"no modules.json with a Pooling module, no {ModelDefinition.DefaultPoolingFolder}/{ModelDefinition.ModuleConfigFileName}, no [batch, dims] '{SentenceOutputName}' output): " +
+                $"set \"pooling\" in '{Path.Combine(model.Directory, ModelDefinition.ManifestFileName)}' to the model's pooling ({ModelSettingsReader.PoolingNames}), as its model card says.",
+                Path.Combine(model.Directory, ModelDefinition.ManifestFileName));
+        }
+
+        foreach (var name in TokenOutputNames)
         {
             if (declared.TryGetValue(name, out var metadata))
             {
@@ -453,7 +487,7 @@ public sealed class TextEncoder : IDisposable
         }
 
         throw new ModelFolderException(
-            $"'{model.OnnxPath}' has no token-level output such as last_hidden_state (it has {string.Join(", ", declared.Keys)}).",
+            $"'{model.OnnxPath}' has no token-level output such as last_hidden_state to pool as '{model.Settings.PoolingName}' (it has {string.Join(", ", declared.Keys)}).",
             model.OnnxPath);
 
         (string, bool, int) Describe(string name, NodeMetadata metadata)

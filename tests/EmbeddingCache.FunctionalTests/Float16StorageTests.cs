@@ -81,7 +81,7 @@ public sealed class Float16StorageTests(ITestOutputHelper output) : ServerTest(o
         Assert.All(await FileRowsAsync("switching/document"), row => Assert.Equal(Dims * 2 * 2, row.Length));
     }
 
-    /// <summary>A model folder of MiniLM's files (provisioned by the server's first start) with the given manifest.</summary>
+    /// <summary>A model folder of MiniLM's files (provisioned by the server's first start), mean pooling as its 1_Pooling says, with the given manifest.</summary>
     private string MakeModelFolder(string name, string? manifest)
     {
         string models = Path.Combine(Artifacts.Path, "models");
@@ -91,6 +91,9 @@ public sealed class Float16StorageTests(ITestOutputHelper output) : ServerTest(o
         {
             File.Copy(Path.Combine(models, Wire.MiniLM, file), Path.Combine(folder, file));
         }
+
+        Directory.CreateDirectory(Path.Combine(folder, "1_Pooling"));
+        File.WriteAllText(Path.Combine(folder, "1_Pooling", "config.json"), """{"word_embedding_dimension": 384, "pooling_mode_mean_tokens": true}""");
 
         if (manifest is not null) File.WriteAllText(Path.Combine(folder, "manifest.json"), manifest);
         return folder;

@@ -49,6 +49,7 @@ public sealed class ModelFolderTests(ITestOutputHelper output) : ServerTest(outp
         Directory.CreateDirectory(mine);
         File.Copy(Path.Combine(models, Wire.MiniLM, "model.onnx"), Path.Combine(mine, "model.onnx"));
         File.Copy(Path.Combine(models, Wire.MiniLM, "vocab.txt"), Path.Combine(mine, "vocab.txt"));
+        File.WriteAllText(Path.Combine(mine, "manifest.json"), """{"pooling": "mean"}""");
 
         var texts = Wire.Texts(seed: 12, count: 6);
         var request = new EmbedRequest { Model = "my-encoder", Kind = Kind.Document, Texts = { texts } };
@@ -91,6 +92,7 @@ public sealed class ModelFolderTests(ITestOutputHelper output) : ServerTest(outp
         Directory.CreateDirectory(mine);
         File.Copy(Path.Combine(models, Wire.MiniLM, "model.onnx"), Path.Combine(mine, "model.onnx"));
         File.Copy(Path.Combine(models, Wire.MiniLM, "vocab.txt"), Path.Combine(mine, "vocab.txt"));
+        File.WriteAllText(Path.Combine(mine, "manifest.json"), """{"pooling": "mean"}""");
         var request = new EmbedRequest { Model = "my-encoder", Kind = Kind.Document, Texts = { Wire.Texts(seed: 31, count: 3) } };
         var before = await server.Client.EmbedAsync(request);
 
@@ -144,7 +146,7 @@ public sealed class ModelFolderTests(ITestOutputHelper output) : ServerTest(outp
         MakeFolder("odd-pooling", onnxFrom: Path.Combine(miniLm, "model.onnx"), vocab: true);
         Directory.CreateDirectory(Path.Combine(models, "odd-pooling", "1_Pooling"));
         File.WriteAllText(Path.Combine(models, "odd-pooling", "1_Pooling", "config.json"),
-            """{"word_embedding_dimension": 384, "pooling_mode_lasttoken": true}""");
+            """{"word_embedding_dimension": 384, "pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": true}""");
 
         var server = await StartServerAsync();
         foreach (var (name, file) in new[] { ("no-vocab", "vocab.txt"), ("not-onnx", "model.onnx"), ("odd-pooling", "config.json") })

@@ -18,12 +18,12 @@ public sealed class ModelSettingsFuzzTests(ITestOutputHelper output)
     /// <summary>Every settings file the reader opens, with the keys it reads from it.</summary>
     private static readonly (string File, string[] Keys)[] SettingsFiles =
     [
-        (ModelDefinition.ManifestFileName, ["pooling", "normalize", "max_tokens", "query_prefix", "document_prefix", "lower_case", "dims", "base_model", "huggingface_url"]),
+        (ModelDefinition.ManifestFileName, ["pooling", "normalize", "max_tokens", "query_prefix", "document_prefix", "lower_case", "dims", "base_model", "huggingface_url", "similarity_fn_name", "onnx_file"]),
         (ModelDefinition.ModulesFileName, ["idx", "name", "path", "type"]),
-        (Path.Combine(ModelDefinition.DefaultPoolingFolder, ModelDefinition.PoolingConfigFileName),
-            ["word_embedding_dimension", "pooling_mode_mean_tokens", "pooling_mode_cls_token", "pooling_mode_max_tokens"]),
+        (Path.Combine(ModelDefinition.DefaultPoolingFolder, ModelDefinition.ModuleConfigFileName),
+            ["word_embedding_dimension", "pooling_mode_mean_tokens", "pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_lasttoken", "include_prompt"]),
         (ModelDefinition.SentenceBertConfigFileName, ["max_seq_length", "do_lower_case"]),
-        (ModelDefinition.SentenceTransformersConfigFileName, ["prompts", "query", "document", "passage"]),
+        (ModelDefinition.SentenceTransformersConfigFileName, ["prompts", "query", "document", "passage", "corpus", "default_prompt_name", "similarity_fn_name"]),
         (ModelDefinition.TokenizerConfigFileName, ["do_lower_case", "model_max_length"]),
         (ModelDefinition.TransformerConfigFileName, ["max_position_embeddings", "hidden_size"]),
     ];
@@ -34,6 +34,7 @@ public sealed class ModelSettingsFuzzTests(ITestOutputHelper output)
         (2, JsonFuzz.AnyValue),
         (2, Gen.Int[-5, 600].Select(n => n.ToString(System.Globalization.CultureInfo.InvariantCulture))),
         (2, Gen.OneOf("\"mean\"", "\"cls\"", "\"query: \"", "\"sentence_transformers.models.Pooling\"", "\"sentence_transformers.models.Normalize\"",
+            "\"sentence_transformers.models.Dense\"", "\"sentence_transformers.models.LayerNorm\"", "\"dot\"", "\"query\"", "\"model.onnx\"",
             "\"1_Pooling\"", "\"../..\"", "\"/\"", "\"a/b\"", "\"\"", "1e30")));
 
     /// <summary>One settings file of a folder, holding its known keys with any values, or anything at all.</summary>
@@ -69,7 +70,7 @@ public sealed class ModelSettingsFuzzTests(ITestOutputHelper output)
                 var settings = ModelSettingsReader.Read(folder);
                 Assert.InRange(settings.MaxTokens, 3, ModelSettings.MaxTokensLimit);
                 Assert.True(settings.Dims is null or (>= 1 and <= ModelSettings.MaxDims), $"dims {settings.Dims}");
-                Assert.True(Enum.IsDefined(settings.Pooling));
+                Assert.True(settings.Pooling is null || Enum.IsDefined(settings.Pooling.Value));
             }
             catch (ModelFolderException e)
             {
@@ -91,8 +92,8 @@ public sealed class ModelSettingsFuzzTests(ITestOutputHelper output)
         Gen.Select(
             Gen.Frequency(
                 (2, Gen.Const(new JsonFuzz.Field("pooling", null, true))),
-                (3, Gen.OneOf("\"mean\"", "\"cls\"", "\" CLS \"", "\"Mean\"").Select(p => new JsonFuzz.Field("pooling", p, true))),
-                (2, Gen.OneOf("\"max\"", "\"\"", "\"mean_tokens\"", "1", "true", "[\"mean\"]").Select(p => new JsonFuzz.Field("pooling", p, false)))),
+                (3, Gen.OneOf("\"mean\"", "\"cls\"", "\" CLS \"", "\"Mean\"", "\"max\"", "\"lasttoken\"", "\"weightedmean\"").Select(p => new JsonFuzz.Field("pooling", p, true))),
+                (2, Gen.OneOf("\"maximum\"", "\"\"", "\"mean_tokens\"", "1", "true", "[\"mean\"]").Select(p => new JsonFuzz.Field("pooling", p, false)))),
             JsonFuzz.OptionalBool("normalize"),
             JsonFuzz.Integer("max_tokens", 3, ModelSettings.MaxTokensLimit, required: false),
             JsonFuzz.OptionalString("query_prefix"),
@@ -141,8 +142,18 @@ public sealed class ModelSettingsFuzzTests(ITestOutputHelper output)
 
             Interlocked.Increment(ref accepted);
             var defaults = new ModelSettings();
-            Assert.Equal(Expected<string>(fields, "pooling")?.Trim().ToLowerInvariant() switch { null => defaults.Pooling, "cls" => PoolingMode.Cls, _ => PoolingMode.Mean }, settings.Pooling);
-            Assert.Equal(Expected<bool?>(fields, "normalize") ?? defaults.Normalize, settings.Normalize);
+            PoolingMode? pooling = Expected<string>(fields, "pooling")?.Trim().ToLowerInvariant() switch
+            {
+                null => defaults.Pooling,
+                "cls" => PoolingMode.Cls,
+                "max" => PoolingMode.Max,
+                "lasttoken" => PoolingMode.LastToken,
+                "weightedmean" => PoolingMode.WeightedMean,
+                _ => PoolingMode.Mean,
+            };
+            Assert.Equal(pooling, settings.Pooling);
+            // A graph's own pooled output is not normalised again unless the manifest asks.
+            Assert.Equal(Expected<bool?>(fields, "normalize") ?? pooling is not null, settings.Normalize);
             Assert.Equal(Expected<int?>(fields, "max_tokens") ?? defaults.MaxTokens, settings.MaxTokens);
             Assert.Equal(Expected<string>(fields, "query_prefix") ?? defaults.QueryPrefix, settings.QueryPrefix);
             Assert.Equal(Expected<string>(fields, "document_prefix") ?? defaults.DocumentPrefix, settings.DocumentPrefix);

@@ -16,6 +16,7 @@ public sealed class TokenizerJsonTests(BuiltInModelsFixture models)
         var folder = temp.Combine("json-tokenizer");
         Directory.CreateDirectory(folder);
         File.CreateSymbolicLink(Path.Combine(folder, ModelDefinition.OnnxFileName), miniLm.OnnxPath);
+        File.WriteAllText(Path.Combine(folder, ModelDefinition.ManifestFileName), """{"pooling": "mean"}""");
         File.WriteAllText(Path.Combine(folder, ModelDefinition.TokenizerJsonFileName), BertTokenizerJson(File.ReadAllLines(miniLm.TokenizerPath)));
 
         var model = ModelDefinition.Load(folder);

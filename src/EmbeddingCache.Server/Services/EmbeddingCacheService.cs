@@ -190,7 +190,7 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
         var response = new ListModelsResponse();
         foreach (var model in engine.ListModels())
         {
-            response.Models.Add(new ModelInfo
+            var info = new ModelInfo
             {
                 Name = model.Name,
                 Dims = (uint)model.Dims,
@@ -202,7 +202,19 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
                 Hits = (ulong)model.Hits,
                 Misses = (ulong)model.Misses,
                 Error = model.Error ?? "",
-            });
+                OnnxFile = model.OnnxFile ?? "",
+            };
+            if (model.Settings is { } settings)
+            {
+                info.Pooling = settings.PoolingName;
+                info.MaxTokens = (uint)settings.MaxTokens;
+                info.QueryPrefix = settings.QueryPrefix;
+                info.DocumentPrefix = settings.DocumentPrefix;
+                info.Similarity = settings.SimilarityName;
+                info.Dense.AddRange(settings.Dense.Select(dense => dense.ToString()));
+                info.Normalize = settings.Normalize;
+            }
+            response.Models.Add(info);
         }
         return Task.FromResult(response);
     }

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using EmbeddingCache.Inference;
 using EmbeddingCache.Storage;
 
 namespace EmbeddingCache.Engine;
@@ -43,7 +44,7 @@ public sealed partial class EmbeddingCacheEngine
                 sources[computable[j]] = computed.Sources[j];
             }
         }
-        return ScoreCandidates(command, checked((int)pairs), documents.RowOfPair, queries, found.Vectors, sources);
+        return ScoreCandidates(command, SimilarityOf(command.Model), checked((int)pairs), documents.RowOfPair, queries, found.Vectors, sources);
     }
 
     /// <summary>Checks the shape of the candidate lists and returns how many pairs they hold.</summary>
@@ -76,7 +77,7 @@ public sealed partial class EmbeddingCacheEngine
     }
 
     private static RerankResult ScoreCandidates(
-        RerankCommand command, int pairs, int[] rowOfPair, LookupResult queries, PackedVectors documents, RowSource[] documentSources)
+        RerankCommand command, SimilarityFunction similarity, int pairs, int[] rowOfPair, LookupResult queries, PackedVectors documents, RowSource[] documentSources)
     {
         int dims = queries.Vectors.Dims;
         var queryRows = MemoryMarshal.Cast<byte, float>(queries.Vectors.Data.Span);
@@ -100,14 +101,14 @@ public sealed partial class EmbeddingCacheEngine
                     documentRows.Slice(row * dims, dims).CopyTo(side.AsSpan(c * dims, dims));
                     pairSources[pair + start + c] = documentSources[row];
                 }
-                CosineScorer.Matrix(query, side.AsSpan(0, chunk * dims), dims).CopyTo(scores.AsSpan(pair + start, chunk));
+                SimilarityScorer.Matrix(query, side.AsSpan(0, chunk * dims), dims, similarity).CopyTo(scores.AsSpan(pair + start, chunk));
             }
             for (int c = pair; c < pair + count; c++)
             {
                 if (pairSources[c] == RowSource.Missing) scores[c] = float.NaN;
             }
             // One entry per query, even an empty one, so that top[i] is query i's.
-            if (command.TopK > 0) top.Add(CosineScorer.Top(scores.AsSpan(pair, count), command.TopK));
+            if (command.TopK > 0) top.Add(SimilarityScorer.Top(scores.AsSpan(pair, count), command.TopK));
             pair += count;
         }
         return new RerankResult(scores, counts, pairSources, queries.Sources, top);

@@ -311,8 +311,8 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         }
 
         int dims = queries.Vectors.Dims;
-        var similarity = catalog.Loaded(command.Model)?.Definition?.Settings.Similarity ?? SimilarityFunction.Cosine;
-        var scores = CosineScorer.Matrix(
+        var similarity = SimilarityOf(command.Model);
+        var scores = SimilarityScorer.Matrix(
             MemoryMarshal.Cast<byte, float>(queries.Vectors.Data.Span),
             MemoryMarshal.Cast<byte, float>(documents.Vectors.Data.Span), dims, similarity);
         var top = new List<(int Index, float Score)[]>();
@@ -320,7 +320,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         {
             for (int q = 0; q < command.Queries.Count; q++)
             {
-                top.Add(CosineScorer.Top(scores.AsSpan(q * documentCount, documentCount), command.TopK));
+                top.Add(SimilarityScorer.Top(scores.AsSpan(q * documentCount, documentCount), command.TopK));
             }
         }
         return new ScoreResult(command.Queries.Count, documentCount, scores, queries.Sources, documents.Sources, top);
@@ -575,4 +575,8 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
             else MemoryMarshal.AsBytes(vector).CopyTo(destination);
         }
     }
+
+    /// <summary>The measure Score uses for a model: its folder's similarity_fn_name, cosine for a store-only cache.</summary>
+    private SimilarityFunction SimilarityOf(string model) =>
+        catalog.Loaded(model)?.Definition?.Settings.Similarity ?? SimilarityFunction.Cosine;
 }

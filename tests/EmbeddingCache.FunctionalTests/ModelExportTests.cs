@@ -178,6 +178,14 @@ public sealed class ModelExportTests(ITestOutputHelper output) : ServerTest(outp
             var q = Wire.Floats((await server.Client.EmbedAsync(new EmbedRequest { Model = name, Kind = Kind.Query, Texts = { queries } })).Vectors);
             var d = Wire.Floats((await server.Client.EmbedAsync(new EmbedRequest { Model = name, Kind = Kind.Document, Texts = { documents } })).Vectors);
             var scores = MemoryMarshal.Cast<byte, float>(scored.Scores.Span).ToArray();
+            // Reranking (a candidate list per query) scores by the same measure.
+            var rerank = new ScoreRequest { Model = name, Queries = { queries } };
+            foreach (var _ in queries)
+            {
+                rerank.Candidates.Add(new QueryCandidates { Ids = { documents.Select((_, j) => $"doc{j}") }, Texts = { documents } });
+            }
+            var reranked = await server.Client.ScoreAsync(rerank);
+            Assert.Equal(scores, MemoryMarshal.Cast<byte, float>(reranked.CandidateScores.Span).ToArray());
             for (int i = 0; i < queries.Length; i++)
             {
                 var expected = new double[documents.Length];

@@ -259,6 +259,10 @@ class ModelTests(unittest.TestCase):
         self.assertTrue(minilm.can_compute)
         self.assertTrue(minilm.fingerprint)
         self.assertIsNone(minilm.error)
+        # How its vectors are made, as the server read the folder.
+        self.assertEqual((minilm.pooling, minilm.max_tokens, minilm.similarity, minilm.normalize), ("mean", 256, "cosine", True))
+        self.assertEqual((minilm.query_prefix, minilm.document_prefix, minilm.dense), ("", "", ()))
+        self.assertEqual(minilm.onnx_file, "model.onnx")
 
     def test_stats_count_hits(self):
         batch = texts(2)

@@ -1,5 +1,6 @@
 using BenchmarkDotNet.Attributes;
 using EmbeddingCache.Engine;
+using EmbeddingCache.Inference;
 using MathNet.Numerics.LinearAlgebra;
 
 namespace EmbeddingCache.Benchmarks.Micro;
@@ -33,7 +34,7 @@ public class ScoringBenchmarks
     }
 
     [Benchmark(Baseline = true)]
-    public float[] TensorPrimitivesDots() => CosineScorer.Matrix(_queries, _documents, Dims);
+    public float[] TensorPrimitivesDots() => SimilarityScorer.Matrix(_queries, _documents, Dims, SimilarityFunction.Cosine);
 
     [Benchmark]
     public float[] MathNetMatrixProduct()

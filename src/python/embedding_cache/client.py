@@ -149,6 +149,16 @@ class ModelInfo:
     hits: int
     misses: int
     error: Optional[str]
+    # How the server makes the vectors, as it read the model folder (empty for a store-only model or a folder not
+    # used yet): pooling, max tokens, prefixes, Score's measure, the ONNX file, Dense modules, normalisation.
+    pooling: str = ""
+    max_tokens: int = 0
+    query_prefix: str = ""
+    document_prefix: str = ""
+    similarity: str = ""
+    onnx_file: str = ""
+    dense: tuple = ()
+    normalize: bool = False
 
     @property
     def hit_rate(self) -> float:
@@ -383,7 +393,9 @@ def _models_result(response, metadata):
     return [
         ModelInfo(name=m.name, dims=m.dims, can_compute=m.can_compute, fingerprint=m.fingerprint,
                   query_rows=m.query_rows, document_rows=m.document_rows, bytes=m.bytes,
-                  hits=m.hits, misses=m.misses, error=m.error or None)
+                  hits=m.hits, misses=m.misses, error=m.error or None, pooling=m.pooling, max_tokens=m.max_tokens,
+                  query_prefix=m.query_prefix, document_prefix=m.document_prefix, similarity=m.similarity,
+                  onnx_file=m.onnx_file, dense=tuple(m.dense), normalize=m.normalize)
         for m in response.models
     ]
 

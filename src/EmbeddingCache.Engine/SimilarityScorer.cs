@@ -7,10 +7,10 @@ namespace EmbeddingCache.Engine;
 /// Dense scoring of queries against candidate documents: cosine (one dot product per pair over pre-computed norms),
 /// or the model's own <see cref="SimilarityFunction"/>, with System.Numerics.Tensors' SIMD kernels.
 /// </summary>
-internal static class CosineScorer
+internal static class SimilarityScorer
 {
     /// <summary>The (queries x documents) matrix of <paramref name="similarity"/>, row-major; a zero vector has cosine 0 to everything.</summary>
-    public static float[] Matrix(ReadOnlySpan<float> queries, ReadOnlySpan<float> documents, int dims, SimilarityFunction similarity = SimilarityFunction.Cosine)
+    public static float[] Matrix(ReadOnlySpan<float> queries, ReadOnlySpan<float> documents, int dims, SimilarityFunction similarity)
     {
         var scratch = new float[dims];
         int queryCount = queries.Length / dims;

@@ -26,17 +26,19 @@ public sealed class CorpusWarmTests(ITestOutputHelper output) : ServerTest(outpu
     ];
 
     [Theory]
-    [InlineData("corpus.jsonl")]
-    [InlineData("corpus.jsonl.gz")]
-    [InlineData("corpus.parquet")]
-    public async Task A_beir_corpus_is_stored_under_its_ids_with_the_vectors_of_its_joined_titles_and_texts(string fileName)
+    [InlineData("corpus.jsonl", false)]
+    [InlineData("corpus.jsonl.gz", true)]
+    [InlineData("corpus.jsonl", true)] // gzip told from the bytes, not the name
+    [InlineData("corpus.parquet", false)]
+    public async Task A_beir_corpus_is_stored_under_its_ids_with_the_vectors_of_its_joined_titles_and_texts(string fileName, bool gzip)
     {
         var server = await StartServerAsync();
         string corpus = Path.Combine(Artifacts.Path, fileName);
         if (fileName.EndsWith(".parquet", StringComparison.Ordinal)) await WriteParquetAsync(corpus);
-        else await WriteJsonLinesAsync(corpus, Documents.Select(d => BeirLine(d.Id, d.Title, d.Text)));
+        else await WriteJsonLinesAsync(corpus, Documents.Select(d => BeirLine(d.Id, d.Title, d.Text)), gzip);
 
-        await AssertWarmStoresAsync(server, corpus, Kind.Document, Documents.Select(d => d.Id).ToArray(), Documents.Select(d => d.Embedded).ToArray());
+        string report = await AssertWarmStoresAsync(server, corpus, Kind.Document, Documents.Select(d => d.Id).ToArray(), Documents.Select(d => d.Embedded).ToArray());
+        Assert.Equal(gzip, report.Contains("gzip-compressed", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -69,8 +71,9 @@ public sealed class CorpusWarmTests(ITestOutputHelper output) : ServerTest(outpu
         {
             ("image.png", path => File.WriteAllBytesAsync(path, [0x89, .. "PNG\r\n"u8, 0x1a, (byte)'\n', .. new byte[64]]), ":1: "),
             ("mixed.jsonl", path => WriteJsonLinesAsync(path, [.. lines[..5], JsonSerializer.Serialize(new { text = "no id here" }), .. lines[5..]]), ":6: no id"),
-            ("mixed.jsonl.gz", path => WriteJsonLinesAsync(path, [.. lines, JsonSerializer.Serialize(new { title = "t", text = "no id" })]), ":9: no id"),
+            ("mixed.jsonl.gz", path => WriteJsonLinesAsync(path, [.. lines, JsonSerializer.Serialize(new { title = "t", text = "no id" })], gzip: true), ":9: no id"),
             ("bad-json.jsonl", path => WriteJsonLinesAsync(path, [.. lines[..2], "{\"_id\": \"x\", \"text\": ", .. lines[2..]]), ":3: not JSON"),
+            ("empty-id.jsonl", path => WriteJsonLinesAsync(path, [.. lines[..3], JsonSerializer.Serialize(new { _id = "", text = "an empty id" })]), ":4: an empty id"),
             ("no-text.jsonl", path => WriteJsonLinesAsync(path, [lines[0], JsonSerializer.Serialize(new { _id = "x", body = "text under another name" })]), ":2: no string field \"text\""),
             ("mixed.parquet", path => WriteParquetAsync(path, withoutIdAt: 4), "row 5: no id"),
         };
@@ -112,6 +115,7 @@ public sealed class CorpusWarmTests(ITestOutputHelper output) : ServerTest(outpu
         Output.WriteLine(report);
         Assert.True(code == 0, report);
         Assert.Contains($"{ids.Length} computed, 0 already cached", report);
+        Assert.Contains(corpus.EndsWith(".parquet", StringComparison.Ordinal) ? "PARQUET" : "JSONL", report);
 
         var byId = await server.Client.GetAsync(new GetRequest { Model = Wire.MiniLM, Kind = kind, Ids = { ids } });
         Assert.All(byId.Sources, source => Assert.Equal(RowSource.Cached, source));
@@ -132,11 +136,11 @@ public sealed class CorpusWarmTests(ITestOutputHelper output) : ServerTest(outpu
     private static string BeirLine(string id, string? title, string text) =>
         title is null ? JsonSerializer.Serialize(new { _id = id, text }) : JsonSerializer.Serialize(new { _id = id, title, text });
 
-    /// <summary>One JSON object a line, gzip-compressed when the name ends in .gz.</summary>
-    private static async Task WriteJsonLinesAsync(string path, IEnumerable<string> lines)
+    /// <summary>One JSON object a line, maybe gzip-compressed.</summary>
+    private static async Task WriteJsonLinesAsync(string path, IEnumerable<string> lines, bool gzip = false)
     {
         await using var file = File.Create(path);
-        await using Stream content = path.EndsWith(".gz", StringComparison.Ordinal) ? new GZipStream(file, CompressionLevel.Optimal) : file;
+        await using Stream content = gzip ? new GZipStream(file, CompressionLevel.Optimal) : file;
         await using var writer = new StreamWriter(content);
         foreach (var line in lines) await writer.WriteLineAsync(line);
     }

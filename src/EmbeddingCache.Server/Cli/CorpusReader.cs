@@ -173,7 +173,7 @@ internal sealed class CorpusReader
 
     private CorpusRow ParseTsv(string line, long number, IdRule ids)
     {
-        ids.Field ??= "the first column";
+        ids.Field ??= "id TAB text";
         int tab = line.IndexOf('\t');
         return tab < 0 ? Row(ids.Check(null, number), line, title: null) : Row(ids.Check(line[..tab], number), line[(tab + 1)..], title: null);
     }
@@ -253,12 +253,12 @@ internal sealed class CorpusReader
         await using var file = File.OpenRead(path);
         await using var reader = await OpenParquetAsync(file, cancel);
         var columns = reader.Schema.GetDataFields();
-        DataField? Column(string column, bool required)
+        DataField? Column(string column, string? requiredBy)
         {
             var field = columns.FirstOrDefault(f => f.Name == column);
-            if (field is null && required)
+            if (field is null && requiredBy is not null)
             {
-                throw new InvalidDataException($"{path}: no column \"{column}\" (columns: {string.Join(", ", columns.Select(f => f.Name))}); name it with --text-field");
+                throw new InvalidDataException($"{path}: no column \"{column}\" (columns: {string.Join(", ", columns.Select(f => f.Name))}); name another with {requiredBy}");
             }
             // Parquet.Net reports UTF-8 string columns as string or as ReadOnlyMemory<char>, depending on how they were written.
             if (field is not null && (field.IsArray || (field.ClrType != typeof(string) && field.ClrType != typeof(ReadOnlyMemory<char>))))
@@ -267,9 +267,9 @@ internal sealed class CorpusReader
             }
             return field;
         }
-        var textColumn = Column(fields.Text, required: true)!;
-        var idColumn = Column(fields.Id ?? (columns.Any(f => f.Name == "_id") ? "_id" : "id"), required: fields.Id is not null);
-        var titleColumn = Column(fields.Title, required: false);
+        var textColumn = Column(fields.Text, requiredBy: "--text-field")!;
+        var idColumn = Column(fields.Id ?? (columns.Any(f => f.Name == "_id") ? "_id" : "id"), requiredBy: fields.Id is null ? null : "--id-field");
+        var titleColumn = Column(fields.Title, requiredBy: null);
         var ids = new IdRule(this, "row") { Field = idColumn?.Name ?? "id" };
         long number = 0;
         for (int group = 0; group < reader.RowGroupCount; group++)
@@ -330,6 +330,7 @@ internal sealed class CorpusReader
 
         public string? Check(string? id, long number)
         {
+            if (id is { Length: 0 }) throw reader.Problem(number, $"an empty id (\"{Field}\"): ids are non-empty strings", unit);
             if (id is null) firstWithout ??= number;
             else firstWithId ??= number;
             if (firstWithId is { } with && firstWithout is { } without)

@@ -9,9 +9,18 @@ public static class Embcache
     public static string Dll => Path.Combine(AppContext.BaseDirectory, "embcache.dll");
 
     /// <summary>Runs <c>embcache ARGS</c> to its end; returns its exit code and its standard output followed by its standard error.</summary>
-    public static async Task<(int ExitCode, string Output)> RunAsync(params string[] args)
+    public static Task<(int ExitCode, string Output)> RunAsync(params string[] args) => RunInAsync(Environment.CurrentDirectory, args);
+
+    /// <summary><see cref="RunAsync"/> in <paramref name="workingDirectory"/>, where relative paths and ./artifacts are.</summary>
+    public static async Task<(int ExitCode, string Output)> RunInAsync(string workingDirectory, params string[] args)
     {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = workingDirectory,
+        };
         start.ArgumentList.Add(Dll);
         foreach (var arg in args) start.ArgumentList.Add(arg);
         using var process = Process.Start(start)!;

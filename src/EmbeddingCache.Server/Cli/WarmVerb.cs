@@ -49,11 +49,17 @@ internal static class WarmVerb
             {
                 // The whole file is read once before anything is stored: a bad line 900,000 must not leave 899,999 rows behind.
                 reader = reading.Open(parse, file);
+                Console.WriteLine($"{file.Name}: {reader.Description}: checking every row before anything is stored");
                 summary = await reader.ValidateAsync(cancel);
             }
             catch (Exception e) when (e is InvalidDataException or IOException)
             {
                 return CliOptions.Fail(e.Message);
+            }
+            catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+            {
+                Console.WriteLine($"{file.Name}: interrupted while checking: nothing stored");
+                return Interrupted;
             }
             string what = $"{reader.Description}, {summary.Rows:N0} rows as {(kind == VectorKind.Query ? "queries" : "documents")}, " +
                           (summary.HasIds ? "stored under their ids" : "no ids (stored by text alone)");

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using EmbeddingCache.Protocol.V1;
+using EmbeddingCache.Storage;
 
 namespace EmbeddingCache.Server.Cli;
 
@@ -54,6 +55,10 @@ internal static class CliOptions
     }.AcceptOnlyFromAmong("query", "document");
 
     public static Kind ToWire(string kind) => kind == "query" ? Protocol.V1.Kind.Query : Protocol.V1.Kind.Document;
+
+    public static VectorKind ToKind(string kind) => kind == "query" ? VectorKind.Query : VectorKind.Document;
+
+    public static Kind ToWire(VectorKind kind) => kind == VectorKind.Query ? Protocol.V1.Kind.Query : Protocol.V1.Kind.Document;
 
     /// <summary>The server's message, not a stack trace, when a call fails.</summary>
     public static int Fail(string message)

@@ -34,7 +34,7 @@ internal static class FileVerbs
         };
         command.SetAction(parse =>
         {
-            var snapshot = KindSnapshot.Read(parse.GetValue(root)!, parse.GetValue(model)!, ToKind(parse.GetValue(kind)!));
+            var snapshot = KindSnapshot.Read(parse.GetValue(root)!, parse.GetValue(model)!, CliOptions.ToKind(parse.GetValue(kind)!));
             foreach (var problem in snapshot.Problems) Console.Error.WriteLine($"embcache: skipped {problem}");
             var rows = snapshot.LiveRows();
             var file = parse.GetValue(output)!;
@@ -98,7 +98,7 @@ internal static class FileVerbs
                 return CliOptions.Fail($"{file.Name} has {header.Rows} rows but the ids file has {rowIds.Length} ids");
             }
             string target = parse.GetValue(model)!;
-            var vectorKind = ToKind(parse.GetValue(kind)!);
+            var vectorKind = CliOptions.ToKind(parse.GetValue(kind)!);
             int rowBytes = header.Columns * (dtype == VectorDType.Float16 ? 2 : 4);
             using var handle = File.OpenHandle(file.FullName);
             Func<string[], byte[], int, Task<int>> put;
@@ -115,7 +115,7 @@ internal static class FileVerbs
                 put = async (chunkIds, data, count) => (int)(await client!.Rpc.PutAsync(new PutRequest
                 {
                     Model = target,
-                    Kind = vectorKind == VectorKind.Query ? Kind.Query : Kind.Document,
+                    Kind = CliOptions.ToWire(vectorKind),
                     Ids = { chunkIds },
                     Vectors = new Vectors
                     {
@@ -249,8 +249,6 @@ internal static class FileVerbs
             $"recompute {kind}: {texts.Length} cached rows ({source}) recomputed with the model on disk, min cosine {worst:F6}"));
         return worst >= 0.9999 ? 0 : 1;
     }
-
-    private static VectorKind ToKind(string kind) => kind == "query" ? VectorKind.Query : VectorKind.Document;
 
     private static string NpyLabel(VectorDType dtype) => dtype == VectorDType.Float16 ? "<f2" : "<f4";
 

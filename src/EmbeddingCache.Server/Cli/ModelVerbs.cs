@@ -3,7 +3,6 @@ using System.Globalization;
 using EmbeddingCache.Client;
 using EmbeddingCache.Engine;
 using EmbeddingCache.Protocol.V1;
-using EmbeddingCache.Storage;
 using Grpc.Core;
 using Spectre.Console;
 
@@ -75,7 +74,7 @@ internal static class ModelVerbs
             try
             {
                 await using var local = LocalEngine.Open(root);
-                var result = await local.Engine.InvalidateAsync(name, which is null ? null : which == "query" ? VectorKind.Query : VectorKind.Document, cancel);
+                var result = await local.Engine.InvalidateAsync(name, which is null ? null : CliOptions.ToKind(which), cancel);
                 Report(result.RowsRemoved, result.BytesRemoved);
                 return 0;
             }

@@ -101,7 +101,7 @@ internal static class WarmVerb
         {
             await foreach (var (ids, texts) in request.Batches(cancel))
             {
-                var message = new EmbedRequest { Model = request.Model, Kind = request.Kind == VectorKind.Query ? Kind.Query : Kind.Document, Texts = { texts } };
+                var message = new EmbedRequest { Model = request.Model, Kind = CliOptions.ToWire(request.Kind), Texts = { texts } };
                 if (ids is not null) message.Ids.AddRange(ids);
                 await call.RequestStream.WriteAsync(message, cancel);
             }

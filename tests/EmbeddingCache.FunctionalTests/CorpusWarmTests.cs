@@ -130,6 +130,12 @@ public sealed class CorpusWarmTests(ITestOutputHelper output) : ServerTest(outpu
         var byText = await server.Client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = kind, Texts = { embeddedTexts }, CacheOnly = true });
         Assert.All(byText.Sources, source => Assert.Equal(RowSource.Cached, source));
         Assert.True(byText.Vectors.Data.Span.SequenceEqual(byId.Vectors.Data.Span), "Embed of the joined text finds the row stored under the id");
+
+        // verify --corpus reads the file as warm did: its sample of texts finds their cached rows (next to the live server).
+        var (verified, verifyReport) = await Embcache.RunAsync("verify", Wire.MiniLM, "--artifacts", Artifacts.Path, "--corpus", corpus);
+        Output.WriteLine(verifyReport);
+        Assert.True(verified == 0, verifyReport);
+        Assert.Matches($@"recompute {(kind == Kind.Query ? "Query" : "Document")}: [1-9]\d* cached rows \(texts of {Path.GetFileName(corpus)}\)", verifyReport);
         return report;
     }
 

@@ -1,3 +1,5 @@
+using System.Text;
+using System.Text.Json;
 using EmbeddingCache.FunctionalTests.Infrastructure;
 using Xunit.Abstractions;
 
@@ -13,7 +15,8 @@ public sealed class CliGrammarTests(ITestOutputHelper output) : ServerTest(outpu
         string root = Path.Combine(Artifacts.Path, "root");
         Directory.CreateDirectory(work);
         string corpus = Path.Combine(work, "collection.tsv");
-        await File.WriteAllLinesAsync(corpus, Wire.Texts(seed: 51, count: 12).Select((text, i) => $"{i}\t{text}"));
+        // As Windows tools write it: a byte-order mark and CRLF line ends, neither of which belongs to an id or a text.
+        await File.WriteAllTextAsync(corpus, string.Concat(Wire.Texts(seed: 51, count: 12).Select((text, i) => $"{i}\t{text}\r\n")), new UTF8Encoding(true));
 
         var (warmed, warmReport) = await Embcache.RunInAsync(work, "warm", Wire.MiniLM, corpus, "--artifacts", root);
         Output.WriteLine(warmReport);
@@ -21,6 +24,12 @@ public sealed class CliGrammarTests(ITestOutputHelper output) : ServerTest(outpu
         Assert.Contains("TSV, 12 rows as documents, stored under their ids", warmReport);
         Assert.Single(Directory.GetFiles(Path.Combine(root, "logs"), "warm-*.log"));
         Assert.False(Directory.Exists(Path.Combine(work, "artifacts")), "warm --artifacts DIR wrote to ./artifacts as well");
+
+        string npy = Path.Combine(work, "collection.npy");
+        var (exported, exportReport) = await Embcache.RunInAsync(work, "export", Wire.MiniLM, "--out", npy, "--artifacts", root);
+        Assert.True(exported == 0, exportReport);
+        var ids = JsonSerializer.Deserialize<string[]>(await File.ReadAllTextAsync(Path.Combine(work, "collection.ids.json")))!;
+        Assert.Equal(Enumerable.Range(0, 12).Select(i => $"{i}").Order(), ids.Order());
 
         var (invalidated, invalidateReport) = await Embcache.RunInAsync(work, "invalidate", Wire.MiniLM, "--kind", "document", "--artifacts", root);
         Assert.True(invalidated == 0, invalidateReport);

@@ -100,9 +100,11 @@ internal sealed class CorpusReader
         }
         if (format == CorpusFormat.Auto)
         {
-            int first = head.AsSpan(0, length).IndexOfAnyExcept(" \t\r\n"u8);
+            var text = head.AsSpan(0, length);
+            if (text.StartsWith(Encoding.UTF8.Preamble)) text = text[Encoding.UTF8.Preamble.Length..];
+            int first = text.IndexOfAnyExcept(" \t\r\n"u8);
             format = parquetMagic ? CorpusFormat.Parquet
-                : first >= 0 && head[first] == (byte)'{' ? CorpusFormat.Jsonl
+                : first >= 0 && text[first] == (byte)'{' ? CorpusFormat.Jsonl
                 : CorpusFormat.Tsv;
         }
         return new CorpusReader(path, format, compressed, fields, queries);
@@ -233,7 +235,7 @@ internal sealed class CorpusReader
     private void AddLine(ReadOnlySequence<byte> bytes, long number, List<(long, string)> lines)
     {
         var span = bytes.IsSingleSegment ? bytes.FirstSpan : bytes.ToArray();
-        if (number == 1 && span.StartsWith("\xEF\xBB\xBF"u8)) span = span[3..];
+        if (number == 1 && span.StartsWith(Encoding.UTF8.Preamble)) span = span[Encoding.UTF8.Preamble.Length..];
         if (span.EndsWith("\r"u8)) span = span[..^1];
         if (span.IsEmpty) return;
         int zero = span.IndexOf((byte)0);

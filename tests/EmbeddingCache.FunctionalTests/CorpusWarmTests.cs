@@ -72,6 +72,21 @@ public sealed class CorpusWarmTests(ITestOutputHelper output) : ServerTest(outpu
             ("image.png", path => File.WriteAllBytesAsync(path, [0x89, .. "PNG\r\n"u8, 0x1a, (byte)'\n', .. new byte[64]]), ":1: "),
             ("mixed.jsonl", path => WriteJsonLinesAsync(path, [.. lines[..5], JsonSerializer.Serialize(new { text = "no id here" }), .. lines[5..]]), ":6: no id"),
             ("mixed.jsonl.gz", path => WriteJsonLinesAsync(path, [.. lines, JsonSerializer.Serialize(new { title = "t", text = "no id" })], gzip: true), ":9: no id"),
+            ("cut.jsonl.gz", async path =>
+            {
+                // A download stopped where the compressed lines end, before the gzip trailer: every line still decompresses.
+                await WriteJsonLinesAsync(path, lines, gzip: true);
+                await using var file = new FileStream(path, FileMode.Open);
+                file.SetLength(file.Length - 8);
+            }, "the gzip data ends early"),
+            ("joined.jsonl.gz", async path =>
+            {
+                // Two gzip files joined (as `cat a.gz b.gz` or bgzip makes them): the trailer cannot vouch for the whole.
+                await WriteJsonLinesAsync(path, lines[..4], gzip: true);
+                byte[] first = await File.ReadAllBytesAsync(path);
+                await WriteJsonLinesAsync(path, lines[4..], gzip: true);
+                await File.WriteAllBytesAsync(path, [.. first, .. await File.ReadAllBytesAsync(path)]);
+            }, "several gzip files joined"),
             ("bad-json.jsonl", path => WriteJsonLinesAsync(path, [.. lines[..2], "{\"_id\": \"x\", \"text\": ", .. lines[2..]]), ":3: not JSON"),
             ("empty-id.jsonl", path => WriteJsonLinesAsync(path, [.. lines[..3], JsonSerializer.Serialize(new { _id = "", text = "an empty id" })]), ":4: an empty id"),
             ("no-text.jsonl", path => WriteJsonLinesAsync(path, [lines[0], JsonSerializer.Serialize(new { _id = "x", body = "text under another name" })]), ":2: no string field \"text\""),

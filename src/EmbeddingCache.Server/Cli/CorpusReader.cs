@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Buffers.Binary;
 using System.IO.Compression;
 using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
@@ -202,6 +203,7 @@ internal sealed class CorpusReader
         await using var content = Compressed ? new GZipStream(file, CompressionMode.Decompress) : file;
         var pipe = PipeReader.Create(content, new StreamPipeReaderOptions(bufferSize: 1 << 16));
         long number = 0;
+        long decompressed = 0;
         while (true)
         {
             ReadResult result;
@@ -225,11 +227,32 @@ internal sealed class CorpusReader
                 AddLine(buffer, ++number, lines);
                 buffer = buffer.Slice(buffer.End);
             }
+            decompressed += result.Buffer.Slice(0, buffer.Start).Length;
             pipe.AdvanceTo(buffer.Start, buffer.End);
             foreach (var line in lines) yield return line;
             if (result.IsCompleted) break;
         }
         await pipe.CompleteAsync();
+        if (Compressed) CheckGzipEnd(decompressed);
+    }
+
+    /// <summary>
+    /// GZipStream ends a cut-short file quietly, as if it were whole: a download stopped halfway would warm half a
+    /// corpus without a word. So the end is checked: a gzip file's last 4 bytes are its length mod 2^32. Several gzip
+    /// members joined (bgzip writes them) fail the check too, and are refused with what to do.
+    /// </summary>
+    private void CheckGzipEnd(long decompressed)
+    {
+        using var file = File.OpenHandle(path);
+        Span<byte> trailer = stackalloc byte[4];
+        long size = RandomAccess.GetLength(file);
+        int read = size < trailer.Length ? 0 : RandomAccess.Read(file, trailer, size - trailer.Length);
+        uint length = read == trailer.Length ? BinaryPrimitives.ReadUInt32LittleEndian(trailer) : 0;
+        if (length != (uint)decompressed)
+        {
+            throw new InvalidDataException($"{path}: the gzip data ends early ({decompressed} bytes came out, its trailer says {length} mod 2^32): " +
+                                           "the file is cut short, or is several gzip files joined (gunzip it and warm the result)");
+        }
     }
 
     private void AddLine(ReadOnlySequence<byte> bytes, long number, List<(long, string)> lines)

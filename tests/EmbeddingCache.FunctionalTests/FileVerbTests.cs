@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using EmbeddingCache.FunctionalTests.Infrastructure;
 using EmbeddingCache.Protocol.V1;
@@ -21,7 +20,7 @@ public sealed class FileVerbTests(ITestOutputHelper output) : ServerTest(output)
 
         string npy = Path.Combine(Artifacts.Path, "export", "gpu.npy");
         Directory.CreateDirectory(Path.GetDirectoryName(npy)!);
-        var (code, text) = await RunAsync("export", "gpu", "--kind", "document", "--out", npy, "--artifacts", Artifacts.Path);
+        var (code, text) = await Embcache.RunAsync("export", "gpu", "--kind", "document", "--out", npy, "--artifacts", Artifacts.Path);
         Assert.True(code == 0, text);
 
         var exportedIds = JsonSerializer.Deserialize<string[]>(await File.ReadAllTextAsync(Path.Combine(Artifacts.Path, "export", "gpu.ids.json")))!;
@@ -42,7 +41,7 @@ public sealed class FileVerbTests(ITestOutputHelper output) : ServerTest(output)
         string idsFile = Path.Combine(Artifacts.Path, "corpus.ids.json");
         await Python.RunAsync("make_npy.py", npy, idsFile, "5000", "384", "19");
 
-        var (code, text) = await RunAsync("import", Wire.MiniLM, npy, "--ids", idsFile, "--server", server.Address);
+        var (code, text) = await Embcache.RunAsync("import", Wire.MiniLM, npy, "--ids", idsFile, "--server", server.Address);
         Assert.True(code == 0, text);
         Assert.Contains("imported 5,000 rows", text);
 
@@ -55,7 +54,7 @@ public sealed class FileVerbTests(ITestOutputHelper output) : ServerTest(output)
 
         // A wrong ids count is refused before anything is stored.
         await File.WriteAllTextAsync(idsFile, "[\"only-one\"]");
-        var (refused, message) = await RunAsync("import", "other", npy, "--ids", idsFile, "--server", server.Address);
+        var (refused, message) = await Embcache.RunAsync("import", "other", npy, "--ids", idsFile, "--server", server.Address);
         Assert.Equal(1, refused);
         Assert.Contains("5000 rows but the ids file has 1 ids", message);
     }
@@ -67,18 +66,18 @@ public sealed class FileVerbTests(ITestOutputHelper output) : ServerTest(output)
         string corpus = Path.Combine(Artifacts.Path, "corpus.tsv");
         var texts = Wire.Texts(seed: 20, count: 60);
         await File.WriteAllLinesAsync(corpus, texts.Select((t, i) => $"d{i}\t{t}"));
-        var (warmed, warmText) = await RunAsync("warm", corpus, "--server", server.Address);
+        var (warmed, warmText) = await Embcache.RunAsync("warm", Wire.MiniLM, corpus, "--server", server.Address);
         Assert.True(warmed == 0, warmText);
         await server.StopAsync();
 
-        var (code, report) = await RunAsync("verify", Wire.MiniLM, "--artifacts", Artifacts.Path, "--corpus", corpus, "--sample", "20");
+        var (code, report) = await Embcache.RunAsync("verify", Wire.MiniLM, "--artifacts", Artifacts.Path, "--corpus", corpus, "--sample", "20");
         Output.WriteLine(report);
         Assert.True(code == 0, report);
         Assert.Contains("min cosine", report);
         Assert.Contains("verify: ok", report);
 
         // Without a corpus, the texts the server recorded while computing are recomputed.
-        var (recorded, recordedReport) = await RunAsync("verify", Wire.MiniLM, "--artifacts", Artifacts.Path);
+        var (recorded, recordedReport) = await Embcache.RunAsync("verify", Wire.MiniLM, "--artifacts", Artifacts.Path);
         Output.WriteLine(recordedReport);
         Assert.True(recorded == 0, recordedReport);
         Assert.Matches(@"recompute Document: \d+ cached rows \(recorded Document texts\) recomputed with the model on disk, min cosine 1\.0000", recordedReport);
@@ -86,20 +85,8 @@ public sealed class FileVerbTests(ITestOutputHelper output) : ServerTest(output)
         string segment = Directory.GetFiles(Path.Combine(Artifacts.Path, "embeddings", Wire.MiniLM, "document"), "*.npy").Single();
         // Cut inside the committed rows, as a bad copy would.
         await using (var file = new FileStream(segment, FileMode.Open)) file.SetLength(4096);
-        var (broken, brokenReport) = await RunAsync("verify", Wire.MiniLM, "--artifacts", Artifacts.Path);
+        var (broken, brokenReport) = await Embcache.RunAsync("verify", Wire.MiniLM, "--artifacts", Artifacts.Path);
         Assert.Equal(1, broken);
         Assert.Contains("problem:", brokenReport);
-    }
-
-    private static async Task<(int ExitCode, string Output)> RunAsync(params string[] args)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "embcache.dll"));
-        foreach (var arg in args) start.ArgumentList.Add(arg);
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        await process.WaitForExitAsync();
-        return (process.ExitCode, await stdout + await stderr);
     }
 }

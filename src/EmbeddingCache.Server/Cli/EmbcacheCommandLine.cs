@@ -31,6 +31,17 @@ public static class EmbcacheCommandLine
             FileVerbs.Import(),
             FileVerbs.Verify(),
         };
+        foreach (var verb in root.Subcommands.Where(verb => verb.Arguments.Any(argument => argument.Name == "model")))
+        {
+            // The old `warm CORPUS --model M`: say what the grammar is rather than only that a token is unknown.
+            verb.Validators.Add(result =>
+            {
+                if (result.Tokens.Any(token => token.Value is "--model" or "-m"))
+                {
+                    result.AddError($"every verb names its model as its first argument: embcache {verb.Name} MODEL ... (there is no --model)");
+                }
+            });
+        }
         return await root.Parse(args).InvokeAsync().ConfigureAwait(false);
     }
 

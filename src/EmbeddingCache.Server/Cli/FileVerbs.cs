@@ -24,17 +24,17 @@ internal static class FileVerbs
 
     public static Command Export()
     {
-        var model = new Argument<string>("model") { Description = "The model whose cache is exported." };
+        var model = CliOptions.Model("The model whose cache is exported.");
         var kind = CliOptions.Kind("document");
         var output = new Option<FileInfo>("--out", "-o") { Description = "The .npy to write; the ids go beside it as <name>.ids.json.", Required = true };
-        var root = RootOption();
+        var root = CliOptions.ArtifactsRoot();
         var command = new Command("export", "Write a model's cached vectors as one contiguous .npy (newest row per id) plus its ids, for np.load.")
         {
             model, kind, output, root,
         };
         command.SetAction(parse =>
         {
-            var snapshot = KindSnapshot.Read(parse.GetValue(root)!, parse.GetValue(model)!, ToKind(parse.GetValue(kind)!));
+            var snapshot = KindSnapshot.Read(parse.GetValue(root)!, parse.GetValue(model)!, CliOptions.ToKind(parse.GetValue(kind)!));
             foreach (var problem in snapshot.Problems) Console.Error.WriteLine($"embcache: skipped {problem}");
             var rows = snapshot.LiveRows();
             var file = parse.GetValue(output)!;
@@ -62,7 +62,7 @@ internal static class FileVerbs
 
     public static Command Import()
     {
-        var model = new Argument<string>("model") { Description = "The model to store the vectors under (a new name becomes a store-only model)." };
+        var model = CliOptions.Model("The model to store the vectors under (a new name becomes a store-only model).");
         var npy = new Argument<FileInfo>("npy") { Description = "A (rows, dims) '<f4' or '<f2' .npy, as np.save writes it." };
         var ids = new Option<FileInfo>("--ids") { Description = "The ids, one per row: a JSON array or a text file with one id a line.", Required = true };
         var kind = CliOptions.Kind("document");
@@ -74,6 +74,8 @@ internal static class FileVerbs
         };
         command.SetAction(async (parse, cancel) =>
         {
+            string? root = CliOptions.DirectRoot(parse, server, artifacts, out string? conflict);
+            if (conflict is not null) return CliOptions.Fail(conflict);
             var file = parse.GetValue(npy)!;
             NpyHeader header;
             string[] rowIds;
@@ -96,13 +98,12 @@ internal static class FileVerbs
                 return CliOptions.Fail($"{file.Name} has {header.Rows} rows but the ids file has {rowIds.Length} ids");
             }
             string target = parse.GetValue(model)!;
-            var vectorKind = ToKind(parse.GetValue(kind)!);
+            var vectorKind = CliOptions.ToKind(parse.GetValue(kind)!);
             int rowBytes = header.Columns * (dtype == VectorDType.Float16 ? 2 : 4);
             using var handle = File.OpenHandle(file.FullName);
             Func<string[], byte[], int, Task<int>> put;
-            string? root = parse.GetValue(artifacts);
-            using var logging = LoggerFactory.Create(builder => builder.AddSimpleConsole().SetMinimumLevel(LogLevel.Warning));
-            await using var engine = root is null ? null : EmbeddingCacheEngine.Open(new EngineOptions { ArtifactsDirectory = root, PreloadModels = [] }, logging);
+            await using var local = root is null ? null : LocalEngine.Open(root);
+            var engine = local?.Engine;
             using var client = root is null ? new Client.EmbeddingCacheClient(parse.GetValue(server)!) : null;
             if (engine is not null)
             {
@@ -114,7 +115,7 @@ internal static class FileVerbs
                 put = async (chunkIds, data, count) => (int)(await client!.Rpc.PutAsync(new PutRequest
                 {
                     Model = target,
-                    Kind = vectorKind == VectorKind.Query ? Kind.Query : Kind.Document,
+                    Kind = CliOptions.ToWire(vectorKind),
                     Ids = { chunkIds },
                     Vectors = new Vectors
                     {
@@ -152,19 +153,20 @@ internal static class FileVerbs
 
     public static Command Verify()
     {
-        var model = new Argument<string>("model") { Description = "The model whose cache is checked." };
-        var root = RootOption();
+        var model = CliOptions.Model("The model whose cache is checked.");
+        var root = CliOptions.ArtifactsRoot();
         var corpus = new Option<FileInfo?>("--corpus")
         {
-            Description = "A corpus (JSONL or TSV) the cache was warmed from, to recompute a sample of its texts; " +
+            Description = "A corpus the cache was warmed from (read as warm reads it), to recompute a sample of its texts; " +
                           "without it, the texts the server recorded for verification are used.",
         };
-        var kind = CliOptions.Kind("document");
+        var reading = new CorpusOptions();
         var sample = new Option<int>("--sample") { Description = "Cached rows recomputed.", DefaultValueFactory = _ => 64 };
         var command = new Command("verify", "Check every file of a model's cache (headers, sizes, sidecars, manifest) and recompute a sample of rows.")
         {
-            model, root, corpus, kind, sample,
+            model, root, corpus, sample,
         };
+        foreach (var option in reading.All) command.Options.Add(option);
         command.SetAction(parse =>
         {
             string artifacts = parse.GetValue(root)!;
@@ -180,12 +182,19 @@ internal static class FileVerbs
             var definition = ModelDefinition.Load(Path.Combine(artifacts, "models", name));
             if (parse.GetValue(corpus) is { } corpusFile)
             {
-                var corpusKind = ToKind(parse.GetValue(kind)!);
+                var corpusKind = reading.KindOf(parse, corpusFile);
                 var random = new Random(17);
-                var inputs = new CorpusReader(corpusFile.FullName, "id", "text").Lines()
-                    .Where(_ => random.Next(4) == 0)
-                    .Select(line => definition.PrefixFor(corpusKind == VectorKind.Query) + line.Text);
-                problems += RecomputeSample(artifacts, definition, corpusKind, inputs, parse.GetValue(sample), $"texts of {corpusFile.Name}");
+                try
+                {
+                    var inputs = reading.Open(parse, corpusFile).RowsAsync(CancellationToken.None).ToBlockingEnumerable()
+                        .Where(_ => random.Next(4) == 0)
+                        .Select(row => definition.PrefixFor(corpusKind == VectorKind.Query) + row.Text);
+                    problems += RecomputeSample(artifacts, definition, corpusKind, inputs, parse.GetValue(sample), $"texts of {corpusFile.Name}");
+                }
+                catch (Exception e) when (e is InvalidDataException or IOException)
+                {
+                    return CliOptions.Fail(e.Message);
+                }
             }
             else
             {
@@ -240,14 +249,6 @@ internal static class FileVerbs
             $"recompute {kind}: {texts.Length} cached rows ({source}) recomputed with the model on disk, min cosine {worst:F6}"));
         return worst >= 0.9999 ? 0 : 1;
     }
-
-    private static Option<string> RootOption() => new("--artifacts")
-    {
-        Description = "The artifacts root (read directly; a running server may hold it).",
-        DefaultValueFactory = _ => "artifacts",
-    };
-
-    private static VectorKind ToKind(string kind) => kind == "query" ? VectorKind.Query : VectorKind.Document;
 
     private static string NpyLabel(VectorDType dtype) => dtype == VectorDType.Float16 ? "<f2" : "<f4";
 

@@ -1,13 +1,14 @@
 using System.CommandLine;
 using System.Globalization;
 using EmbeddingCache.Client;
+using EmbeddingCache.Engine;
 using EmbeddingCache.Protocol.V1;
 using Grpc.Core;
 using Spectre.Console;
 
 namespace EmbeddingCache.Server.Cli;
 
-/// <summary><c>models</c>, <c>stats</c> and <c>invalidate</c>: what a running server holds, and dropping it.</summary>
+/// <summary><c>models</c>, <c>stats</c> and <c>invalidate</c>: what a running server holds, and dropping a model's cache.</summary>
 internal static class ModelVerbs
 {
     public static Command Models()
@@ -47,19 +48,41 @@ internal static class ModelVerbs
 
     public static Command Invalidate()
     {
-        var server = CliOptions.Server();
-        var model = new Argument<string>("model") { Description = "The model whose cache is dropped." };
+        var model = CliOptions.Model("The model whose cache is dropped.");
         var kind = new Option<string?>("--kind", "-k") { Description = "query or document; all kinds when left out." }.AcceptOnlyFromAmong("query", "document");
+        var server = CliOptions.Server();
+        var artifacts = CliOptions.Artifacts();
         var command = new Command("invalidate", "Drop a model's cache (or one kind of it) atomically; the server recomputes on the next miss.")
         {
-            model, kind, server,
+            model, kind, server, artifacts,
         };
-        command.SetAction((parse, cancel) => WithServer(parse.GetValue(server)!, async client =>
+        command.SetAction(async (parse, cancel) =>
         {
+            string? root = CliOptions.DirectRoot(parse, server, artifacts, out string? conflict);
+            if (conflict is not null) return CliOptions.Fail(conflict);
+            string name = parse.GetValue(model)!;
             string? which = parse.GetValue(kind);
-            var result = await client.InvalidateAsync(parse.GetValue(model)!, which is null ? Kind.Unspecified : CliOptions.ToWire(which), cancel);
-            Console.WriteLine($"invalidated {parse.GetValue(model)} ({which ?? "all kinds"}): {result.RowsRemoved} rows, {result.BytesRemoved} bytes removed");
-        }));
+            void Report(long rows, long bytes) => Console.WriteLine($"invalidated {name} ({which ?? "all kinds"}): {rows} rows, {bytes} bytes removed");
+            if (root is null)
+            {
+                return await WithServer(parse.GetValue(server)!, async client =>
+                {
+                    var result = await client.InvalidateAsync(name, which is null ? Kind.Unspecified : CliOptions.ToWire(which), cancel);
+                    Report((long)result.RowsRemoved, (long)result.BytesRemoved);
+                });
+            }
+            try
+            {
+                await using var local = LocalEngine.Open(root);
+                var result = await local.Engine.InvalidateAsync(name, which is null ? null : CliOptions.ToKind(which), cancel);
+                Report(result.RowsRemoved, result.BytesRemoved);
+                return 0;
+            }
+            catch (CacheRequestException e)
+            {
+                return CliOptions.Fail(e.Message);
+            }
+        });
         return command;
     }
 

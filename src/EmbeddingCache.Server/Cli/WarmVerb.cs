@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using EmbeddingCache.Engine;
 using EmbeddingCache.Protocol.V1;
 using EmbeddingCache.Storage;
@@ -9,7 +10,7 @@ using Grpc.Core;
 namespace EmbeddingCache.Server.Cli;
 
 /// <summary>
-/// <c>warm CORPUS</c>: embeds every line of a corpus so that later runs are all hits, against a running
+/// <c>warm MODEL CORPUS</c>: embeds every row of a corpus so that later runs are all hits, against a running
 /// server (streamed) or the artifacts root directly. Resumable: a rerun computes only what is missing.
 /// </summary>
 internal static class WarmVerb
@@ -19,28 +20,51 @@ internal static class WarmVerb
 
     public static Command Create()
     {
-        var corpus = new Argument<FileInfo>("corpus") { Description = "JSONL (one {\"id\", \"text\"} object a line) or TSV (id TAB text)." };
-        var model = CliOptions.Model();
-        var kind = CliOptions.Kind("document");
+        var model = CliOptions.Model("The model to embed with.");
+        var corpus = new Argument<FileInfo>("corpus")
+        {
+            Description = "BEIR corpus.jsonl (_id, title, text) or queries.jsonl, any JSONL, TSV (id TAB text), each maybe gzipped, or Parquet.",
+        };
+        var reading = new CorpusOptions();
         var server = CliOptions.Server();
         var artifacts = CliOptions.Artifacts();
         var batch = new Option<int>("--batch") { Description = "Texts per request.", DefaultValueFactory = _ => 64 };
-        var idField = new Option<string>("--id-field") { Description = "JSONL field holding the id.", DefaultValueFactory = _ => "id" };
-        var textField = new Option<string>("--text-field") { Description = "JSONL field holding the text.", DefaultValueFactory = _ => "text" };
-        var command = new Command("warm", "Embed a whole corpus into the cache, with progress; a rerun computes only what is missing.")
+        var command = new Command("warm", "Embed a whole corpus into the cache, with progress; the file is checked whole first, and a rerun computes only what is missing.")
         {
-            corpus, model, kind, server, artifacts, batch, idField, textField,
+            model, corpus, server, artifacts, batch,
         };
+        foreach (var option in reading.All) command.Options.Add(option);
         command.SetAction(async (parse, cancel) =>
         {
             var file = parse.GetValue(corpus)!;
             if (!file.Exists) return CliOptions.Fail($"no corpus file {file.FullName}");
             int batchSize = parse.GetValue(batch);
             if (batchSize < 1) return CliOptions.Fail("--batch must be at least 1");
-            var reader = new CorpusReader(file.FullName, parse.GetValue(idField)!, parse.GetValue(textField)!);
-            var request = new WarmRequest(parse.GetValue(model)!, CliOptions.ToWire(parse.GetValue(kind)!), reader, batchSize);
-            string? root = parse.GetValue(artifacts);
-            using var progress = new WarmProgress(file.Name, reader.CountLines(), Path.Combine(root ?? "artifacts", "logs"));
+            string? root = CliOptions.DirectRoot(parse, server, artifacts, out string? conflict);
+            if (conflict is not null) return CliOptions.Fail(conflict);
+            var kind = reading.KindOf(parse, file);
+            CorpusReader reader;
+            CorpusSummary summary;
+            try
+            {
+                // The whole file is read once before anything is stored: a bad line 900,000 must not leave 899,999 rows behind.
+                reader = reading.Open(parse, file);
+                Console.WriteLine($"{file.Name}: {reader.Description}: checking every row before anything is stored");
+                summary = await reader.ValidateAsync(cancel);
+            }
+            catch (Exception e) when (e is InvalidDataException or IOException)
+            {
+                return CliOptions.Fail(e.Message);
+            }
+            catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+            {
+                Console.WriteLine($"{file.Name}: interrupted while checking: nothing stored");
+                return Interrupted;
+            }
+            string what = $"{reader.Description}, {summary.Rows:N0} rows as {(kind == VectorKind.Query ? "queries" : "documents")}, " +
+                          (summary.HasIds ? "stored under their ids" : "no ids (stored by text alone)");
+            var request = new WarmRequest(parse.GetValue(model)!, kind, reader, batchSize);
+            using var progress = new WarmProgress(file.Name, what, summary.Rows, root is null ? null : Path.Combine(root, "logs"));
             try
             {
                 var counts = root is null
@@ -75,9 +99,9 @@ internal static class WarmVerb
         using var call = client.Rpc.EmbedStream(cancellationToken: cancel);
         var sender = Task.Run(async () =>
         {
-            foreach (var (ids, texts) in request.Batches())
+            await foreach (var (ids, texts) in request.Batches(cancel))
             {
-                var message = new EmbedRequest { Model = request.Model, Kind = request.Kind, Texts = { texts } };
+                var message = new EmbedRequest { Model = request.Model, Kind = CliOptions.ToWire(request.Kind), Texts = { texts } };
                 if (ids is not null) message.Ids.AddRange(ids);
                 await call.RequestStream.WriteAsync(message, cancel);
             }
@@ -96,15 +120,14 @@ internal static class WarmVerb
     /// <summary>No server: the engine runs in this process on the artifacts root (taking its writer lock).</summary>
     private static async Task<WarmCounts> WarmDirectlyAsync(string root, WarmRequest request, WarmProgress progress, CancellationToken cancel)
     {
-        using var logging = LoggerFactory.Create(builder => builder.AddSimpleConsole().SetMinimumLevel(LogLevel.Warning));
-        await using var engine = EmbeddingCacheEngine.Open(new EngineOptions { ArtifactsDirectory = root, PreloadModels = [] }, logging);
-        var kind = request.Kind == Kind.Query ? VectorKind.Query : VectorKind.Document;
+        await using var local = LocalEngine.Open(root);
+        var engine = local.Engine;
         var counts = new WarmCounts();
         // A few batches in flight keep the batcher's queue full while answers are counted in order.
         var inFlight = new Queue<Task<LookupResult>>();
-        foreach (var (ids, texts) in request.Batches())
+        await foreach (var (ids, texts) in request.Batches(cancel))
         {
-            inFlight.Enqueue(engine.EmbedAsync(new EmbedCommand(request.Model, kind, texts, ids ?? [], VectorDType.Float32, CacheOnly: false), cancel));
+            inFlight.Enqueue(engine.EmbedAsync(new EmbedCommand(request.Model, request.Kind, texts, ids ?? [], VectorDType.Float32, CacheOnly: false), cancel));
             if (inFlight.Count >= 4) counts = Count(await inFlight.Dequeue());
         }
         while (inFlight.Count > 0) counts = Count(await inFlight.Dequeue());
@@ -119,15 +142,14 @@ internal static class WarmVerb
         }
     }
 
-    private sealed record WarmRequest(string Model, Kind Kind, CorpusReader Reader, int BatchSize)
+    private sealed record WarmRequest(string Model, VectorKind Kind, CorpusReader Reader, int BatchSize)
     {
-        /// <summary>Batches of texts with their ids (null when the corpus has none).</summary>
-        public IEnumerable<(string[]? Ids, string[] Texts)> Batches()
+        /// <summary>Batches of texts with their ids (null when the corpus has none: the reader allows all or none).</summary>
+        public async IAsyncEnumerable<(string[]? Ids, string[] Texts)> Batches([EnumeratorCancellation] CancellationToken cancel)
         {
-            foreach (var chunk in Reader.Lines().Chunk(BatchSize))
+            await foreach (var chunk in Reader.RowsAsync(cancel).Chunk(BatchSize).WithCancellation(cancel))
             {
-                bool withIds = chunk.All(line => line.Id is not null);
-                yield return (withIds ? chunk.Select(line => line.Id!).ToArray() : null, chunk.Select(line => line.Text).ToArray());
+                yield return (chunk[0].Id is null ? null : chunk.Select(row => row.Id!).ToArray(), chunk.Select(row => row.Text).ToArray());
             }
         }
     }
@@ -143,29 +165,31 @@ internal readonly record struct WarmCounts(long Cached, long Computed)
 
 /// <summary>
 /// Progress as a person reads it: rows done of the total, rows/s, ETA; a line at most every second (or at
-/// the end), on the console and in a log file under artifacts/logs/.
+/// the end), on the console and, when the verb works on a root directly, in a log file under its logs/.
 /// </summary>
 internal sealed class WarmProgress : IDisposable
 {
     private static readonly TimeSpan Interval = TimeSpan.FromSeconds(1);
     private readonly string corpus;
     private readonly long total;
-    private readonly StreamWriter log;
+    private readonly StreamWriter? log;
     private readonly Stopwatch clock = Stopwatch.StartNew();
     private TimeSpan? lastReport;
     private WarmCounts latest;
 
-    public WarmProgress(string corpus, long total, string logDirectory)
+    /// <param name="logDirectory">Where the log file goes; null (a run through a server) writes none on this side.</param>
+    public WarmProgress(string corpus, string what, long total, string? logDirectory)
     {
         this.corpus = corpus;
         this.total = total;
-        Directory.CreateDirectory(logDirectory);
-        LogPath = Path.Combine(logDirectory, $"warm-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Environment.ProcessId}.log");
-        log = new StreamWriter(LogPath, append: false) { AutoFlush = true };
-        Write($"warm {corpus}: {total:N0} lines");
+        if (logDirectory is not null)
+        {
+            Directory.CreateDirectory(logDirectory);
+            string logPath = Path.Combine(logDirectory, $"warm-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Environment.ProcessId}.log");
+            log = new StreamWriter(logPath, append: false) { AutoFlush = true };
+        }
+        Write(what);
     }
-
-    public string LogPath { get; }
 
     public void Report(WarmCounts counts)
     {
@@ -189,7 +213,7 @@ internal sealed class WarmProgress : IDisposable
     private void Write(string line)
     {
         Console.WriteLine($"{corpus}: {line}");
-        log.WriteLine($"{DateTime.UtcNow:O} {line}");
+        log?.WriteLine($"{DateTime.UtcNow:O} {line}");
     }
 
     private static string Bar(double percent)
@@ -198,5 +222,5 @@ internal sealed class WarmProgress : IDisposable
         return new string('#', filled) + new string('.', 20 - filled);
     }
 
-    public void Dispose() => log.Dispose();
+    public void Dispose() => log?.Dispose();
 }

@@ -118,7 +118,7 @@ public sealed class OpenAiEndpointTests(ITestOutputHelper output) : ServerTest(o
     /// <summary>tests/openai with its node_modules: npm ci from the committed lock file when the openai package is not installed yet.</summary>
     private static async Task<string> OpenAiPackageFolderAsync()
     {
-        string folder = Path.Combine(ExternalTool.RepositoryRoot(), "tests", "openai");
+        string folder = Path.Combine(SourceTree.Root, "tests", "openai");
         await NpmInstall.WaitAsync();
         try
         {

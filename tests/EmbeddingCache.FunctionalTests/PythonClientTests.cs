@@ -31,7 +31,7 @@ public sealed class PythonClientTests(ITestOutputHelper output) : ServerTest(out
     private async Task RunSuiteAsync(string[] serverArgs, Dictionary<string, string> extraEnvironment, params string[] modules)
     {
         var server = await StartServerAsync(serverArgs);
-        string repo = ExternalTool.RepositoryRoot();
+        string repo = SourceTree.Root;
         var environment = new Dictionary<string, string>(extraEnvironment)
         {
             ["EMBCACHE_ADDRESS"] = server.Address,

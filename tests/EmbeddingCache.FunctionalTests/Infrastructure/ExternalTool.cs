@@ -5,16 +5,6 @@ namespace EmbeddingCache.FunctionalTests.Infrastructure;
 /// <summary>Runs a program the tests drive (python3, node, npm), failing with its whole output.</summary>
 public static class ExternalTool
 {
-    /// <summary>The folder holding EmbeddingCache.sln, above the test's output directory.</summary>
-    public static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "EmbeddingCache.sln"))) return dir.FullName;
-        }
-        throw new InvalidOperationException($"EmbeddingCache.sln not found above {AppContext.BaseDirectory}: the test reads files of the source tree");
-    }
-
     /// <summary>Runs <paramref name="program"/> to its end within <paramref name="timeout"/>; returns stderr and stdout, or throws with them.</summary>
     public static async Task<string> RunAsync(
         string program, string workingDirectory, IReadOnlyDictionary<string, string> environment, TimeSpan timeout, params string[] args)

@@ -1,6 +1,6 @@
 namespace EmbeddingCache.FunctionalTests.Infrastructure;
 
-/// <summary>The checkout the tests were built from, for what a test reads or runs from the source tree (README, tools/).</summary>
+/// <summary>The checkout the tests were built from, for what a test reads or runs from the source tree (README, the embcache wrapper, the Python package, the npm test client).</summary>
 public static class SourceTree
 {
     /// <summary>The folder holding EmbeddingCache.sln, above the test's output directory.</summary>

@@ -19,6 +19,9 @@ public sealed partial class ServerProcess : IAsyncDisposable
     private readonly Process process;
     private readonly ConcurrentQueue<string> log = new();
     private readonly TaskCompletionSource<string> listening = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    // The server reports SERVING just before it logs ServerReady, and its output arrives on its own: a test reading the
+    // start-up log must not race that line.
+    private readonly TaskCompletionSource readyLogged = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private GrpcChannel? channel;
 
     private readonly X509Certificate2? trustedCertificate;
@@ -90,6 +93,7 @@ public sealed partial class ServerProcess : IAsyncDisposable
             });
             server.Client = new EmbeddingCache.Protocol.V1.EmbeddingCache.EmbeddingCacheClient(server.channel);
             await server.WaitUntilServingAsync();
+            await server.readyLogged.Task.WaitAsync(StartTimeout);
             return server;
         }
         catch (Exception e)
@@ -139,6 +143,7 @@ public sealed partial class ServerProcess : IAsyncDisposable
         log.Enqueue(line);
         var match = ListeningLine().Match(line);
         if (match.Success) listening.TrySetResult(match.Groups[1].Value);
+        if (line.Contains("EmbeddingCache ready", StringComparison.Ordinal)) readyLogged.TrySetResult();
     }
 
     /// <summary>SIGKILL: no shutdown code runs, as in a crash or power loss.</summary>

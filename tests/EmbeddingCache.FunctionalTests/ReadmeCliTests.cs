@@ -51,6 +51,7 @@ public sealed class ReadmeCliTests(ITestOutputHelper output) : ServerTest(output
         Assert.Contains("5 rows as queries, stored under their ids", log);
         Assert.Contains("imported 50 rows", log);
         Assert.Contains("gpu-encoder", log);
+        Assert.Contains("all-MiniLM-L6-v2: model.onnx, mean pooling, normalized, cosine, 256 tokens", log);
         Assert.Contains("verify: ok", log);
         var exportedIds = JsonSerializer.Deserialize<string[]>(await File.ReadAllTextAsync(Path.Combine(work, "corpus_vectors.ids.json")))!;
         Assert.Equal(Enumerable.Range(0, 30).Select(i => $"doc{i}").Order(), exportedIds.Order());

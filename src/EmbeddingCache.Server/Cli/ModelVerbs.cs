@@ -14,18 +14,34 @@ internal static class ModelVerbs
     public static Command Models()
     {
         var server = CliOptions.Server();
-        var command = new Command("models", "List every model the server knows: dims, whether it can compute, fingerprint, rows, bytes.") { server };
+        var command = new Command("models", "List every model the server knows: dims, whether it can compute, how its vectors are made, fingerprint, rows, bytes.") { server };
         command.SetAction((parse, cancel) => WithServer(parse.GetValue(server)!, async client =>
         {
             var table = new Table().AddColumns("model", "dims", "computes", "query rows", "document rows", "bytes", "fingerprint", "error");
-            foreach (var m in await client.ListModelsAsync(cancel))
+            var models = await client.ListModelsAsync(cancel);
+            foreach (var m in models)
             {
                 table.AddRow(Markup.Escape(m.Name), N(m.Dims), m.CanCompute ? "yes" : "no", N(m.QueryRows), N(m.DocumentRows),
                     N(m.Bytes), m.Fingerprint.Length > 12 ? m.Fingerprint[..12] : m.Fingerprint, Markup.Escape(m.Error));
             }
             AnsiConsole.Write(table);
+            foreach (var m in models.Where(m => m.Pooling.Length > 0)) Console.WriteLine($"{m.Name}: {MadeBy(m)}");
         }));
         return command;
+    }
+
+    /// <summary>How the server makes a model's vectors, as it read the folder:
+    /// "model.onnx, mean pooling, normalized, cosine, 256 tokens, query prefix '...'".</summary>
+    private static string MadeBy(ModelInfo m)
+    {
+        var parts = new List<string> { m.OnnxFile, $"{m.Pooling} pooling" };
+        parts.AddRange(m.Dense);
+        parts.Add(m.Normalize ? "normalized" : "not normalized");
+        parts.Add(m.Similarity);
+        parts.Add($"{m.MaxTokens} tokens");
+        if (m.QueryPrefix.Length > 0) parts.Add($"query prefix '{m.QueryPrefix}'");
+        if (m.DocumentPrefix.Length > 0) parts.Add($"document prefix '{m.DocumentPrefix}'");
+        return string.Join(", ", parts);
     }
 
     public static Command Stats()

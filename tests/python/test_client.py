@@ -458,6 +458,38 @@ class FingerprintIndexTests(unittest.TestCase):
             index.rows([1, 2])
 
 
+class LazyVectorsTests(unittest.TestCase):
+    """The gather over many segments without a server: each row's offset in the span, kept or rebuilt as refreshes
+    append rows, map segments anew or move one."""
+
+    def assert_rows(self, vectors, parts):
+        everything = np.concatenate(parts)
+        picked = np.random.default_rng(3).integers(0, len(everything), 500)
+        self.assertEqual(vectors[picked].tobytes(), everything[picked].tobytes())
+        self.assertEqual(np.asarray(vectors).tobytes(), everything.tobytes())
+
+    def test_rows_of_every_segment_stay_right_as_segments_grow_appear_and_move(self):
+        from embedding_cache import files
+
+        growing = random_rows(100, 8, seed=20)  # pre-sized like the server's growing segment
+        sealed = [random_rows(n, 8, seed=21 + n) for n in (7, 64)]
+        vectors = files.LazyVectors([growing[:40]], 8, np.float32)
+        self.assertIsNone(vectors._span)  # one segment: taken from it directly
+        self.assert_rows(vectors, [growing[:40]])
+        vectors._set(sealed + [growing[:40]], 8, np.float32)
+        self.assert_rows(vectors, sealed + [growing[:40]])
+        first = vectors._span
+        vectors._set(sealed + [growing[:90]], 8, np.float32)  # rows appended in place: the table is extended
+        self.assertEqual(vectors._span.row_offsets[:len(first.row_offsets)].tolist(), first.row_offsets.tolist())
+        self.assert_rows(vectors, sealed + [growing[:90]])
+        later = random_rows(30, 8, seed=30)
+        vectors._set(sealed + [growing[:90], later], 8, np.float32)  # a new segment
+        self.assert_rows(vectors, sealed + [growing[:90], later])
+        moved = sealed[1].copy()  # an earlier segment mapped anew: every offset is computed again
+        vectors._set([sealed[0], moved, growing[:90], later], 8, np.float32)
+        self.assert_rows(vectors, [sealed[0], moved, growing[:90], later])
+
+
 class DescriptorTests(unittest.TestCase):
     """The shipped embedding_cache.desc must describe the current proto: regenerate it and compare."""
 

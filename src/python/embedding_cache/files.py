@@ -149,9 +149,10 @@ def _id_fingerprints(ids):
     """(n, 2) int64: two 64-bit hashes of each id, Python's salted SipHash of the id and of the id followed by
     NUL, the second with its lowest bit set so that no fingerprint is all zeros (an empty slot): 127 bits,
     about as many as the server's own keys of ids and texts."""
-    try:
-        hashes = zip(map(hash, ids), map(hash, map(operator.add, ids, itertools.repeat("\0"))))
-        prints = np.fromiter(itertools.chain.from_iterable(hashes), np.int64, 2 * len(ids)).reshape(len(ids), 2)
+    prints = np.empty((len(ids), 2), np.int64)
+    try:  # one fromiter per word: no tuple per id
+        prints[:, 0] = np.fromiter(map(hash, ids), np.int64, len(ids))
+        prints[:, 1] = np.fromiter(map(hash, map(operator.add, ids, itertools.repeat("\0"))), np.int64, len(ids))
     except TypeError:
         raise TypeError(f"ids must be strings, not {sorted({type(i).__name__ for i in ids} - {'str'})}") from None
     prints[:, 1] |= 1
@@ -171,8 +172,8 @@ def _key_fingerprints(keys):
 class _FingerprintIndex:
     """Keys (ids, or content keys) to row numbers by their 128-bit fingerprints, for many keys at once.
 
-    An open-addressing table (linear probing, at most half full) of fingerprints and rows, probed with numpy
-    gathers: a request's memory misses overlap where a dict probes one key after another, and no Python
+    An open-addressing table (linear probing, at most a quarter full) of fingerprints and rows, probed with
+    numpy gathers: a request's memory misses overlap where a dict probes one key after another, and no Python
     object is touched per key. A window of slots is looked at per key in one pass, so a request is nearly
     always answered by one pass of numpy calls.
     """
@@ -180,6 +181,9 @@ class _FingerprintIndex:
     _SCALAR_BELOW = 8  # fewer keys than this: probe in plain Python, cheaper than a dozen numpy calls
     _WINDOW = 4  # slots looked at per key in one pass (96 bytes)
     _window = np.arange(_WINDOW)
+    # Slots per key at least: a quarter full, 0.4% of keys lie past their window (3.5% at half full, so that
+    # most requests of 32 ids took a second, slower pass); 96 bytes per key.
+    _SLOTS_PER_KEY = 4
 
     def __init__(self, fingerprints):
         self._fingerprints = fingerprints
@@ -203,9 +207,9 @@ class _FingerprintIndex:
             known = slots >= 0
             self._table[slots[known], 2] = rows[known] + 1
             prints, rows = prints[~known], rows[~known]
-        if 2 * (self._count + len(rows)) > len(self._table):
+        if self._SLOTS_PER_KEY * (self._count + len(rows)) > len(self._table):
             old = self._table[self._table[:, 2] != 0]
-            self._allocate(1 << (2 * (self._count + len(rows)) - 1).bit_length())
+            self._allocate(1 << (self._SLOTS_PER_KEY * (self._count + len(rows)) - 1).bit_length())
             self._count = 0
             self._place(old[:, :2], old[:, 2] - 1)
         self._place(prints, rows)
@@ -289,32 +293,49 @@ class _SpanView:
     are gathered by a single fancy index, with no Python work per segment.
 
     ``rows`` has a "row" at every element offset (row stride = one element), and only offsets inside a mapping are ever used,
-    so the unmapped gaps between mappings are never read. The view holds the segment arrays, and through
-    them their mappings, for as long as it lives.
+    so the unmapped gaps between mappings are never read. ``row_offsets[g]`` is where global row g starts in
+    ``rows``: a gather is one take and one fancy index. The view holds the segment arrays, and through them
+    their mappings, for as long as it lives.
     """
 
-    def __init__(self, segments, dims, dtype):
+    def __init__(self, segments, dims, dtype, previous=None):
         addresses = [segment.__array_interface__["data"][0] for segment in segments]
-        low = min(addresses)
+        self.low = min(addresses)
         high = max(address + segment.nbytes for address, segment in zip(addresses, segments))
-        self.__array_interface__ = {"data": (low, True), "shape": ((high - low) // dtype.itemsize,),
+        self.__array_interface__ = {"data": (self.low, True), "shape": ((high - self.low) // dtype.itemsize,),
                                     "typestr": dtype.str, "version": 3}
         self._segments = segments
         flat = np.asarray(self)
-        first_rows = np.concatenate(([0], np.cumsum([len(segment) for segment in segments])))[:-1]
+        first_rows = np.concatenate(([0], np.cumsum([len(segment) for segment in segments])))
         # Segment k's row r (global row g = first_rows[k] + r) starts at row_elements[k] + g * dims.
-        self.row_elements = np.array([(address - low) // dtype.itemsize for address in addresses], np.int64) - first_rows * dims
-        self.later_starts = first_rows[1:]
+        self.row_elements = np.array([(address - self.low) // dtype.itemsize for address in addresses], np.int64) - first_rows[:-1] * dims
+        self._layout = list(zip(addresses, first_rows[:-1].tolist()))  # where each segment is mapped, its first row
+        self.row_offsets = self._offsets(previous, first_rows, dims)
         self.rows = np.lib.stride_tricks.as_strided(flat, shape=(len(flat) - dims + 1, dims),
                                                     strides=(dtype.itemsize, dtype.itemsize), writeable=False)
+
+    def _offsets(self, previous, first_rows, dims):
+        """Each global row's start in ``rows``. While the segments already read stay where they were mapped (a
+        refresh that only appended rows), the previous table stands and only the new rows' offsets are
+        written, into spare capacity that doubles when it runs out."""
+        total = int(first_rows[-1])
+        capacity, known = None, 0
+        if previous is not None and previous.low == self.low and previous._layout == self._layout[:len(previous._layout)]:
+            capacity, known = previous._capacity, len(previous.row_offsets)
+        if capacity is None or len(capacity) < total:
+            capacity = np.empty(max(total, 2 * known), np.int64)
+            capacity[:known] = previous.row_offsets if known else 0
+        new_rows = np.arange(known, total, dtype=np.int64)
+        capacity[known:total] = self.row_elements[np.searchsorted(first_rows[1:-1], new_rows, side="right")] + new_rows * dims
+        self._capacity = capacity
+        return capacity[:total]
 
 
 def _gather(segments, span, rows):
     """Rows (global numbers, all valid) of the segments."""
     if span is None:
         return segments[0].take(rows, axis=0)
-    segment = np.searchsorted(span.later_starts, rows, side="right")
-    return span.rows[span.row_elements.take(segment) + rows * span.rows.shape[1]]  # take() would copy the view
+    return span.rows[span.row_offsets.take(rows)]  # rows.take() would copy the strided view
 
 
 class LazyVectors:
@@ -332,7 +353,8 @@ class LazyVectors:
         self._segments = [s for s in segments if len(s)]
         self.shape = (sum(len(s) for s in self._segments), dims)
         self.dtype = np.dtype(dtype)
-        self._span = _SpanView(self._segments, dims, self.dtype) if len(self._segments) > 1 else None
+        previous = getattr(self, "_span", None)
+        self._span = _SpanView(self._segments, dims, self.dtype, previous) if len(self._segments) > 1 else None
 
     @property
     def size(self):

@@ -23,9 +23,11 @@ power-on's BACKING), the file system is unmounted and a JSON line of counts is p
 the mount serves.
 
 Reads of the live files are served from BACKING through the kernel's page cache: the server reads its segments
-through read-only shared mmaps, which need the page cache (a direct_io mount refuses shared mmaps on this
-kernel). Writes are write-through (no writeback cache): every write() reaches this process before it returns,
-so nothing a killed process wrote can reach the disk after the cut. The server never writes through a mapping.
+through read-only shared mmaps, which need it (direct_io would refuse shared mmaps unless the file system asks for
+FUSE_DIRECT_IO_ALLOW_MMAP, which Debian 12's libfuse 3.14 cannot). Writes are write-through (no writeback cache):
+every write() reaches this process before it returns. The server writes with pwrite and never through a mapping
+(Storage's AppendableSegment, AtomicFile), so no dirty mapped page of a killed process can reach the disk after
+the cut; a file system under a writer that did use writable mmaps would have to count msync as its fsync.
 """
 
 import errno

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(python3 python3-numpy python3-msgpack python3-grpcio python3-protobuf python3-tqdm python3-venv python3-onnx)
+packages=(python3 python3-numpy python3-msgpack python3-grpcio python3-protobuf python3-tqdm python3-venv python3-onnx fuse3 python3-pyfuse3)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

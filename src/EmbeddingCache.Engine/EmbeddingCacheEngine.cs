@@ -98,7 +98,11 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     public void BeginShutdown() => stopping = true;
 
     /// <summary>One vector per text: hits from the cache, the distinct misses computed once and written back.</summary>
-    public async Task<LookupResult> EmbedAsync(EmbedCommand command, CancellationToken cancellationToken)
+    /// <remarks>
+    /// <paramref name="sentAsReply"/> is false when the rows feed a computation (Score) rather than a reply, which
+    /// <see cref="EngineOptions.MaxSendMessageBytes"/> then does not bound.
+    /// </remarks>
+    public async Task<LookupResult> EmbedAsync(EmbedCommand command, CancellationToken cancellationToken, bool sentAsReply = true)
     {
         ThrowIfStopping();
         RequestValidation.Texts(command.Texts, options);
@@ -114,6 +118,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         long started = Stopwatch.GetTimestamp();
         var (model, store, generation) = await ResolveAsync(command.Model, command.Kind, cancellationToken).ConfigureAwait(false);
         int count = command.Texts.Count;
+        if (sentAsReply) RequestValidation.ReplyRows(count, store.Dims, command.DType, options);
         var inputs = new string[count];
         var keys = new ContentKey[count];
         for (int i = 0; i < count; i++)
@@ -186,7 +191,8 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     }
 
     /// <summary>Cached vectors by ids or by texts; missing rows are zero-filled.</summary>
-    public async Task<LookupResult> GetAsync(GetCommand command, CancellationToken cancellationToken)
+    /// <remarks><paramref name="sentAsReply"/>: as for <see cref="EmbedAsync"/>.</remarks>
+    public async Task<LookupResult> GetAsync(GetCommand command, CancellationToken cancellationToken, bool sentAsReply = true)
     {
         ThrowIfStopping();
         if (command.Ids.Count != 0 && command.Texts.Count != 0)
@@ -198,6 +204,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         long started = Stopwatch.GetTimestamp();
         var (model, store, _) = await ResolveAsync(command.Model, command.Kind, cancellationToken).ConfigureAwait(false);
         int count = command.Ids.Count + command.Texts.Count;
+        if (sentAsReply) RequestValidation.ReplyRows(count, store.Dims, command.DType, options);
         var output = new RowWriter(count, store.Dims, command.DType);
         var found = new bool[count];
         int hits;
@@ -238,7 +245,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         RequestValidation.Texts(command.Texts, options);
         if (command.Dims < 1 || command.Dims > options.MaxDims)
         {
-            CacheRequestException.ThrowInvalid("vectors.dims", $"vectors.dims is {command.Dims}; it must be between 1 and {options.MaxDims}");
+            CacheRequestException.ThrowInvalid("vectors.dims", $"vectors.dims is {command.Dims}; it must be between 1 and {options.MaxDims} ({EngineOptions.SettingName(nameof(EngineOptions.MaxDims))})");
         }
         long expectedBytes = (long)command.Count * command.Dims * PackedVectors.ElementSize(command.DType);
         if (command.Data.Length != expectedBytes)
@@ -286,19 +293,19 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         if (pairs > options.MaxScoresPerRequest)
         {
             CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
-                $"{command.Queries.Count} queries x {documentCount} documents is {pairs} scores; at most {options.MaxScoresPerRequest} are allowed per request: split the queries");
+                $"{command.Queries.Count} queries x {documentCount} documents is {pairs} scores; at most {options.MaxScoresPerRequest} are allowed per request: split the queries, or raise {EngineOptions.SettingName(nameof(EngineOptions.MaxScoresPerRequest))}");
         }
 
         using var queries = await EmbedAsync(
             new EmbedCommand(command.Model, VectorKind.Query, command.Queries, [], VectorDType.Float32, CacheOnly: false),
-            cancellationToken).ConfigureAwait(false);
+            cancellationToken, sentAsReply: false).ConfigureAwait(false);
         using var documents = command.DocumentTexts.Count != 0
             ? await EmbedAsync(
                 new EmbedCommand(command.Model, VectorKind.Document, command.DocumentTexts, command.DocumentIds, VectorDType.Float32, CacheOnly: false),
-                cancellationToken).ConfigureAwait(false)
+                cancellationToken, sentAsReply: false).ConfigureAwait(false)
             : await GetAsync(
                 new GetCommand(command.Model, VectorKind.Document, command.DocumentIds, [], VectorDType.Float32),
-                cancellationToken).ConfigureAwait(false);
+                cancellationToken, sentAsReply: false).ConfigureAwait(false);
         if (command.DocumentTexts.Count == 0)
         {
             var missing = command.DocumentIds.Where((_, i) => documents.Sources[i] == RowSource.Missing).Take(5).ToList();

@@ -27,6 +27,14 @@ public sealed class EngineOptions
     /// <summary>Query x document pairs in one Score request (4 bytes each in the reply); more is RESOURCE_EXHAUSTED.</summary>
     public long MaxScoresPerRequest { get; set; } = 16_000_000;
 
+    /// <summary>
+    /// Largest reply message sent, in bytes: 512 MiB by default, a Get or Embed of 65,536 rows of 2,048 float32 dims.
+    /// A request whose reply would be larger is refused with RESOURCE_EXHAUSTED before any row is gathered (its size
+    /// is known from the rows asked for and the model's dims); the gRPC layer enforces the same bound on every reply.
+    /// It lives here, not with the server's transport settings, because the engine must refuse before it allocates.
+    /// </summary>
+    public int MaxSendMessageBytes { get; set; } = 512 * 1024 * 1024;
+
     /// <summary>Widest vector a store-only model may be created with.</summary>
     public int MaxDims { get; set; } = 65_536;
 
@@ -42,6 +50,12 @@ public sealed class EngineOptions
     /// <summary>ONNX Runtime and batcher settings.</summary>
     public EncoderOptions Encoder { get; set; } = new();
 
+    /// <summary>Smallest reply limit allowed: health, ListModels and error replies must always fit.</summary>
+    public const int MinSendMessageBytes = 4096;
+
+    /// <summary>How a person sets <paramref name="property"/>, for messages that tell them which setting to raise.</summary>
+    public static string SettingName(string property) => $"EmbeddingCache:{property}";
+
     /// <summary>Null when the options are usable, otherwise what is wrong.</summary>
     public string? Validate()
     {
@@ -51,6 +65,7 @@ public sealed class EngineOptions
         if (MaxIdLength < 1) return "MaxIdLength must be at least 1";
         if (MaxDims < 1) return "MaxDims must be at least 1";
         if (MaxScoresPerRequest < 1) return "MaxScoresPerRequest must be at least 1";
+        if (MaxSendMessageBytes < MinSendMessageBytes) return $"MaxSendMessageBytes must be at least {MinSendMessageBytes}";
         foreach (var model in PreloadModels)
         {
             if (ModelName.Problem(model) is { } problem) return $"PreloadModels: {problem}";

@@ -11,7 +11,8 @@ internal static class RequestValidation
         if (rows > options.MaxRowsPerRequest)
         {
             CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
-                $"{field} has {rows} entries; at most {options.MaxRowsPerRequest} are allowed per request: split it into smaller requests");
+                $"{field} has {rows} entries; at most {options.MaxRowsPerRequest} are allowed per request: split it into smaller requests, " +
+                $"or raise {EngineOptions.SettingName(nameof(EngineOptions.MaxRowsPerRequest))}");
         }
     }
 
@@ -24,7 +25,7 @@ internal static class RequestValidation
             {
                 CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
                     $"texts[{i}] is {texts[i].Length} characters long; at most {options.MaxTextLength} are allowed " +
-                    "(the model reads only its first few hundred tokens anyway)");
+                    $"(the model reads only its first few hundred tokens anyway; the limit is {EngineOptions.SettingName(nameof(EngineOptions.MaxTextLength))})");
             }
         }
     }
@@ -40,10 +41,33 @@ internal static class RequestValidation
             }
             if (ids[i].Length > options.MaxIdLength)
             {
-                CacheRequestException.ThrowInvalid("ids", $"ids[{i}] is {ids[i].Length} characters long; at most {options.MaxIdLength} are allowed");
+                CacheRequestException.ThrowInvalid("ids", $"ids[{i}] is {ids[i].Length} characters long; at most {options.MaxIdLength} are allowed ({EngineOptions.SettingName(nameof(EngineOptions.MaxIdLength))})");
             }
         }
     }
+
+    /// <summary>
+    /// Refuses a reply of <paramref name="rows"/> vectors that would be larger than
+    /// <see cref="EngineOptions.MaxSendMessageBytes"/>, before any row is gathered or computed.
+    /// </summary>
+    public static void ReplyRows(int rows, int dims, VectorDType dtype, EngineOptions options)
+    {
+        long bytes = (long)rows * dims * PackedVectors.ElementSize(dtype) + rows + ReplyOverheadBytes;
+        if (bytes > options.MaxSendMessageBytes)
+        {
+            long fit = Math.Max(0, (options.MaxSendMessageBytes - ReplyOverheadBytes) / ((long)dims * PackedVectors.ElementSize(dtype) + 1));
+            CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
+                $"the reply of {rows} rows x {dims} dims ({dtype}) would be about {bytes} bytes, over the {options.MaxSendMessageBytes} " +
+                $"bytes of {EngineOptions.SettingName(nameof(EngineOptions.MaxSendMessageBytes))}: ask for at most {fit} rows per call, or raise it " +
+                "(and the client's max receive message length)");
+        }
+    }
+
+    /// <summary>
+    /// Bound on what an Embed or Get reply holds besides its vectors and its one byte per row source: the vectors'
+    /// count, dims and dtype, the fingerprint, the counts and the field tags.
+    /// </summary>
+    private const int ReplyOverheadBytes = 512;
 
     /// <summary>Decodes packed little-endian rows into float32, refusing NaN and infinity.</summary>
     public static float[] FiniteRows(ReadOnlySpan<byte> data, int count, int dims, VectorDType dtype)

@@ -124,7 +124,7 @@ internal sealed class AppendableSegment : Segment, IDisposable
     {
         try
         {
-            if (_sync)
+            if (_sync && !FaultInjection.SkipGroupCommitSync)
             {
                 NativeFile.SyncData(_npy, NpyPath);
                 NativeFile.SyncData(_sidecar, SidecarPath);

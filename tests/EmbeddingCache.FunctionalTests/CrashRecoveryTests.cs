@@ -1,4 +1,3 @@
-using System.Globalization;
 using EmbeddingCache.FunctionalTests.Infrastructure;
 using Xunit.Abstractions;
 
@@ -18,9 +17,9 @@ public sealed class CrashRecoveryTests(ITestOutputHelper output) : ServerTest(ou
     {
         var options = new CrashSoakOptions
         {
-            Kills = Math.Max(SuiteKills, Setting("EMBCACHE_CRASH_KILLS") ?? SuiteKills),
-            Seed = Setting("EMBCACHE_CRASH_SEED") ?? 7,
-            TimeLimit = TimeSpan.FromMinutes(Setting("EMBCACHE_CRASH_MINUTES") ?? 20),
+            Kills = Math.Max(SuiteKills, TestSettings.Int("EMBCACHE_CRASH_KILLS") ?? SuiteKills),
+            Seed = TestSettings.Int("EMBCACHE_CRASH_SEED") ?? 7,
+            TimeLimit = TimeSpan.FromMinutes(TestSettings.Int("EMBCACHE_CRASH_MINUTES") ?? 20),
         };
         var soak = new CrashSoak(Artifacts.Path, args => StartServerAsync(args), options);
 
@@ -28,27 +27,11 @@ public sealed class CrashRecoveryTests(ITestOutputHelper output) : ServerTest(ou
 
         string text = report.ToString();
         Output.WriteLine(text);
-        string file = Path.Combine(ResultsDirectory(), "crash-soak.txt");
+        string file = Path.Combine(TestSettings.ResultsDirectory(), "crash-soak.txt");
         await File.WriteAllTextAsync(file, text);
         Output.WriteLine($"report written to {file}");
         Assert.True(report.Kills >= SuiteKills, $"only {report.Kills} kills within {options.TimeLimit}");
         Assert.True(report.PutRowsAcknowledged > report.Kills && report.EmbedRowsComputed > 0, "the load should have been acknowledged between kills");
         Assert.True(report.RowsPresentChecked > 0 && report.FileRowsChecked > 0);
-    }
-
-    private static int? Setting(string name) =>
-        int.TryParse(Environment.GetEnvironmentVariable(name), NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) ? value : null;
-
-    /// <summary>TestResults/ of this test project, where dotnet test puts its results by default.</summary>
-    private static string ResultsDirectory()
-    {
-        var directory = new DirectoryInfo(AppContext.BaseDirectory);
-        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "EmbeddingCache.FunctionalTests.csproj")))
-        {
-            directory = directory.Parent;
-        }
-        string results = Path.Combine(directory?.FullName ?? AppContext.BaseDirectory, "TestResults");
-        Directory.CreateDirectory(results);
-        return results;
     }
 }

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
 using CsCheck;
@@ -17,11 +18,14 @@ namespace EmbeddingCache.FunctionalTests;
 /// Invalidate requests (odd model names, unknown enum values, random unicode and NUL, lengths over the limits,
 /// mismatched ids, wrong byte counts, NaN, zero and huge dims). Each gets a well-formed reply or a documented
 /// status with a message, a request that breaks a rule is never accepted, and the server neither dies nor loses
-/// a row it stored before.
+/// a row it stored before. EmbedStream gets sequences of such Embeds, ListModels is asked between them.
+/// EMBCACHE_FUZZ_INPUTS sets the count for the long run (3,000 in the suite), EMBCACHE_FUZZ_MINUTES bounds it (60 by
+/// default); its report goes to the test output and to TestResults/request-fuzz.txt.
 /// </summary>
 public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(output)
 {
-    private const long Inputs = 3_000;
+    private const long SuiteInputs = 3_000;
+    private const long ChunkInputs = 10_000;
     private const int MaxRows = 64;
     private const int MaxTextLength = 4096;
     private const int MaxIdLength = 64;
@@ -64,8 +68,11 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
         (5, Gen.Const((float?)null)),
         (1, Gen.OneOf<float?>(float.NaN, float.PositiveInfinity, float.NegativeInfinity, float.MaxValue)));
 
-    /// <summary>A request, its description for a failure message, and the rule it breaks (null when it breaks none known).</summary>
-    private sealed record Fuzzed(string Rpc, IMessage Request, string? Breaks);
+    /// <summary>
+    /// A request, its description for a failure message, and the rule it breaks (null when it breaks none known); an
+    /// EmbedStream call carries its messages in <paramref name="Stream"/>.
+    /// </summary>
+    private sealed record Fuzzed(string Rpc, IMessage Request, string? Breaks, Fuzzed[]? Stream = null);
 
     private static readonly Gen<Fuzzed> Embeds = Gen.Select(ModelNames, Kinds, TextLists, Gen.Frequency((3, Gen.Const((string[]?)null)), (1, Texts.Array[0, 6].Select(a => (string[]?)a))), DTypes, Gen.Bool,
         (model, kind, texts, ids, dtype, cacheOnly) =>
@@ -158,7 +165,14 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
         (model, kind) => new Fuzzed("Invalidate", new InvalidateRequest { Model = model, Kind = kind },
             ModelProblem(model) ?? (kind is Kind.Unspecified or Kind.Query or Kind.Document ? null : "unknown kind") ?? UnknownModelProblem(model)));
 
-    private static readonly Gen<Fuzzed> Requests = Gen.Frequency((6, Embeds), (4, Gets), (5, Puts), (2, Scores), (1, Invalidates));
+    /// <summary>One to four Embeds on one stream: answered in order until the first refused one ends the call.</summary>
+    private static readonly Gen<Fuzzed> EmbedStreams = Embeds.Array[1, 4].Select(messages =>
+        new Fuzzed("EmbedStream", messages[0].Request, messages.Select(m => m.Breaks).FirstOrDefault(b => b is not null), messages));
+
+    private static readonly Gen<Fuzzed> ListModels = Gen.Const(new Fuzzed("ListModels", new ListModelsRequest(), null));
+
+    private static readonly Gen<Fuzzed> Requests = Gen.Frequency(
+        (6, Embeds), (2, EmbedStreams), (4, Gets), (5, Puts), (2, Scores), (1, Invalidates), (1, ListModels));
 
     [Fact]
     public async Task Any_request_gets_a_valid_reply_or_a_documented_error_and_the_server_keeps_its_rows()
@@ -173,12 +187,22 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
         await client.PutAsync(new PutRequest { Model = KeptModel, Kind = Kind.Document, Ids = { "row" }, Vectors = kept });
         await client.PutAsync(new PutRequest { Model = StoreModel, Kind = Kind.Query, Ids = { "q" }, Vectors = Wire.Pack(new float[8], 8) });
 
-        var outcomes = new ConcurrentDictionary<string, int>();
-        Requests.Sample(fuzzed =>
+        long target = TestSettings.Int("EMBCACHE_FUZZ_INPUTS") ?? SuiteInputs;
+        var timeLimit = TimeSpan.FromMinutes(TestSettings.Int("EMBCACHE_FUZZ_MINUTES") ?? 60);
+        var outcomes = new ConcurrentDictionary<string, long>();
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        long inputs = 0;
+        // In chunks, so that a long run stops at its time limit with a report of what it did.
+        while (inputs < target && watch.Elapsed < timeLimit)
         {
-            var code = Send(client, fuzzed);
-            outcomes.AddOrUpdate($"{fuzzed.Rpc} {code}", 1, (_, n) => n + 1);
-        }, iter: Inputs, threads: 2, print: f => $"{f.Rpc} (breaks: {f.Breaks ?? "nothing known"}) {Printable(f.Request)}");
+            long chunk = Math.Min(ChunkInputs, target - inputs);
+            Requests.Sample(fuzzed =>
+            {
+                var code = Send(client, fuzzed);
+                outcomes.AddOrUpdate($"{fuzzed.Rpc} {code}", 1, (_, n) => n + 1);
+            }, iter: chunk, threads: 2, print: f => $"{f.Rpc} (breaks: {f.Breaks ?? "nothing known"}) {Printable(f.Request)}");
+            inputs += chunk;
+        }
 
         Assert.False(server.HasExited, "the server died under fuzzing");
         var health = await new Grpc.Health.V1.Health.HealthClient(server.Channel).CheckAsync(new Grpc.Health.V1.HealthCheckRequest());
@@ -187,8 +211,14 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
         Assert.Equal(kept.Data, reread.Vectors.Data);
         Assert.Empty(server.ErrorLines());
 
-        Output.WriteLine($"{Inputs} fuzzed requests against one server; by RPC and status:");
-        foreach (var (key, count) in outcomes.OrderBy(o => o.Key, StringComparer.Ordinal)) Output.WriteLine($"  {key}: {count}");
+        var report = new StringBuilder();
+        report.AppendLine(CultureInfo.InvariantCulture,
+            $"request fuzz: {inputs} fuzzed calls ({outcomes.Where(o => o.Key.StartsWith("EmbedStream ", StringComparison.Ordinal)).Sum(o => o.Value)} of them EmbedStream sequences of 1 to 4 messages) " +
+            $"against one server in {watch.Elapsed.TotalSeconds:F0} s{(inputs < target ? $" (stopped by the {timeLimit.TotalMinutes:F0}-minute limit before {target})" : "")}, each answered with a valid reply or a documented status; the server still SERVING, its kept row intact, no error logged");
+        report.AppendLine("by RPC and status:");
+        foreach (var (key, count) in outcomes.OrderBy(o => o.Key, StringComparer.Ordinal)) report.AppendLine(CultureInfo.InvariantCulture, $"  {key}: {count}");
+        Output.WriteLine(report.ToString());
+        await File.WriteAllTextAsync(Path.Combine(TestSettings.ResultsDirectory(), "request-fuzz.txt"), report.ToString());
     }
 
     /// <summary>Sends one request; returns its status code after checking the reply or the error.</summary>
@@ -198,12 +228,11 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
         {
             switch (fuzzed.Request)
             {
+                case EmbedRequest when fuzzed.Stream is { } stream:
+                    SendStreamAsync(client, stream).GetAwaiter().GetResult();
+                    break;
                 case EmbedRequest embed:
-                    var embedded = client.Embed(embed);
-                    CheckVectors(embedded.Vectors, embed.Texts.Count, embed.Dtype);
-                    Assert.Equal(embed.Texts.Count, embedded.Sources.Count);
-                    Assert.Equal((uint)embed.Texts.Count, embedded.CachedCount + embedded.ComputedCount + embedded.MissingCount);
-                    if (!embed.CacheOnly) Assert.Equal(0u, embedded.MissingCount);
+                    CheckEmbedded(embed, client.Embed(embed));
                     break;
                 case GetRequest get:
                     var got = client.Get(get);
@@ -223,6 +252,9 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
                 case InvalidateRequest invalidate:
                     client.Invalidate(invalidate);
                     break;
+                case ListModelsRequest list:
+                    Assert.Contains(client.ListModels(list).Models, m => m.Name == KeptModel);
+                    break;
                 default:
                     throw new ArgumentOutOfRangeException(nameof(fuzzed), fuzzed.Request, "no such request");
             }
@@ -235,6 +267,55 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
         }
         Assert.True(fuzzed.Breaks is null, $"accepted although it breaks a rule: {fuzzed.Breaks}");
         return StatusCode.OK;
+    }
+
+    private static void CheckEmbedded(EmbedRequest embed, EmbedResponse embedded)
+    {
+        CheckVectors(embedded.Vectors, embed.Texts.Count, embed.Dtype);
+        Assert.Equal(embed.Texts.Count, embedded.Sources.Count);
+        Assert.Equal((uint)embed.Texts.Count, embedded.CachedCount + embedded.ComputedCount + embedded.MissingCount);
+        if (!embed.CacheOnly) Assert.Equal(0u, embedded.MissingCount);
+    }
+
+    /// <summary>
+    /// Sends the stream's messages while reading its replies: each reply answers the message of its position; a
+    /// refused message ends the call with its status (thrown as an RpcException), so no reply follows it.
+    /// </summary>
+    private static async Task SendStreamAsync(CacheClient client, Fuzzed[] stream)
+    {
+        using var call = client.EmbedStream();
+        var sending = Task.Run(async () =>
+        {
+            try
+            {
+                foreach (var message in stream) await call.RequestStream.WriteAsync((EmbedRequest)message.Request);
+                await call.RequestStream.CompleteAsync();
+            }
+            catch (RpcException)
+            {
+                // The call ended early (a refused message): its status is read from the replies.
+            }
+            catch (InvalidOperationException)
+            {
+                // Writing after the call completed: likewise.
+            }
+        });
+        int answered = 0;
+        try
+        {
+            while (await call.ResponseStream.MoveNext(CancellationToken.None))
+            {
+                Assert.True(answered < stream.Length, "more replies than messages");
+                CheckEmbedded((EmbedRequest)stream[answered].Request, call.ResponseStream.Current);
+                Assert.True(stream[answered].Breaks is null, $"message {answered} answered although it breaks a rule: {stream[answered].Breaks}");
+                answered++;
+            }
+        }
+        finally
+        {
+            await sending;
+        }
+        Assert.Equal(stream.Length, answered);
     }
 
     private static void CheckVectors(Vectors vectors, int rows, DType asked)

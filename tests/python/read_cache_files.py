@@ -46,7 +46,10 @@ def read_segment(npy_path):
         assert zero.size == 0, f"{npy_path}: zero rows {zero[:10].tolist()}"
     out = []
     for i in range(rows):
-        key, ident = records[i]
+        record = records[i]
+        assert isinstance(record, list) and len(record) == 2, (
+            f"{npy_path}: sidecar record {i} of the {rows} rows the header commits is {record!r}, not [key, id]")
+        key, ident = record
         out.append([key.hex() if key is not None else None, ident, vectors[i].tobytes().hex()])
     return out
 

@@ -12,6 +12,9 @@ public static partial class ServerHost
     /// <summary>gRPC's customary port, on loopback only unless configured otherwise.</summary>
     public const string DefaultUrl = "http://127.0.0.1:50051";
 
+    /// <summary>A gRPC message travels behind a compressed flag and its 4-byte length.</summary>
+    private const int GrpcMessagePrefixBytes = 5;
+
     /// <summary>Command-line switches that are shorter than their configuration keys.</summary>
     private static readonly Dictionary<string, string> SwitchMappings = new()
     {
@@ -86,6 +89,10 @@ public static partial class ServerHost
             // An oversize message is refused from its 5-byte header, but what the client already sent is still read
             // and dropped: Kestrel's default 768 KiB window let each refused message cost the server ~3 ms (flood benchmark).
             kestrel.Limits.Http2.InitialStreamWindowSize = serverOptions.Http2StreamWindowBytes;
+            // Kestrel's own 30,000,000-byte body limit would cut a unary call below MaxReceiveMessageBytes with an
+            // UNKNOWN; a unary body is one message and its 5-byte gRPC prefix. (gRPC lifts the limit on streaming calls,
+            // whose every message MaxReceiveMessageBytes bounds.)
+            kestrel.Limits.MaxRequestBodySize = serverOptions.MaxReceiveMessageBytes + (long)GrpcMessagePrefixBytes;
         });
         builder.Logging.AddConsole(console => console.FormatterName = EventNameConsoleFormatter.FormatterName)
             .AddConsoleFormatter<EventNameConsoleFormatter, ConsoleFormatterOptions>();
@@ -98,6 +105,7 @@ public static partial class ServerHost
         app.Services.GetRequiredService<EmbeddingCacheEngine>().BeginOpeningCaches();
         app.Lifetime.ApplicationStarted.Register(() => WarnIfExposed(app));
         app.UseMiddleware<RefusalBrakeMiddleware>();
+        app.UseMiddleware<MessageSizeStatusMiddleware>();
         app.MapGrpcService<EmbeddingCacheService>();
         app.MapGrpcService<HealthServiceImpl>();
         app.MapGrpcReflectionService();

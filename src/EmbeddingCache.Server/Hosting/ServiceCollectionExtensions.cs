@@ -31,10 +31,12 @@ public static class ServiceCollectionExtensions
         services.AddSingleton<ApiKey>();
 
         var serverOptions = section.Get<ServerOptions>() ?? new ServerOptions();
+        var engineOptions = section.Get<EngineOptions>() ?? new EngineOptions();
         services.AddGrpc(grpc =>
         {
             grpc.MaxReceiveMessageSize = serverOptions.MaxReceiveMessageBytes;
-            grpc.MaxSendMessageSize = null;
+            // The engine refuses an Embed or Get whose reply would not fit before it gathers a row; this bounds the rest.
+            grpc.MaxSendMessageSize = engineOptions.MaxSendMessageBytes;
             grpc.Interceptors.Add<MetricsInterceptor>();
             grpc.Interceptors.Add<ApiKeyInterceptor>();
             grpc.Interceptors.Add<CacheErrorInterceptor>();

@@ -24,6 +24,15 @@ public sealed class CrashSoakOptions
 
     /// <summary>Small segments, so that kills also land while segments are sealed and new ones started.</summary>
     public int SegmentRows { get; init; } = 64;
+
+    /// <summary>
+    /// What the crash does after the SIGKILL, given the crash's number (from 0): nothing by default (the page cache
+    /// survives a killed process); a power cut (<see cref="PowerCutDisk"/>) also drops what was not made durable.
+    /// </summary>
+    public Func<int, Task>? AfterKill { get; init; }
+
+    /// <summary>The crash's name in the report.</summary>
+    public string CrashName { get; init; } = "kill -9";
 }
 
 /// <summary>
@@ -54,6 +63,7 @@ public sealed class CrashSoak(string artifactsDirectory, Func<string[], Task<Ser
         var watch = Stopwatch.StartNew();
         var random = new Random(options.Seed);
         report.Seed = options.Seed;
+        report.CrashName = options.CrashName;
         report.Clients = options.Clients;
         string[] serverArgs = [$"--EmbeddingCache:Storage:SegmentRows={options.SegmentRows}"];
         var clientRandoms = Enumerable.Range(0, options.Clients).Select(_ => new Random(random.Next())).ToArray();
@@ -87,6 +97,7 @@ public sealed class CrashSoak(string artifactsDirectory, Func<string[], Task<Ser
             await killed.CancelAsync();
             await server.KillAsync();
             await Task.WhenAll(clients);
+            if (options.AfterKill is { } afterKill) await afterKill(report.Kills);
             report.Kills++;
             var unexpected = server.ErrorLines();
             if (unexpected.Count > 0) throw new InvalidOperationException($"the server logged errors before the kill:\n{string.Join('\n', unexpected)}");
@@ -368,6 +379,8 @@ public sealed class CrashSoakReport
 
     public int Kills { get; set; }
 
+    public string CrashName { get; set; } = "";
+
     public bool StoppedByTimeLimit { get; set; }
 
     public TimeSpan Duration { get; set; }
@@ -402,7 +415,7 @@ public sealed class CrashSoakReport
     {
         var text = new StringBuilder();
         var c = CultureInfo.InvariantCulture;
-        text.AppendLine(c, $"crash soak: {Kills} kill -9 survived in {Duration.TotalSeconds:F0} s ({Clients} clients, seed {Seed}{(StoppedByTimeLimit ? ", stopped by the time limit" : "")})");
+        text.AppendLine(c, $"crash soak: {Kills} {CrashName} survived in {Duration.TotalSeconds:F0} s ({Clients} clients, seed {Seed}{(StoppedByTimeLimit ? ", stopped by the time limit" : "")})");
         text.AppendLine(c, $"rows checked after restarts: {RowsChecked} ({RowsPresentChecked} present byte for byte, {RowsGoneByInvalidateChecked} gone because of an acknowledged Invalidate)");
         text.AppendLine(c, $"file rows checked with numpy/msgpack: {FileRowsChecked} over {FileChecks} reads of every file, all loading in numpy, none zero, none phantom");
         text.AppendLine(c, $"acknowledged: {PutRowsAcknowledged} Put rows, {EmbedRowsComputed} Embed rows computed and written back, {EmbedRowsCached} Embed rows served from cache, {GetRowsRead} Get rows read");

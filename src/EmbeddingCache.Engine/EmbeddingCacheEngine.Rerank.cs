@@ -24,10 +24,10 @@ public sealed partial class EmbeddingCacheEngine
 
         using var queries = await EmbedAsync(
             new EmbedCommand(command.Model, VectorKind.Query, command.Queries, [], VectorDType.Float32, CacheOnly: false),
-            cancellationToken).ConfigureAwait(false);
+            cancellationToken, sentAsReply: false).ConfigureAwait(false);
         using var found = await GetAsync(
             new GetCommand(command.Model, VectorKind.Document, documents.Ids, [], VectorDType.Float32),
-            cancellationToken).ConfigureAwait(false);
+            cancellationToken, sentAsReply: false).ConfigureAwait(false);
         var sources = found.Sources;
         var computable = Enumerable.Range(0, sources.Length)
             .Where(d => sources[d] == RowSource.Missing && documents.Texts[d] is not null).ToArray();
@@ -36,7 +36,7 @@ public sealed partial class EmbeddingCacheEngine
             using var computed = await EmbedAsync(
                 new EmbedCommand(command.Model, VectorKind.Document, computable.Select(d => documents.Texts[d]!).ToArray(),
                     computable.Select(d => documents.Ids[d]).ToArray(), VectorDType.Float32, CacheOnly: false),
-                cancellationToken).ConfigureAwait(false);
+                cancellationToken, sentAsReply: false).ConfigureAwait(false);
             int rowBytes = found.Vectors.Dims * sizeof(float);
             for (int j = 0; j < computable.Length; j++)
             {
@@ -71,7 +71,7 @@ public sealed partial class EmbeddingCacheEngine
         if (pairs > options.MaxScoresPerRequest)
         {
             CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
-                $"the candidate lists hold {pairs} query x document pairs; at most {options.MaxScoresPerRequest} are allowed per request: split the queries");
+                $"the candidate lists hold {pairs} query x document pairs; at most {options.MaxScoresPerRequest} are allowed per request: split the queries, or raise {EngineOptions.SettingName(nameof(EngineOptions.MaxScoresPerRequest))}");
         }
         return pairs;
     }

@@ -117,6 +117,11 @@ public sealed class MessageLimitTests(ITestOutputHelper output) : ServerTest(out
             {
                 Model = Stored, Queries = { queries.Take(over ? 100 : 99) }, DocumentIds = { Ids(RowLimit) },
             }).ResponseAsync),
+            ("Rerank distinct candidates", "MaxRowsPerRequest", StatusCode.ResourceExhausted, over => client.ScoreAsync(
+                Rerank(Stored, [queries[0], queries[1]], [Ids(RowLimit / 2), Ids(RowLimit + (over ? 1 : 0)).Skip(RowLimit / 2).ToArray()])).ResponseAsync),
+            // 99 candidate lists of 100 and one of 99 are 9,999 pairs; a last list of 100 is one pair over.
+            ("Rerank pairs", "MaxScoresPerRequest", StatusCode.ResourceExhausted, over => client.ScoreAsync(Rerank(Stored, queries,
+                [.. Enumerable.Repeat(Ids(RowLimit), 99), Ids(RowLimit - (over ? 0 : 1))])).ResponseAsync),
         };
         foreach (var (name, setting, code, send) in cases)
         {
@@ -170,6 +175,9 @@ public sealed class MessageLimitTests(ITestOutputHelper output) : ServerTest(out
             Output.WriteLine($"{name}, reply one over: {refused.StatusCode}: {refused.Status.Detail}");
             AssertRefused(refused, StatusCode.ResourceExhausted, "EmbeddingCache:MaxSendMessageBytes");
         }
+        // Reranking gathers its candidates' rows to score them, not to send them: more rows than a reply may carry are served.
+        var reranked = await client.ScoreAsync(Rerank(Wire.MiniLM, [queries[0]], [Ids(RowLimit)]));
+        Assert.Equal([(uint)RowLimit], reranked.CandidateCounts);
         Assert.Empty(server.ErrorLines());
     }
 
@@ -221,6 +229,14 @@ public sealed class MessageLimitTests(ITestOutputHelper output) : ServerTest(out
         Assert.True(await call.ResponseStream.MoveNext(CancellationToken.None));
         Assert.Equal((uint)texts.Length, call.ResponseStream.Current.Vectors.Count);
         Assert.False(await call.ResponseStream.MoveNext(CancellationToken.None));
+    }
+
+    /// <summary>A Score request with a candidate list per query (reranking).</summary>
+    private static ScoreRequest Rerank(string model, string[] queries, string[][] candidates)
+    {
+        var request = new ScoreRequest { Model = model, Queries = { queries } };
+        foreach (var ids in candidates) request.Candidates.Add(new QueryCandidates { Ids = { ids } });
+        return request;
     }
 
     /// <summary>The size of a Score reply of this shape, as the server encodes it.</summary>

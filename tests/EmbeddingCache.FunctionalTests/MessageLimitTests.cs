@@ -209,7 +209,11 @@ public sealed class MessageLimitTests(ITestOutputHelper output) : ServerTest(out
 
     private static PutRequest StoredPut(string[] ids, string[] texts) => new()
     {
-        Model = Stored, Kind = Kind.Document, Ids = { ids }, Texts = { texts }, Vectors = Rows(Math.Max(ids.Length, texts.Length), StoredDims),
+        Model = Stored,
+        Kind = Kind.Document,
+        Ids = { ids },
+        Texts = { texts },
+        Vectors = Rows(Math.Max(ids.Length, texts.Length), StoredDims),
     };
 
     private static Vectors Rows(int rows, int dims) => Wire.Pack(Wire.RandomRows(new Random(rows * 31 + dims), rows, dims), dims);

@@ -27,9 +27,10 @@ public sealed class CrashRecoveryTests(ITestOutputHelper output) : ServerTest(ou
 
         string text = report.ToString();
         Output.WriteLine(text);
-        string file = Path.Combine(TestSettings.ResultsDirectory(), "crash-soak.txt");
-        await File.WriteAllTextAsync(file, text);
-        Output.WriteLine($"report written to {file}");
+        if (await TestSettings.KeepLongRunReportAsync("crash-soak.txt", text, options.Kills > SuiteKills) is { } file)
+        {
+            Output.WriteLine($"report written to {file}");
+        }
         Assert.True(report.Kills >= SuiteKills, $"only {report.Kills} kills within {options.TimeLimit}");
         Assert.True(report.PutRowsAcknowledged > report.Kills && report.EmbedRowsComputed > 0, "the load should have been acknowledged between kills");
         Assert.True(report.RowsPresentChecked > 0 && report.FileRowsChecked > 0);

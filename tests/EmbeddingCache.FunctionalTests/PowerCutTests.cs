@@ -22,7 +22,7 @@ public sealed class PowerCutTests(ITestOutputHelper output) : ServerTest(output)
 
         string text = $"{report}pending pieces dropped by the cuts: {disk.lost} lost, {disk.kept} kept (4 KiB pieces of writes, truncates, name operations)\n";
         Output.WriteLine(text);
-        await File.WriteAllTextAsync(Path.Combine(TestSettings.ResultsDirectory(), "power-cut-soak.txt"), text);
+        await TestSettings.KeepLongRunReportAsync("power-cut-soak.txt", text, cuts > SuiteCuts);
         Assert.True(report.Kills >= SuiteCuts, $"only {report.Kills} cuts within the time limit");
         Assert.True(report.PutRowsAcknowledged > report.Kills && report.EmbedRowsComputed > 0, "the load should have been acknowledged between cuts");
         Assert.True(report.RowsPresentChecked > 0 && report.FileRowsChecked > 0 && disk.lost > 0);

@@ -20,7 +20,7 @@ namespace EmbeddingCache.FunctionalTests;
 /// status with a message, a request that breaks a rule is never accepted, and the server neither dies nor loses
 /// a row it stored before. EmbedStream gets sequences of such Embeds, ListModels is asked between them.
 /// EMBCACHE_FUZZ_INPUTS sets the count for the long run (3,000 in the suite), EMBCACHE_FUZZ_MINUTES bounds it (60 by
-/// default); its report goes to the test output and to TestResults/request-fuzz.txt.
+/// default); its report goes to the test output and, for a long run, to TestResults/request-fuzz.txt.
 /// </summary>
 public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(output)
 {
@@ -220,7 +220,7 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
         report.AppendLine("by RPC and status:");
         foreach (var (key, count) in outcomes.OrderBy(o => o.Key, StringComparer.Ordinal)) report.AppendLine(CultureInfo.InvariantCulture, $"  {key}: {count}");
         Output.WriteLine(report.ToString());
-        await File.WriteAllTextAsync(Path.Combine(TestSettings.ResultsDirectory(), "request-fuzz.txt"), report.ToString());
+        await TestSettings.KeepLongRunReportAsync("request-fuzz.txt", report.ToString(), target > SuiteInputs);
     }
 
     /// <summary>Sends one request; returns its status code after checking the reply or the error.</summary>

@@ -8,9 +8,13 @@ public static class TestSettings
     public static int? Int(string name) =>
         int.TryParse(Environment.GetEnvironmentVariable(name), NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) ? value : null;
 
-    /// <summary>TestResults/ of this test project, where dotnet test puts its results by default.</summary>
-    public static string ResultsDirectory()
+    /// <summary>
+    /// Keeps a long run's report in TestResults/ of this test project (in git, summarised in README) and returns its path;
+    /// the suite's short runs return null and write nothing, so that running the suite does not overwrite those reports.
+    /// </summary>
+    public static async Task<string?> KeepLongRunReportAsync(string fileName, string text, bool longRun)
     {
+        if (!longRun) return null;
         var directory = new DirectoryInfo(AppContext.BaseDirectory);
         while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "EmbeddingCache.FunctionalTests.csproj")))
         {
@@ -18,6 +22,8 @@ public static class TestSettings
         }
         string results = Path.Combine(directory?.FullName ?? AppContext.BaseDirectory, "TestResults");
         Directory.CreateDirectory(results);
-        return results;
+        string path = Path.Combine(results, fileName);
+        await File.WriteAllTextAsync(path, text);
+        return path;
     }
 }

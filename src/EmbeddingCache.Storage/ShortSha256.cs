@@ -6,10 +6,10 @@ namespace EmbeddingCache.Storage;
 
 /// <summary>
 /// SHA-256 of short inputs (ids, short texts) computed in managed code. The platform's one-shot hash
-/// (OpenSSL on Linux) costs about 1-2 µs a call on the reference VM whatever the length, which dominated
-/// GatherByIds and the hashing of ids on open; one block in managed code costs about 0.6 µs. Longer inputs
-/// go to the platform, which uses the CPU's SHA instructions and wins from the second block on. Tests
-/// check both agree byte for byte.
+/// (OpenSSL on Linux) has a fixed cost per call, whatever the length, that is larger than hashing one block
+/// here, and it would dominate GatherByIds and the hashing of ids on open (benchmarks/results/lab-notes.md).
+/// Longer inputs go to the platform, which uses the CPU's SHA instructions and wins from the second block on.
+/// Tests check both agree byte for byte.
 /// </summary>
 internal static class ShortSha256
 {

@@ -87,7 +87,7 @@ public static partial class ServerHost
         {
             kestrel.ConfigureEndpointDefaults(endpoint => endpoint.Protocols = HttpProtocols.Http2);
             // An oversize message is refused from its 5-byte header, but what the client already sent is still read
-            // and dropped: Kestrel's default 768 KiB window let each refused message cost the server ~3 ms (flood benchmark).
+            // and dropped: a small window keeps a flood of oversize messages cheap (benchmarks/results/lab-notes.md).
             kestrel.Limits.Http2.InitialStreamWindowSize = serverOptions.Http2StreamWindowBytes;
             // Kestrel's own 30,000,000-byte body limit would cut a unary call below MaxReceiveMessageBytes with an
             // UNKNOWN; a unary body is one message and its 5-byte gRPC prefix. (gRPC lifts the limit on streaming calls,

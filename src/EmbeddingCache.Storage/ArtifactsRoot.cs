@@ -59,7 +59,7 @@ public sealed partial class ArtifactsRoot : IDisposable
             throw new PlatformNotSupportedException("The .npy segments are little-endian and mapped as they are; big-endian machines are not supported.");
         }
 
-        string root = Path.GetFullPath(rootDirectory);
+        var root = Path.GetFullPath(rootDirectory);
         Directory.CreateDirectory(root);
         var copy = new StorageOptions { Durability = options.Durability, SegmentRows = options.SegmentRows, WarmBytesPerSecond = options.WarmBytesPerSecond };
         ILogger logger = loggerFactory.CreateLogger("EmbeddingCache.Storage");
@@ -91,9 +91,9 @@ public sealed partial class ArtifactsRoot : IDisposable
         {
             ThrowIfDisposed();
             var names = new SortedSet<string>(_caches.Keys, StringComparer.Ordinal);
-            foreach (string folder in Directory.EnumerateDirectories(EmbeddingsDirectory))
+            foreach (var folder in Directory.EnumerateDirectories(EmbeddingsDirectory))
             {
-                string name = Path.GetFileName(folder);
+                var name = Path.GetFileName(folder);
                 if (IsValidModelName(name) && File.Exists(Path.Combine(folder, CacheManifest.FileName)))
                 {
                     names.Add(name);
@@ -134,7 +134,7 @@ public sealed partial class ArtifactsRoot : IDisposable
                 return existing;
             }
 
-            string directory = Path.Combine(EmbeddingsDirectory, model);
+            var directory = Path.Combine(EmbeddingsDirectory, model);
             if (Directory.Exists(directory))
             {
                 SetAsideVectorsOfUnknownOrigin(model, directory);
@@ -174,14 +174,14 @@ public sealed partial class ArtifactsRoot : IDisposable
             return cache;
         }
 
-        string directory = Path.Combine(EmbeddingsDirectory, model);
+        var directory = Path.Combine(EmbeddingsDirectory, model);
         if (!Directory.Exists(directory))
         {
             return null;
         }
 
-        string manifestPath = Path.Combine(directory, CacheManifest.FileName);
-        CacheManifest? manifest = CacheManifest.TryRead(manifestPath, model, out string? problem);
+        var manifestPath = Path.Combine(directory, CacheManifest.FileName);
+        CacheManifest? manifest = CacheManifest.TryRead(manifestPath, model, out var problem);
         if (problem is not null)
         {
             Quarantine.Move(directory, model, "cache", manifestPath, $"manifest {problem}; the cache's vectors are set aside when it is next created", _logger);
@@ -205,7 +205,7 @@ public sealed partial class ArtifactsRoot : IDisposable
     {
         foreach (VectorKind kind in (ReadOnlySpan<VectorKind>)[VectorKind.Query, VectorKind.Document])
         {
-            string kindDirectory = Path.Combine(directory, CacheManifest.KindFolderName(kind));
+            var kindDirectory = Path.Combine(directory, CacheManifest.KindFolderName(kind));
             if (!Directory.Exists(kindDirectory))
             {
                 continue;

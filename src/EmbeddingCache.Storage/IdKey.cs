@@ -43,14 +43,14 @@ internal static class IdKey
         if (Encoding.UTF8.GetMaxByteCount(id.Length) <= StackUtf8Limit)
         {
             Span<byte> utf8 = stackalloc byte[StackUtf8Limit];
-            int length = Encoding.UTF8.GetBytes(id, utf8);
+            var length = Encoding.UTF8.GetBytes(id, utf8);
             return FromUtf8(utf8[..length]);
         }
 
-        byte[] rented = ArrayPool<byte>.Shared.Rent(Encoding.UTF8.GetByteCount(id));
+        var rented = ArrayPool<byte>.Shared.Rent(Encoding.UTF8.GetByteCount(id));
         try
         {
-            int length = Encoding.UTF8.GetBytes(id, rented);
+            var length = Encoding.UTF8.GetBytes(id, rented);
             return FromUtf8(rented.AsSpan(0, length));
         }
         finally
@@ -96,7 +96,7 @@ internal static class IdKey
     internal static Vector128<byte> Encrypt(Vector128<byte> block, Vector128<byte>[] roundKeys)
     {
         block ^= roundKeys[0];
-        for (int round = 1; round < 10; round++)
+        for (var round = 1; round < 10; round++)
         {
             block = Aes.Encrypt(block, roundKeys[round]);
         }

@@ -42,16 +42,16 @@ internal sealed class PageWarmer
 
     private void Run()
     {
-        long total = _stores.Sum(store => store.WarmableBytes);
+        var total = _stores.Sum(store => store.WarmableBytes);
         StorageLog.CacheWarmingStarted(_logger, _model, total, _bytesPerSecond);
-        long started = Stopwatch.GetTimestamp();
+        var started = Stopwatch.GetTimestamp();
 
         // Chunks of at most a sixteenth of a second's budget, so that the throttle sleeps briefly and Stop is prompt.
-        int chunkBytes = (int)Math.Clamp(_bytesPerSecond / 16, 4096, 1 << 20);
+        var chunkBytes = (int)Math.Clamp(_bytesPerSecond / 16, 4096, 1 << 20);
         long done = 0;
         foreach (VectorStore store in _stores)
         {
-            long before = done;
+            var before = done;
             done += store.Warm(chunkBytes, touched => Pace(before + touched, started));
             if (_stopped)
             {

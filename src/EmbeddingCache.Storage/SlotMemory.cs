@@ -23,7 +23,7 @@ internal sealed unsafe partial class SlotMemory
         Bytes = Math.Max(bytes, 1);
         if (OperatingSystem.IsLinux() && Bytes >= HugePageBytes)
         {
-            void* address = mmap(null, Bytes, ProtectReadWrite, MapPrivateAnonymous, -1, 0);
+            var address = mmap(null, Bytes, ProtectReadWrite, MapPrivateAnonymous, -1, 0);
             if (address == (void*)-1)
             {
                 throw new OutOfMemoryException($"cannot map {Bytes} bytes for a key index (errno {Marshal.GetLastPInvokeError()})");

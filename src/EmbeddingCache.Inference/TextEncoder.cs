@@ -210,53 +210,38 @@ public sealed class TextEncoder : IDisposable
             return;
         }
 
-        var tokenized = ArrayPool<TokenizedText>.Shared.Rent(count);
-        var order = ArrayPool<int>.Shared.Rent(count);
-        var lengths = ArrayPool<int>.Shared.Rent(count);
+        var tokenized = new TokenizedText[count];
+        var lengths = new int[count];
+        for (var i = 0; i < count; i++)
+        {
+            tokenized[i] = Tokenize(texts[i]);
+            lengths[i] = tokenized[i].Length;
+        }
+
+        var batches = BatchPlanner.Plan(lengths, _options.TokenBudget, _options.MaxBatchSize);
+        var batch = ArrayPool<TokenizedText>.Shared.Rent(Math.Min(count, _options.MaxBatchSize));
+        var rows = ArrayPool<float>.Shared.Rent(Math.Min(count, _options.MaxBatchSize) * Dims);
         try
         {
-            for (var i = 0; i < count; i++)
+            foreach (var members in batches)
             {
-                tokenized[i] = Tokenize(texts[i]);
-                order[i] = i;
-                lengths[i] = tokenized[i].Length;
-            }
-
-            Array.Sort(lengths, order, 0, count);
-            var batch = ArrayPool<TokenizedText>.Shared.Rent(Math.Min(count, _options.MaxBatchSize));
-            var rows = ArrayPool<float>.Shared.Rent(Math.Min(count, _options.MaxBatchSize) * Dims);
-            try
-            {
-                for (var start = 0; start < count;)
+                for (var i = 0; i < members.Length; i++)
                 {
-                    var size = BatchPlanner.NextBatchSize(lengths.AsSpan(start, count - start), _options.TokenBudget, _options.MaxBatchSize);
-                    for (var i = 0; i < size; i++)
-                    {
-                        batch[i] = tokenized[order[start + i]];
-                    }
-
-                    EncodeBatch(batch.AsSpan(0, size), rows.AsSpan(0, size * Dims));
-                    for (var i = 0; i < size; i++)
-                    {
-                        rows.AsSpan(i * Dims, Dims).CopyTo(output.Slice(order[start + i] * Dims, Dims));
-                    }
-
-                    start += size;
+                    batch[i] = tokenized[members[i]];
                 }
-            }
-            finally
-            {
-                Array.Clear(batch);
-                ArrayPool<TokenizedText>.Shared.Return(batch);
-                ArrayPool<float>.Shared.Return(rows);
+
+                EncodeBatch(batch.AsSpan(0, members.Length), rows.AsSpan(0, members.Length * Dims));
+                for (var i = 0; i < members.Length; i++)
+                {
+                    rows.AsSpan(i * Dims, Dims).CopyTo(output.Slice(members[i] * Dims, Dims));
+                }
             }
         }
         finally
         {
-            Array.Clear(tokenized, 0, count);
-            ArrayPool<TokenizedText>.Shared.Return(tokenized);
-            ArrayPool<int>.Shared.Return(order);
-            ArrayPool<int>.Shared.Return(lengths);
+            Array.Clear(batch);
+            ArrayPool<TokenizedText>.Shared.Return(batch);
+            ArrayPool<float>.Shared.Return(rows);
         }
     }
 

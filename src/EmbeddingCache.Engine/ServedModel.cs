@@ -40,7 +40,6 @@ internal sealed class ServedModel : IAsyncDisposable
     public ModelCache Cache { get; }
     public ModelDefinition? Definition { get; }
     public bool CanCompute => Definition is not null;
-    public bool EncoderLoaded => Volatile.Read(ref batcher) is not null;
     public string Fingerprint => Definition?.Fingerprint ?? Cache.Fingerprint;
     public long Hits => Interlocked.Read(ref hits);
     public long Misses => Interlocked.Read(ref misses);

@@ -13,6 +13,12 @@ namespace EmbeddingCache.Engine;
 /// </summary>
 public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
 {
+    /// <summary>
+    /// Embeds of one stream (an EmbedStream call, a warm run) computed at once and answered in order: enough to keep
+    /// the batcher fed, few enough to bound memory.
+    /// </summary>
+    public const int StreamWindow = 4;
+
     private readonly EngineOptions options;
     private readonly ArtifactsRoot root;
     private readonly ModelCatalog catalog;

@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 
 namespace EmbeddingCache.Storage;
@@ -8,11 +7,8 @@ namespace EmbeddingCache.Storage;
 /// Caches are recovered lazily, on first use, from their sidecars only; opening the root reads no vectors.
 /// Dispose finishes queued appends, writes manifests, releases mappings and the lock.
 /// </summary>
-public sealed partial class ArtifactsRoot : IDisposable
+public sealed class ArtifactsRoot : IDisposable
 {
-    /// <summary>Longest accepted model name (it becomes a folder name).</summary>
-    public const int MaxModelNameLength = 128;
-
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
     private readonly RootLock _lock;
@@ -80,9 +76,8 @@ public sealed partial class ArtifactsRoot : IDisposable
         }
     }
 
-    /// <summary>True for a name that can be a model (and folder) name: <c>[A-Za-z0-9][A-Za-z0-9._-]*</c>, no <c>..</c>, at most 128 characters.</summary>
-    public static bool IsValidModelName(string? model) =>
-        model is { Length: > 0 and <= MaxModelNameLength } && ModelNamePattern().IsMatch(model) && !model.Contains("..", StringComparison.Ordinal);
+    /// <summary>True for a name that can be a model (and folder) name, by <see cref="ModelNameRule"/>.</summary>
+    public static bool IsValidModelName(string? model) => ModelNameRule.Problem(model) is null;
 
     /// <summary>Names of the folders under <c>embeddings/</c> that hold a cache, in ordinal order.</summary>
     public IReadOnlyList<string> ListCaches()
@@ -229,11 +224,8 @@ public sealed partial class ArtifactsRoot : IDisposable
         if (!IsValidModelName(model))
         {
             throw new ArgumentException(
-                $"'{model}' is not a model name: use letters, digits, '.', '_' and '-', starting with a letter or digit, no '..', at most {MaxModelNameLength} characters.",
+                $"'{model}' is not a model name: use letters, digits, '.', '_' and '-', starting with a letter or digit, no '..', at most {ModelNameRule.MaxLength} characters.",
                 nameof(model));
         }
     }
-
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]*$", RegexOptions.CultureInvariant)]
-    private static partial Regex ModelNamePattern();
 }

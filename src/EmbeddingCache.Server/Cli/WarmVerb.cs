@@ -128,7 +128,7 @@ internal static class WarmVerb
         await foreach (var (ids, texts) in request.Batches(cancel))
         {
             inFlight.Enqueue(engine.EmbedAsync(new EmbedCommand(request.Model, request.Kind, texts, ids ?? [], VectorDType.Float32, CacheOnly: false), cancel));
-            if (inFlight.Count >= 4) counts = Count(await inFlight.Dequeue());
+            if (inFlight.Count >= EmbeddingCacheEngine.StreamWindow) counts = Count(await inFlight.Dequeue());
         }
         while (inFlight.Count > 0) counts = Count(await inFlight.Dequeue());
         return counts;

@@ -13,6 +13,12 @@ public sealed partial class ArtifactsRoot : IDisposable
     /// <summary>Longest accepted model name (it becomes a folder name).</summary>
     public const int MaxModelNameLength = 128;
 
+    /// <summary>Name of the folder of model folders under the root.</summary>
+    public const string ModelsFolderName = "models";
+
+    /// <summary>Name of the folder of model caches under the root.</summary>
+    public const string EmbeddingsFolderName = "embeddings";
+
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
     private readonly RootLock _lock;
@@ -23,8 +29,8 @@ public sealed partial class ArtifactsRoot : IDisposable
     private ArtifactsRoot(string root, StorageOptions options, ILogger logger, RootLock rootLock)
     {
         RootDirectory = root;
-        ModelsDirectory = Path.Combine(root, "models");
-        EmbeddingsDirectory = Path.Combine(root, "embeddings");
+        ModelsDirectory = Path.Combine(root, ModelsFolderName);
+        EmbeddingsDirectory = Path.Combine(root, EmbeddingsFolderName);
         LogsDirectory = Path.Combine(root, "logs");
         _options = options;
         _logger = logger;

@@ -34,16 +34,15 @@ internal static class FileVerbs
         };
         command.SetAction(parse =>
         {
-            var snapshot = KindSnapshot.Read(parse.GetValue(root)!, parse.GetValue(model)!, CliOptions.ToKind(parse.GetValue(kind)!));
+            using var snapshot = KindFolderReader.Open(parse.GetValue(root)!, parse.GetValue(model)!, CliOptions.ToKind(parse.GetValue(kind)!));
             foreach (var problem in snapshot.Problems) Console.Error.WriteLine($"embcache: skipped {problem}");
             var rows = snapshot.LiveRows();
             var file = parse.GetValue(output)!;
-            int rowBytes = snapshot.Dims * (snapshot.DType == VectorDType.Float16 ? 2 : 4);
             string temporary = file.FullName + ".tmp";
             using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write))
             {
                 stream.Write(NpyHeader.Format(snapshot.DType, rows.Count, snapshot.Dims));
-                var buffer = new byte[rowBytes];
+                var buffer = new byte[snapshot.RowBytes];
                 foreach (var row in rows)
                 {
                     snapshot.ReadVector(row, buffer);
@@ -54,7 +53,7 @@ internal static class FileVerbs
             File.Move(temporary, file.FullName, overwrite: true);
             string idsPath = IdsPathOf(file.FullName);
             File.WriteAllText(idsPath, JsonSerializer.Serialize(rows.Select(r => r.Id).ToArray()));
-            Console.WriteLine($"exported {rows.Count:N0} rows x {snapshot.Dims} dims ({NpyLabel(snapshot.DType)}) to {file.FullName}, ids to {idsPath}");
+            Console.WriteLine($"exported {rows.Count:N0} rows x {snapshot.Dims} dims ({snapshot.Descr}) to {file.FullName}, ids to {idsPath}");
             return snapshot.Problems.Count == 0 ? 0 : 1;
         });
         return command;
@@ -174,8 +173,8 @@ internal static class FileVerbs
             int problems = 0;
             foreach (var each in new[] { VectorKind.Query, VectorKind.Document })
             {
-                var snapshot = KindSnapshot.Read(artifacts, name, each);
-                Console.WriteLine($"{name} {each}: {snapshot.SegmentCount} segments, {snapshot.RowCount:N0} rows, {snapshot.Dims} dims, {NpyLabel(snapshot.DType)}");
+                using var snapshot = KindFolderReader.Open(artifacts, name, each);
+                Console.WriteLine($"{name} {each}: {snapshot.Segments.Count} segments, {snapshot.RowCount:N0} rows, {snapshot.Dims} dims, {snapshot.Descr}");
                 foreach (var problem in snapshot.Problems) Console.WriteLine($"  problem: {problem}");
                 problems += snapshot.Problems.Count;
             }
@@ -221,7 +220,7 @@ internal static class FileVerbs
     {
         using var logging = LoggerFactory.Create(builder => builder.SetMinimumLevel(LogLevel.Warning));
         using var encoder = TextEncoder.Load(definition, new EncoderOptions(), logging);
-        var snapshot = KindSnapshot.Read(artifacts, definition.Name, kind);
+        using var snapshot = KindFolderReader.Open(artifacts, definition.Name, kind);
         var rowByKey = new Dictionary<ContentKey, StoredRow>();
         foreach (var row in snapshot.LiveRows())
         {
@@ -235,7 +234,7 @@ internal static class FileVerbs
         }
         var fresh = new float[texts.Length * encoder.Dims];
         encoder.Encode(texts, fresh);
-        var stored = new byte[encoder.Dims * (snapshot.DType == VectorDType.Float16 ? 2 : 4)];
+        var stored = new byte[snapshot.RowBytes];
         var storedFloats = new float[encoder.Dims];
         double worst = 1;
         foreach (var (input, i) in texts.Select((t, i) => (t, i)))
@@ -249,8 +248,6 @@ internal static class FileVerbs
             $"recompute {kind}: {texts.Length} cached rows ({source}) recomputed with the model on disk, min cosine {worst:F6}"));
         return worst >= 0.9999 ? 0 : 1;
     }
-
-    private static string NpyLabel(VectorDType dtype) => dtype == VectorDType.Float16 ? "<f2" : "<f4";
 
     private static string IdsPathOf(string npyPath) => Path.ChangeExtension(npyPath, null) + ".ids.json";
 

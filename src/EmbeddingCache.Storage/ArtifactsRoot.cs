@@ -19,6 +19,9 @@ public sealed partial class ArtifactsRoot : IDisposable
     /// <summary>Name of the folder of model caches under the root.</summary>
     public const string EmbeddingsFolderName = "embeddings";
 
+    /// <summary>Name of the folder of server and bulk-job logs under the root.</summary>
+    public const string LogsFolderName = "logs";
+
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
     private readonly RootLock _lock;
@@ -31,7 +34,7 @@ public sealed partial class ArtifactsRoot : IDisposable
         RootDirectory = root;
         ModelsDirectory = Path.Combine(root, ModelsFolderName);
         EmbeddingsDirectory = Path.Combine(root, EmbeddingsFolderName);
-        LogsDirectory = Path.Combine(root, "logs");
+        LogsDirectory = Path.Combine(root, LogsFolderName);
         _options = options;
         _logger = logger;
         _lock = rootLock;

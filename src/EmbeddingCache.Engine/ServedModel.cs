@@ -47,9 +47,12 @@ internal sealed class ServedModel : IAsyncDisposable
     public bool Retired => retired;
 
     /// <summary>The exact string fed to the tokenizer (and hashed into the content key) for a text of a kind.</summary>
-    public string TokenizerInput(VectorKind kind, string text)
+    public string TokenizerInput(VectorKind kind, string text) => TokenizerInputOf(Definition, kind, text);
+
+    /// <summary>The rule of <see cref="TokenizerInput"/>, for a model's definition (null for a store-only model).</summary>
+    public static string TokenizerInputOf(ModelDefinition? definition, VectorKind kind, string text)
     {
-        string prefix = Definition?.PrefixFor(kind == VectorKind.Query) ?? "";
+        string prefix = definition?.PrefixFor(kind == VectorKind.Query) ?? "";
         return prefix.Length == 0 ? text : string.Concat(prefix, text);
     }
 

@@ -9,6 +9,15 @@ namespace EmbeddingCache.Storage;
 /// </summary>
 public sealed class ArtifactsRoot : IDisposable
 {
+    /// <summary>Name of the folder of model folders under the root.</summary>
+    public const string ModelsFolderName = "models";
+
+    /// <summary>Name of the folder of model caches under the root.</summary>
+    public const string EmbeddingsFolderName = "embeddings";
+
+    /// <summary>Name of the folder of server and bulk-job logs under the root.</summary>
+    public const string LogsFolderName = "logs";
+
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
     private readonly RootLock _lock;
@@ -19,9 +28,9 @@ public sealed class ArtifactsRoot : IDisposable
     private ArtifactsRoot(string root, StorageOptions options, ILogger logger, RootLock rootLock)
     {
         RootDirectory = root;
-        ModelsDirectory = Path.Combine(root, "models");
-        EmbeddingsDirectory = Path.Combine(root, "embeddings");
-        LogsDirectory = Path.Combine(root, "logs");
+        ModelsDirectory = Path.Combine(root, ModelsFolderName);
+        EmbeddingsDirectory = Path.Combine(root, EmbeddingsFolderName);
+        LogsDirectory = Path.Combine(root, LogsFolderName);
         _options = options;
         _logger = logger;
         _lock = rootLock;

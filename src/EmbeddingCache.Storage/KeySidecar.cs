@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using System.Text;
 using MessagePack;
 
 namespace EmbeddingCache.Storage;
@@ -73,14 +74,15 @@ internal static class KeySidecar
         Stop stop = Stop.Limit;
         while (records < limit)
         {
-            stop = ReadRecord(content[position..], out ContentKey? key, out ContentKey? idKey, out int length);
+            ReadOnlySpan<byte> rest = content[position..];
+            stop = ReadRecord(rest, out ContentKey? key, out int idStart, out int idLength, out int length);
             if (stop != Stop.Limit)
             {
                 break;
             }
 
             keys[records] = key;
-            idKeys[records] = idKey;
+            idKeys[records] = idLength < 0 ? null : IdKey.FromUtf8(rest.Slice(idStart, idLength));
             records++;
             position += length;
         }
@@ -89,11 +91,38 @@ internal static class KeySidecar
         return stop;
     }
 
+    /// <summary>
+    /// Reads up to <paramref name="limit"/> records as they are stored, ids as strings: for readers that show the
+    /// rows (export, verify) rather than index them.
+    /// </summary>
+    /// <returns>How reading stopped; <paramref name="records"/> holds the complete records read.</returns>
+    public static Stop Read(ReadOnlySpan<byte> content, int limit, List<SidecarRecord> records)
+    {
+        int position = 0;
+        Stop stop = Stop.Limit;
+        while (records.Count < limit)
+        {
+            ReadOnlySpan<byte> rest = content[position..];
+            stop = ReadRecord(rest, out ContentKey? key, out int idStart, out int idLength, out int length);
+            if (stop != Stop.Limit)
+            {
+                break;
+            }
+
+            records.Add(new SidecarRecord(key, idLength < 0 ? null : Encoding.UTF8.GetString(rest.Slice(idStart, idLength))));
+            position += length;
+        }
+
+        return stop;
+    }
+
+    /// <summary>One record at the start of <paramref name="record"/>; its id's UTF-8 is at idStart (idLength -1: no id).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static Stop ReadRecord(ReadOnlySpan<byte> record, out ContentKey? key, out ContentKey? idKey, out int length)
+    private static Stop ReadRecord(ReadOnlySpan<byte> record, out ContentKey? key, out int idStart, out int idLength, out int length)
     {
         key = null;
-        idKey = null;
+        idStart = 0;
+        idLength = -1;
         length = 0;
         if (record.Length < 3)
         {
@@ -131,7 +160,7 @@ internal static class KeySidecar
         }
 
         byte code = record[position];
-        int idLength;
+        int stringLength;
         int headerLength;
         if (code == Nil)
         {
@@ -140,7 +169,7 @@ internal static class KeySidecar
         }
         else if ((code & 0xE0) == FixStr)
         {
-            idLength = code & 0x1F;
+            stringLength = code & 0x1F;
             headerLength = 1;
         }
         else if (code is Str8 or Str16 or Str32)
@@ -158,21 +187,22 @@ internal static class KeySidecar
                 return Stop.Invalid;
             }
 
-            idLength = (int)declared;
+            stringLength = (int)declared;
         }
         else
         {
             return Stop.Invalid;
         }
 
-        int idStart = position + headerLength;
-        if (record.Length < idStart + idLength)
+        int stringStart = position + headerLength;
+        if (record.Length < stringStart + stringLength)
         {
             return Stop.EndOfFile;
         }
 
-        idKey = IdKey.FromUtf8(record.Slice(idStart, idLength));
-        length = idStart + idLength;
+        idStart = stringStart;
+        idLength = stringLength;
+        length = stringStart + stringLength;
         return Stop.Limit;
     }
 

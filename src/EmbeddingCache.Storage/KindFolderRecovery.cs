@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
-using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Win32.SafeHandles;
 
@@ -12,7 +11,7 @@ namespace EmbeddingCache.Storage;
 /// min(header count, complete sidecar records, rows that fit in the file) rows; its header and sidecar
 /// are trimmed to that. Anything this store did not write, or cannot read, is quarantined.
 /// </summary>
-internal static partial class KindFolderRecovery
+internal static class KindFolderRecovery
 {
     public static RecoveredKind Recover(string modelDirectory, string model, VectorKind kind, NpyLayout layout, StorageOptions options, ILogger logger)
     {
@@ -116,73 +115,47 @@ internal static partial class KindFolderRecovery
         }
     }
 
+    /// <summary>Sets aside what the store did not write and deletes interrupted atomic writes; returns the segments by number.</summary>
     private static SortedDictionary<int, string> SortEntries(string modelDirectory, string model, string kindName, string directory, ILogger logger)
     {
-        var npyFiles = new SortedDictionary<int, string>();
-        var sidecars = new Dictionary<int, string>();
-        foreach (string entry in Directory.EnumerateFileSystemEntries(directory))
+        KindFolderEntries entries = KindFolderFiles.Scan(directory);
+        foreach (string folder in entries.Folders)
         {
-            string name = Path.GetFileName(entry);
-            if (Directory.Exists(entry))
-            {
-                Quarantine.Move(modelDirectory, model, kindName, entry, "a folder inside a kind folder", logger);
-            }
-            else if (name.EndsWith(AtomicFile.TemporarySuffix, StringComparison.Ordinal))
-            {
-                File.Delete(entry); // an interrupted manifest write or segment creation; never committed data
-                StorageLog.TemporaryFileDeleted(logger, model, $"{kindName}/{name}");
-            }
-            else if (name == CacheManifest.FileName)
-            {
-                if (!CacheManifest.IsReadableJson(entry))
-                {
-                    Quarantine.Move(modelDirectory, model, kindName, entry, "manifest is not JSON; it is rewritten from the segments", logger);
-                }
-            }
-            else if (SegmentFilePattern().Match(name) is { Success: true } match)
-            {
-                int number = int.Parse(match.Groups["number"].ValueSpan, provider: null);
-                if (match.Groups["sidecar"].Success)
-                {
-                    sidecars[number] = entry;
-                }
-                else
-                {
-                    npyFiles[number] = entry;
-                }
-            }
-            else
-            {
-                Quarantine.Move(modelDirectory, model, kindName, entry, "not a file this store writes", logger);
-            }
+            Quarantine.Move(modelDirectory, model, kindName, folder, "a folder inside a kind folder", logger);
         }
 
-        foreach ((int number, string path) in sidecars)
+        foreach (string temporary in entries.Temporaries)
         {
-            if (!npyFiles.ContainsKey(number))
-            {
-                Quarantine.Move(modelDirectory, model, kindName, path, "sidecar without its .npy", logger);
-            }
+            File.Delete(temporary); // an interrupted manifest write or segment creation; never committed data
+            StorageLog.TemporaryFileDeleted(logger, model, $"{kindName}/{Path.GetFileName(temporary)}");
         }
 
-        return npyFiles;
+        if (entries.Manifest is { } manifest && !CacheManifest.IsReadableJson(manifest))
+        {
+            Quarantine.Move(modelDirectory, model, kindName, manifest, "manifest is not JSON; it is rewritten from the segments", logger);
+        }
+
+        foreach (string foreign in entries.Foreign)
+        {
+            Quarantine.Move(modelDirectory, model, kindName, foreign, "not a file this store writes", logger);
+        }
+
+        foreach (string sidecar in entries.SidecarsWithoutSegment)
+        {
+            Quarantine.Move(modelDirectory, model, kindName, sidecar, "sidecar without its .npy", logger);
+        }
+
+        return entries.Segments;
     }
 
     private static Candidate? ReadHeader(int number, string npyPath, string sidecarPath, NpyLayout layout, out string? problem)
     {
-        problem = null;
-        using SafeFileHandle npy = File.OpenHandle(npyPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-        long length = RandomAccess.GetLength(npy);
-        byte[] header = new byte[Math.Min(length, layout.HeaderLength)];
-        int read = RandomAccess.Read(npy, header, 0);
-        if (layout.TryReadCount(header.AsSpan(0, read)) is not { } count)
-        {
-            problem = $"{NpyLayout.Describe(header.AsSpan(0, read))} is not the expected '{NpyLayout.DescrOf(layout.DType)}' (rows, {layout.Dims}) header";
-            return null;
-        }
-
-        long fitting = (length - layout.HeaderLength) / layout.RowBytes;
-        return new Candidate(number, npyPath, File.Exists(sidecarPath) ? sidecarPath : null, count, fitting, length);
+        using SafeFileHandle npy = KindFolderFiles.OpenForRead(npyPath);
+        SegmentHeader header = KindFolderFiles.ReadHeader(npy, layout);
+        problem = header.Problem;
+        return header.Count is { } count
+            ? new Candidate(number, npyPath, File.Exists(sidecarPath) ? sidecarPath : null, count, header.FittingRows, header.FileLength)
+            : null;
     }
 
     private static void QuarantineSegment(string modelDirectory, string model, string kindName, string npyPath, string problem, ILogger logger)
@@ -209,9 +182,6 @@ internal static partial class KindFolderRecovery
             NativeFile.SyncData(handle, segment.NpyPath);
         }
     }
-
-    [GeneratedRegex(@"^(?<number>[0-9]{6})(?:\.npy|(?<sidecar>\.keys\.msgpack))$", RegexOptions.CultureInvariant)]
-    private static partial Regex SegmentFilePattern();
 
     /// <summary>One segment on its way through recovery.</summary>
     private sealed class Candidate(int number, string npyPath, string? sidecarPath, int headerRows, long fittingRows, long fileLength)
@@ -246,7 +216,7 @@ internal static partial class KindFolderRecovery
             int sidecarLength = 0;
             if (sidecarPath is not null)
             {
-                using SafeFileHandle handle = File.OpenHandle(sidecarPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                using SafeFileHandle handle = KindFolderFiles.OpenForRead(sidecarPath);
                 sidecarLength = checked((int)RandomAccess.GetLength(handle));
                 sidecar = ArrayPool<byte>.Shared.Rent(sidecarLength);
                 sidecarLength = RandomAccess.Read(handle, sidecar.AsSpan(0, sidecarLength), 0);

@@ -19,6 +19,12 @@ public sealed partial record NpyHeader(string Descr, bool FortranOrder, long[] S
     /// <summary>Columns of a 2-D array.</summary>
     public int Columns => Shape.Length == 2 ? checked((int)Shape[1]) : 0;
 
+    /// <summary>Bytes of one row of a 2-D float32 or float16 array.</summary>
+    /// <exception cref="InvalidOperationException">The elements are not float32 or float16.</exception>
+    public int RowBytes => VectorType is { } type
+        ? Columns * NpyLayout.ElementSizeOf(type)
+        : throw new InvalidOperationException($"'{Descr}' elements are not float32 or float16.");
+
     /// <summary>The storage dtype for '&lt;f4' and '&lt;f2' (and their '|'/'=' spellings on little-endian), otherwise null.</summary>
     public VectorDType? VectorType => Descr switch
     {
@@ -77,7 +83,7 @@ public sealed partial record NpyHeader(string Descr, bool FortranOrder, long[] S
     public static byte[] Format(VectorDType dtype, long rows, int columns)
     {
         var dict = string.Create(CultureInfo.InvariantCulture,
-            $"{{'descr': '{(dtype == VectorDType.Float16 ? "<f2" : "<f4")}', 'fortran_order': False, 'shape': ({rows}, {columns}), }}");
+            $"{{'descr': '{NpyLayout.DescrOf(dtype)}', 'fortran_order': False, 'shape': ({rows}, {columns}), }}");
         var unpadded = 10 + dict.Length + 1;
         var total = (unpadded + 63) / 64 * 64;
         var bytes = new byte[total];

@@ -64,7 +64,7 @@ internal static class WarmVerb
             var what = $"{reader.Description}, {summary.Rows:N0} rows as {(kind == VectorKind.Query ? "queries" : "documents")}, " +
                           (summary.HasIds ? "stored under their ids" : "no ids (stored by text alone)");
             var request = new WarmRequest(parse.GetValue(model)!, kind, reader, batchSize);
-            using var progress = new WarmProgress(file.Name, what, summary.Rows, root is null ? null : Path.Combine(root, "logs"));
+            using var progress = new WarmProgress(file.Name, what, summary.Rows, root is null ? null : Path.Combine(root, ArtifactsRoot.LogsFolderName));
             try
             {
                 var counts = root is null

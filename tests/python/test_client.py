@@ -464,8 +464,9 @@ class RowIndexTests(unittest.TestCase):
             return SharedFingerprints
 
         # 1,024 fingerprints for 6,000 ids: full buckets and several matches a bucket; 4,096: many an absent id
-        # matches one stored id.
-        for request, overflows in ((files._IdRequest, False), (sharing(0x3FF), True), (sharing(0xFFF), False)):
+        # matches one stored id; two bits less of each hash: 1,024 home buckets of the final 4,096, unique fingerprints.
+        variants = ((files._IdRequest, False), (sharing(0x3FF), True), (sharing(0xFFF), False), (sharing(~0xC00), True))
+        for request, overflows in variants:
             with self.subTest(request=request.__name__, overflows=overflows):
                 stored = [f"doc-{i}" for i in range(4000)]
                 index = type("Index", (files._IdIndex,), {"_request": request})(stored)

@@ -163,7 +163,7 @@ class _RowIndex:
     (vectorised check of stored keys, False where it cannot tell) and ``_holds`` (the exact check of one).
     """
 
-    _SLOTS = 8
+    _SLOTS = 8  # one bucket's match flags read as one 8-byte word
     _SLOTS_PER_KEY = 4  # a quarter full: about 1 key in 10,000 lies outside its home bucket
 
     def __init__(self):
@@ -225,6 +225,17 @@ class _RowIndex:
             held = self._hold(request, rows)
             if np.count_nonzero(held) == len(held):  # one match per key, and it is the key: nearly every request of present keys
                 return rows, held, True
+        else:  # some keys have no match at home (absent, or placed further on): a few more calls, not a search for all
+            found = match.view(np.uint64)[:, 0] != 0  # a bucket's eight booleans as one word: any match
+            matched = np.flatnonzero(found)
+            if len(matched) == len(rows) and np.count_nonzero(self._hold(request, rows, matched)) == len(rows):
+                found_rows = np.full(len(prints), -1, np.int64)
+                found_rows[matched] = rows
+                for key in np.flatnonzero(~found & (entries[:, -1, 0] != _EMPTY)).tolist():  # a full home bucket
+                    slot = self._search(request, key, int(prints[key]), (int(homes[key]) + 1) & self._mask)
+                    if slot >= 0:
+                        found_rows[key], found[key] = self._slots[slot, 1], True
+                return found_rows, found, np.count_nonzero(found) == len(found)
         slots = self._find(request, homes, entries, match)
         found = slots >= 0
         return np.where(found, self._slots[slots, 1], -1), found, np.count_nonzero(found) == len(found)

@@ -435,27 +435,114 @@ class OpenCacheTests(unittest.TestCase):
             ec.open_cache(ARTIFACTS, "no-such-model")
 
 
-class FingerprintIndexTests(unittest.TestCase):
-    """open_cache's id index without a server: keys probed past their first window, misses, later rows winning."""
+class RowIndexTests(unittest.TestCase):
+    """open_cache's id and key indexes without a server, against a dict: keys outside their home bucket, keys
+    that share a fingerprint, ids that bytes cannot tell apart, misses, later rows winning."""
 
-    def test_every_key_is_found_wherever_it_was_placed_and_absent_ones_are_not(self):
+    def assert_like_a_dict(self, index, request, stored, wanted):
+        newest = {}
+        for row, key in enumerate(stored):
+            if key is not None:
+                newest[key] = row
+        rows, found, every = index.rows(request(wanted))
+        expected = [newest.get(key, -1) for key in wanted]
+        self.assertEqual(rows.tolist(), expected)
+        self.assertEqual(found.tolist(), [row >= 0 for row in expected])
+        self.assertEqual(every, all(row >= 0 for row in expected))
+
+    def test_ids_are_found_through_shared_fingerprints_and_full_buckets_and_only_as_themselves(self):
         from embedding_cache import files
 
-        index = files._FingerprintIndex(files._id_fingerprints)
-        ids = [f"doc-{i}" for i in range(6000)]
-        index.update(ids[:4000], 0)
-        index.update(ids[3000:], 4000)  # ids 3000..3999 get newer rows; the table grows once
-        expected = np.array([i if i < 3000 else i + 1000 for i in range(6000)])
-        occupied = np.flatnonzero(index._table[:, 2])
-        displacement = (occupied - (index._table[occupied, 0] & index._mask)) & index._mask
-        self.assertGreater((displacement >= index._WINDOW).sum(), 0, "some keys lie past their first window")
-        wanted = ids + ["absent"] * 3 + ids[::-7]
-        self.assertEqual(index.rows(wanted).tolist(), expected.tolist() + [-1] * 3 + expected[::-7].tolist())
-        for i in (0, 3500, 5999):  # fewer keys than the vectorised path takes
-            self.assertEqual(index.rows([ids[i]]).tolist(), [expected[i]])
-        self.assertEqual(index.rows(["absent"]).tolist(), [-1])
-        with self.assertRaises(TypeError):
-            index.rows([1, 2])
+        def sharing(mask):
+            class SharedFingerprints(files._IdRequest):
+                __slots__ = ()
+
+                def __init__(self, ids):
+                    super().__init__(ids)
+                    self.fingerprints = self.fingerprints & mask
+
+            return SharedFingerprints
+
+        # 1,024 fingerprints for 6,000 ids: full buckets and several matches a bucket; 4,096: many an absent id
+        # matches one stored id; two bits less of each hash: 1,024 home buckets of the final 4,096, unique fingerprints.
+        variants = ((files._IdRequest, False), (sharing(0x3FF), True), (sharing(0xFFF), False), (sharing(~0xC00), True))
+        for request, overflows in variants:
+            with self.subTest(request=request.__name__, overflows=overflows):
+                stored = [f"doc-{i}" for i in range(4000)]
+                index = type("Index", (files._IdIndex,), {"_request": request})(stored)
+                index.update(list(stored), 0)
+                later = [f"doc-{i}" for i in range(3000, 6000)] + [None, "doc-7"]  # newer rows for 1,000 ids; the table grows
+                stored.extend(later)
+                index.update(later, 4000)
+                absent = [f"absent-{i}" for i in range(600)] + ["doc-", "doc-00", ""]
+                wanted = stored[:6000:3] + absent + stored[::-7] + ["doc-7"] * 3
+                self.assert_like_a_dict(index, request, stored, wanted)
+                self.assert_like_a_dict(index, request, stored, absent)
+                self.assert_like_a_dict(index, request, stored, ["doc-5999"])
+                self.assert_like_a_dict(index, request, stored, ["absent"])
+                self.assert_like_a_dict(index, request, stored, [])
+                if overflows:
+                    used = index._table[..., 0] != files._EMPTY
+                    homes = index._table[..., 0] & index._mask
+                    self.assertTrue((homes[used] != np.nonzero(used)[0]).any(), "some ids lie outside their home bucket")
+
+    def test_ids_that_bytes_cannot_tell_apart_are_compared_as_strings(self):
+        from embedding_cache import files
+
+        class LastCharacter(files._IdRequest):
+            """Fingerprints shared by the ids each case must tell apart."""
+            __slots__ = ()
+
+            def __init__(self, ids):
+                super().__init__(ids)
+                self.fingerprints = np.array([ord(i.rstrip("\0")[-1:] or "\0") for i in ids], np.int64)
+
+        cases = {
+            "ids of several lengths whose bytes split evenly": (["a", "cd", "ef"], ["a", "bcd", "ef"]),
+            "a NUL, which numpy's bytes drop": (["a", "b\0", "\0"], ["a\0", "b", "a", "b\0", "", "\0"]),
+            "ids too long to copy": (["x" * 300, "x" * 299, "y"], ["x" * 300, "x" * 301, "x" * 299, "y" * 300]),
+            "not ASCII, empty, not encodable": (["café", "東京", "naïve", "😀", ""], ["cafe", "café", "東京", "", "\ud800", "😀"]),
+            "newest row, rows without an id": (["dup", None, "dup", "a"], ["dup", "a", "dup"]),
+        }
+        for case, (stored, wanted) in cases.items():
+            for request in (files._IdRequest, LastCharacter):
+                with self.subTest(case=case, request=request.__name__):
+                    index = type("Index", (files._IdIndex,), {"_request": request})(list(stored))
+                    index.update(stored, 0)
+                    self.assert_like_a_dict(index, request, stored, wanted)
+                    for one in wanted:
+                        self.assert_like_a_dict(index, request, stored, [one] * 3)  # one length: the joined fast path
+        index = files._IdIndex(["a"])
+        index.update(["a"], 0)
+        for not_strings in ([1, 2], ["a", 2], [b"a"]):
+            with self.assertRaises(TypeError):
+                index.rows(files._IdRequest(not_strings))
+
+    def test_content_keys_are_found_through_shared_fingerprints_including_the_free_slot_pattern(self):
+        from embedding_cache import files
+
+        class SharedFingerprints(files._KeyRequest):
+            __slots__ = ()
+
+            def __init__(self, words):
+                super().__init__(words)
+                self.fingerprints = self.fingerprints & 0x3E
+
+        rng = np.random.default_rng(7)
+        stored = [bytes(k) for k in rng.integers(0, 256, (3000, 16), np.uint8)]
+        stored[5] = b"\xff" * 16  # a key that reads like a free slot
+        stored[6] = stored[7][:8] + bytes(8)  # two keys with the same first word
+        stored[100] = None
+        stored.append(stored[10])  # a newer row for a key
+        for request in (files._KeyRequest, SharedFingerprints):
+            with self.subTest(request=request.__name__):
+                index = type("Index", (files._KeyIndex,), {"_request": lambda self, keys: request(files._key_words(keys))})(stored)
+                index.update(stored[:2000], 0)
+                index.update(stored[2000:], 2000)
+                absent = [bytes(16), stored[7][:8] + b"\1" * 8, b"\xff" * 15 + b"\xfe"]
+                wanted = stored[:100] + stored[101::9] + absent + [stored[5], stored[6]]
+                self.assert_like_a_dict(index, lambda keys: request(files._key_words(keys)), stored, wanted)
+                self.assert_like_a_dict(index, lambda keys: request(files._key_words(keys)), stored, [b"\xff" * 16])
 
 
 class LazyVectorsTests(unittest.TestCase):

@@ -1,9 +1,9 @@
 """Reading a cache's files directly, with no server: numpy arrays over memory maps plus the msgpack sidecars.
 
-The hot path (``CacheFiles.get``, ``lookup_texts``) does no per-segment Python work when the rows asked for lie
-in one segment, and none per id beyond a dict probe: ids go to global row numbers through one dict built when
-the cache is opened (newest row wins, as on the server), rows are gathered with numpy fancy indexing from one
-plain ndarray per segment.
+The hot path (``CacheFiles.get``, ``lookup_texts``) is a fixed handful of numpy calls over the whole request,
+with no Python work per segment and none per id beyond its hash: ids (or content keys) go to rows through a
+numpy hash table built when the cache is opened (newest row wins, as on the server) and checked against the
+stored ids, and rows of every segment are gathered by one fancy index.
 """
 import hashlib
 import itertools
@@ -131,161 +131,274 @@ class _Replaced(Exception):
     """A segment file was replaced or shrank since it was read (the cache was invalidated, or recovered)."""
 
 
-def _zeroed_int64(rows, columns):
-    """A zeroed (rows, columns) int64 table, on 2 MiB pages where the kernel allows: a probe into a table of
-    millions of slots is otherwise a TLB miss as well as a cache miss."""
-    if rows == 0:
-        return np.zeros((0, columns), np.int64)
-    mapping = mmap.mmap(-1, rows * columns * 8, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # shared memory gets no huge pages
+_EMPTY = -1  # a free slot's fingerprint: CPython's hash() never returns -1, and content-key fingerprints are even
+_LONGEST_ID_BYTES = 128  # longer ids are not copied into the byte table: they are compared as Python strings
+_UNCOMPARABLE = b"\xff"  # stands for such an id in that table: no UTF-8 text holds the byte 0xff
+
+
+def _empty_table(buckets, slots):
+    """A (buckets, slots, 2) int64 table with every slot free, on 2 MiB pages where the kernel allows: a probe
+    into a table of millions of slots is otherwise a TLB miss as well as a cache miss."""
+    mapping = mmap.mmap(-1, buckets * slots * 2 * 8, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # shared memory gets no huge pages
     if hasattr(mmap, "MADV_HUGEPAGE"):
         try:
             mapping.madvise(mmap.MADV_HUGEPAGE)
         except OSError:
             pass
-    return np.frombuffer(mapping, np.int64).reshape(rows, columns)
+    table = np.frombuffer(mapping, np.int64).reshape(buckets, slots, 2)
+    table.fill(_EMPTY)
+    return table
 
 
-def _id_fingerprints(ids):
-    """(n, 2) int64: two 64-bit hashes of each id, Python's salted SipHash of the id and of the id followed by
-    NUL, the second with its lowest bit set so that no fingerprint is all zeros (an empty slot): 127 bits,
-    about as many as the server's own keys of ids and texts."""
-    prints = np.empty((len(ids), 2), np.int64)
-    try:  # one fromiter per word: no tuple per id
-        prints[:, 0] = np.fromiter(map(hash, ids), np.int64, len(ids))
-        prints[:, 1] = np.fromiter(map(hash, map(operator.add, ids, itertools.repeat("\0"))), np.int64, len(ids))
-    except TypeError:
-        raise TypeError(f"ids must be strings, not {sorted({type(i).__name__ for i in ids} - {'str'})}") from None
-    prints[:, 1] |= 1
-    return prints
+class _RowIndex:
+    """Keys to row numbers, for many keys at once, by a 64-bit fingerprint of each key that is only a hint:
+    every match is checked against the key stored for its row, so keys that share a fingerprint, or an absent
+    key that matches one, cost time, never a wrong row.
 
-
-def _key_fingerprints(keys):
-    """(n, 2) int64: the 16-byte content keys read as two words each, the second with its lowest bit set so
-    that no fingerprint is all zeros (an empty slot)."""
-    if len(keys) and set(map(len, keys)) != {16}:
-        raise ValueError("content keys are 16 bytes each (see content_key)")
-    prints = np.frombuffer(b"".join(keys), "<i8").reshape(len(keys), 2).copy()
-    prints[:, 1] |= 1
-    return prints
-
-
-class _FingerprintIndex:
-    """Keys (ids, or content keys) to row numbers by their 128-bit fingerprints, for many keys at once.
-
-    An open-addressing table (linear probing, at most a quarter full) of fingerprints and rows, probed with
-    numpy gathers: a request's memory misses overlap where a dict probes one key after another, and no Python
-    object is touched per key. A window of slots is looked at per key in one pass, so a request is nearly
-    always answered by one pass of numpy calls.
+    Buckets of eight (fingerprint, row) slots, at most a quarter of all slots used. A key sits in its home
+    bucket, or in the next one with room if that was full when the key came; nothing is ever removed, so a
+    bucket with a free slot ends every search. A request is a handful of numpy calls over all its keys: one
+    gather of their home buckets (128 bytes a key), one comparison, one check of the stored keys. Subclasses
+    say what a key is: ``_store`` (the keys of new rows), ``_request`` (fingerprints of keys), ``_hold``
+    (vectorised check of stored keys, False where it cannot tell) and ``_holds`` (the exact check of one).
     """
 
-    _SCALAR_BELOW = 8  # fewer keys than this: probe in plain Python, cheaper than a dozen numpy calls
-    _WINDOW = 4  # slots looked at per key in one pass (96 bytes)
-    _window = np.arange(_WINDOW)
-    # Slots per key at least: a quarter full, 0.4% of keys lie past their window (3.5% at half full, so that
-    # most requests of 32 ids took a second, slower pass); 96 bytes per key.
-    _SLOTS_PER_KEY = 4
+    _SLOTS = 8  # one bucket's match flags read as one 8-byte word
+    _SLOTS_PER_KEY = 4  # a quarter full: about 1 key in 10,000 lies outside its home bucket
 
-    def __init__(self, fingerprints):
-        self._fingerprints = fingerprints
+    def __init__(self):
         self._count = 0
-        self._allocate(0)
+        self._allocate(1)
 
-    def _allocate(self, size):
-        self._mask = size - 1
-        self._table = _zeroed_int64(size, 3)  # per slot: the fingerprint's two words, row + 1 (0: empty)
+    def _allocate(self, buckets):
+        self._table = _empty_table(buckets, self._SLOTS)
+        self._slots = self._table.reshape(-1, 2)
+        self._mask = buckets - 1
 
     def update(self, keys, first_row):
         """Maps ``keys[i]`` to row ``first_row + i``; a later row of a key supersedes an earlier one, None is skipped."""
+        self._store(keys, first_row)
         newest = dict(zip(keys, range(first_row, first_row + len(keys))))
         newest.pop(None, None)
         if not newest:
             return
-        prints = self._fingerprints(list(newest))
-        rows = np.fromiter(newest.values(), np.int64, len(newest))
+        request = self._request(list(newest))
+        prints, rows = request.fingerprints, np.fromiter(newest.values(), np.int64, len(newest))
         if self._count:
-            slots = self._find(prints)
+            slots = self._find(request)
             known = slots >= 0
-            self._table[slots[known], 2] = rows[known] + 1
+            self._slots[slots[known], 1] = rows[known]
             prints, rows = prints[~known], rows[~known]
-        if self._SLOTS_PER_KEY * (self._count + len(rows)) > len(self._table):
-            old = self._table[self._table[:, 2] != 0]
-            self._allocate(1 << (self._SLOTS_PER_KEY * (self._count + len(rows)) - 1).bit_length())
+        needed = self._SLOTS_PER_KEY * (self._count + len(rows))
+        if needed > len(self._slots):
+            old = self._slots[self._slots[:, 0] != _EMPTY]
+            self._allocate(1 << (-(-needed // self._SLOTS) - 1).bit_length())
             self._count = 0
-            self._place(old[:, :2], old[:, 2] - 1)
+            self._place(old[:, 0], old[:, 1])
         self._place(prints, rows)
 
     def _place(self, prints, rows):
-        """Inserts fingerprints known to be absent: each pass claims free slots, one key per slot."""
-        slots = prints[:, 0] & self._mask
+        """Adds keys known to be absent: each pass fills the free slots of the buckets tried, in order, and
+        moves the keys that did not fit on to the next bucket."""
+        buckets = prints & self._mask
         pending = np.arange(len(rows))
         while len(pending):
-            tried = slots[pending]
-            free = self._table[tried, 2] == 0
-            claimed, first = np.unique(tried[free], return_index=True)
-            winners = pending[free][first]
-            self._table[claimed, :2] = prints[winners]
-            self._table[claimed, 2] = rows[winners] + 1
-            placed = np.zeros(len(rows), bool)
-            placed[winners] = True
-            pending = pending[~placed[pending]]
-            slots[pending] = (slots[pending] + 1) & self._mask
+            pending = pending[np.argsort(buckets[pending], kind="stable")]
+            tried = buckets[pending]
+            earlier = np.arange(len(tried)) - np.searchsorted(tried, tried)  # keys of this pass before it in the bucket
+            slot = (self._table[tried, :, 0] != _EMPTY).sum(axis=1) + earlier  # a bucket's used slots come first
+            fits = slot < self._SLOTS
+            placed = pending[fits]
+            self._table[tried[fits], slot[fits]] = np.stack((prints[placed], rows[placed]), axis=1)
+            pending = pending[~fits]
+            buckets[pending] = (buckets[pending] + 1) & self._mask
         self._count += len(rows)
 
-    def _find(self, prints, starts=None):
-        """The slot of each fingerprint, -1 where absent, probing from ``starts`` (default: each home slot):
-        vectorised passes over a window of slots per key while many keys are still probing, then plain Python
-        for the few left."""
-        found = np.full(len(prints), -1, np.int64)
-        starts = prints[:, 0] & self._mask if starts is None else starts
-        pending = np.arange(len(prints))
-        while len(pending) >= self._SCALAR_BELOW:
-            slots = (starts[:, None] + self._window) & self._mask
-            entries = self._table.take(slots, axis=0)
-            match = (entries[..., :2] == prints[pending, None, :]).all(axis=2)
-            hit = match.any(axis=1)
-            found[pending[hit]] = slots[match]  # a fingerprint is stored once: one match per hit, in order
-            # A key lies before the first empty slot of its probe sequence (nothing is ever removed).
-            more = ~hit & (entries[..., 2] != 0).all(axis=1)
-            pending, starts = pending[more], (starts[more] + self._WINDOW) & self._mask
-        for key, slot in zip(pending.tolist(), starts.tolist()):
-            found[key] = self._slot_of(int(prints[key, 0]), int(prints[key, 1]), slot)
-        return found
+    def rows(self, request):
+        """(row of each key (int64, -1 where absent), found (bool), whether every key was found)."""
+        prints = request.fingerprints
+        homes = prints & self._mask
+        entries = self._table.take(homes, axis=0)
+        match = entries[..., 0] == prints[:, None]
+        rows = entries[..., 1][match]
+        if len(rows) == len(prints):
+            held = self._hold(request, rows)
+            if np.count_nonzero(held) == len(held):  # one match per key, and it is the key: nearly every request of present keys
+                return rows, held, True
+        else:  # some keys have no match at home (absent, or placed further on): a few more calls, not a search for all
+            found = match.view(np.uint64)[:, 0] != 0  # a bucket's eight booleans as one word: any match
+            matched = np.flatnonzero(found)
+            if len(matched) == len(rows) and np.count_nonzero(self._hold(request, rows, matched)) == len(rows):
+                found_rows = np.full(len(prints), -1, np.int64)
+                found_rows[matched] = rows
+                for key in np.flatnonzero(~found & (entries[:, -1, 0] != _EMPTY)).tolist():  # a full home bucket
+                    slot = self._search(request, key, int(prints[key]), (int(homes[key]) + 1) & self._mask)
+                    if slot >= 0:
+                        found_rows[key], found[key] = self._slots[slot, 1], True
+                return found_rows, found, np.count_nonzero(found) == len(found)
+        slots = self._find(request, homes, entries, match)
+        found = slots >= 0
+        return np.where(found, self._slots[slots, 1], -1), found, np.count_nonzero(found) == len(found)
 
-    def _slot_of(self, first, second, slot):
-        table = self._table
+    def _find(self, request, homes=None, entries=None, match=None):
+        """The slot of each key, -1 where absent: vectorised for keys with one match in their home bucket, one
+        key at a time for the rest (several matches, a match that is another key, a full home bucket)."""
+        prints = request.fingerprints
+        if homes is None:
+            homes = prints & self._mask
+            entries = self._table.take(homes, axis=0)
+            match = entries[..., 0] == prints[:, None]
+        matches = match.sum(axis=1)
+        slots = np.full(len(prints), -1, np.int64)
+        single = np.flatnonzero(matches == 1)
+        candidates = homes[single] * self._SLOTS + match[single].argmax(axis=1)
+        held = self._hold(request, self._slots[candidates, 1], single)
+        slots[single[held]] = candidates[held]
+        full = entries[:, -1, 0] != _EMPTY  # a bucket's used slots come first
+        for key in np.flatnonzero((slots < 0) & ((matches > 0) | full)).tolist():
+            slots[key] = self._search(request, key, int(prints[key]), int(homes[key]))
+        return slots
+
+    def _search(self, request, key, fingerprint, bucket):
         while True:
-            if table.item(slot, 2) == 0:
+            entries = self._table[bucket].tolist()
+            for slot, (stored, row) in enumerate(entries):
+                if stored == fingerprint and self._holds(request, key, row):
+                    return bucket * self._SLOTS + slot
+            if entries[-1][0] == _EMPTY:
                 return -1
-            if table.item(slot, 0) == first and table.item(slot, 1) == second:
-                return slot
-            slot = (slot + 1) & self._mask
+            bucket = (bucket + 1) & self._mask
 
-    def rows(self, keys):
-        """Row of each key (int64, -1 where absent)."""
-        prints = self._fingerprints(keys)
-        if not self._count:
-            return np.full(len(keys), -1, np.int64)
-        if len(keys) < self._SCALAR_BELOW:
-            table, rows = self._table, []
-            for first, second in prints.tolist():
-                slot = self._slot_of(first, second, first & self._mask)
-                rows.append(table.item(slot, 2) - 1 if slot >= 0 else -1)
-            return np.array(rows, np.int64)
-        # One vectorised pass over each key's first window answers nearly every key; the rest probe further.
-        homes = prints[:, 0, None] & self._mask
-        entries = self._table.take((homes + self._window) & self._mask, axis=0)
-        match = (entries[..., 0] == prints[:, 0, None]) & (entries[..., 1] == prints[:, 1, None])
-        hits = entries[match, 2] - 1  # a fingerprint is stored once: one per key found, in key order
-        if len(hits) == len(keys):
-            return hits
-        hit = match.any(axis=1)
-        rows = np.full(len(keys), -1, np.int64)
-        rows[hit] = hits
-        rest = np.flatnonzero(~hit & (entries[..., 2] != 0).all(axis=1))
-        if len(rest):
-            slots = self._find(prints[rest], (homes[rest, 0] + self._WINDOW) & self._mask)
-            rows[rest] = np.where(slots >= 0, self._table[slots, 2] - 1, -1)
-        return rows
+
+class _IdRequest:
+    """Ids to look up: Python's hash of each as its fingerprint, and (when asked) their UTF-8 as numpy bytes."""
+
+    __slots__ = ("ids", "fingerprints", "_encoded")
+
+    def __init__(self, ids):
+        self.ids = ids
+        try:
+            self.fingerprints = np.fromiter(map(hash, ids), np.int64, len(ids))
+        except TypeError:
+            _not_strings(ids)
+        self._encoded = False
+
+    def encoded(self):
+        """The ids' UTF-8 as a numpy bytes array; None where one holds a NUL (numpy's bytes drop trailing NULs,
+        so two ids could read alike) or cannot be encoded. Ids of one length take one join and no copy."""
+        if self._encoded is not False:
+            return self._encoded
+        ids, self._encoded = self.ids, None
+        try:
+            data = ("\0".join(ids) + "\0").encode()
+        except TypeError:
+            _not_strings(ids)
+        except UnicodeEncodeError:
+            return None
+        count = len(ids)
+        if not count or data.count(0) != count:
+            return None
+        width = len(data) // count
+        # Exactly the separators are NUL, so every id is width - 1 bytes when the separators sit every width bytes.
+        if width * count == len(data) and data[width - 1::width].count(0) == count:
+            self._encoded = np.frombuffer(data, f"S{width}")
+        else:
+            self._encoded = np.array(data.split(b"\0")[:-1], "S")
+        return self._encoded
+
+
+def _not_strings(ids):
+    raise TypeError(f"ids must be strings, not {sorted({type(i).__name__ for i in ids} - {'str'})}") from None
+
+
+class _IdIndex(_RowIndex):
+    """Ids (str) to rows: the fingerprint is Python's hash of the id, checked against a table of every row's id
+    as UTF-8 bytes; ids that hold a NUL or are very long are compared as Python strings instead."""
+
+    def __init__(self, ids):
+        self._ids = ids  # the cache's list of every row's id, extended in place as rows come
+        self._bytes = np.zeros(0, "S1")
+        super().__init__()
+
+    _request = _IdRequest
+
+    def _store(self, ids, first_row):
+        if not ids:
+            return
+        end = first_row + len(ids)
+        present = ["" if i is None else i for i in ids] if None in ids else ids  # rows without an id are never looked up
+        data = "\0".join(present).encode(errors="surrogatepass")
+        encoded = np.array(data.split(b"\0"), "S") if data.count(0) == len(ids) - 1 else None
+        if encoded is None or encoded.itemsize > _LONGEST_ID_BYTES:
+            encoded = np.array([_comparable(i) for i in present], "S")
+        if end > len(self._bytes) or encoded.itemsize > self._bytes.itemsize:
+            capacity = len(self._bytes) if end <= len(self._bytes) else max(end, 2 * len(self._bytes))
+            grown = np.zeros(capacity, f"S{max(encoded.itemsize, self._bytes.itemsize)}")
+            grown[:first_row] = self._bytes[:first_row]
+            self._bytes = grown
+        self._bytes[first_row:end] = encoded
+
+    def _hold(self, request, rows, keys=None):
+        wanted = request.encoded()
+        if wanted is None:
+            return np.zeros(len(rows), bool)
+        return self._bytes.take(rows) == (wanted if keys is None else wanted[keys])
+
+    def _holds(self, request, key, row):
+        return self._ids[row] == request.ids[key]
+
+
+def _comparable(ident):
+    encoded = ident.encode(errors="surrogatepass")
+    return _UNCOMPARABLE if len(encoded) > _LONGEST_ID_BYTES or b"\0" in encoded else encoded
+
+
+class _KeyRequest:
+    """16-byte content keys to look up, as (n, 2) int64; the fingerprint is the first word, made even."""
+
+    __slots__ = ("words", "fingerprints")
+
+    def __init__(self, words):
+        self.words = words
+        self.fingerprints = words[:, 0] & -2
+
+
+def _key_words(keys):
+    if len(keys) and set(map(len, keys)) != {16}:
+        raise ValueError("content keys are 16 bytes each (see content_key)")
+    return np.frombuffer(b"".join(keys), np.int64).reshape(len(keys), 2)
+
+
+_NO_KEY = bytes(16)
+
+
+class _KeyIndex(_RowIndex):
+    """16-byte content keys to rows: the fingerprint is the key's first 8 bytes (already uniform), checked
+    against a table of every row's key as two words."""
+
+    def __init__(self, keys):
+        self._keys = keys  # the cache's list of every row's key, extended in place as rows come
+        self._words = np.zeros((0, 2), np.int64)
+        super().__init__()
+
+    def _request(self, keys):
+        return _KeyRequest(_key_words(keys))
+
+    def _store(self, keys, first_row):
+        end = first_row + len(keys)
+        if end > len(self._words):
+            grown = np.zeros((max(end, 2 * len(self._words)), 2), np.int64)
+            grown[:first_row] = self._words[:first_row]
+            self._words = grown
+        # Rows without a key are never looked up: any 16 bytes stand for them.
+        self._words[first_row:end] = _key_words([_NO_KEY if k is None else k for k in keys])
+
+    def _hold(self, request, rows, keys=None):
+        wanted = request.words if keys is None else request.words[keys]
+        return (self._words.take(rows, axis=0) == wanted).all(axis=1)
+
+    def _holds(self, request, key, row):
+        return self._keys[row] == request.words[key].tobytes()
 
 
 class _SpanView:
@@ -439,7 +552,7 @@ class CacheFiles:
         self.ids, self.keys = [], []
         self._segments = {}  # segment number -> _Segment, in file order
         self._growing = None  # the last segment read: the only one the server may still append to
-        self._id_rows, self._key_rows = _FingerprintIndex(_id_fingerprints), None
+        self._id_rows, self._key_rows = _IdIndex(self.ids), None
 
     def __len__(self):
         return len(self.ids)
@@ -502,7 +615,7 @@ class CacheFiles:
 
     def _key_index(self):
         if self._key_rows is None:
-            self._key_rows = _FingerprintIndex(_key_fingerprints)
+            self._key_rows = _KeyIndex(self.keys)
             self._key_rows.update(self.keys, 0)
         return self._key_rows
 
@@ -511,14 +624,11 @@ class CacheFiles:
         if (ids is None) == (keys is None):
             raise ValueError("pass either ids or keys")
         if ids is not None:
-            index, wanted = self._id_rows, [ids] if isinstance(ids, str) else ids
-        else:
-            index, wanted = self._key_index(), [keys] if isinstance(keys, bytes) else keys
-        return index.rows(wanted)
+            return self._id_rows.rows(_IdRequest(_as_list(ids, str)))[0]
+        return self._key_index().rows(_KeyRequest(_key_words(_as_list(keys, bytes))))[0]
 
-    def _take(self, rows):
-        found = rows >= 0
-        if found.all():
+    def _take(self, rows, found, every):
+        if every:
             return self.vectors._gather(rows), found
         vectors = np.zeros((len(rows), self.dims), self.dtype)
         if found.any():
@@ -527,14 +637,27 @@ class CacheFiles:
 
     def get(self, ids):
         """(vectors, found) for ``ids``: the newest row of each id, zero rows where ``found`` is False."""
-        return self._take(self.rows_of(ids=ids))
+        return self._take(*self._id_rows.rows(_IdRequest(_as_list(ids, str))))
 
     def lookup_texts(self, texts):
         """(vectors, found) for ``texts`` by content key, with the model's prefix for this kind applied."""
-        if isinstance(texts, str):
-            texts = [texts]
-        prefix, sha256 = self.prefix, hashlib.sha256
-        return self._take(self.rows_of(keys=[sha256((prefix + t).encode("utf-8")).digest()[:16] for t in texts]))
+        texts = _as_list(texts, str)
+        if self.prefix:
+            texts = map(self.prefix.__add__, texts)
+        # One C-level pass per step, no Python bytecode per text: encode, SHA-256, digest.
+        digests = b"".join(map(_digest, map(hashlib.sha256, map(str.encode, texts))))
+        keys = np.frombuffer(digests, np.int64).reshape(-1, 4)[:, :2]  # a content key: a digest's first 16 bytes
+        return self._take(*self._key_index().rows(_KeyRequest(keys)))
+
+
+_digest = operator.methodcaller("digest")
+
+
+def _as_list(values, single):
+    """``values`` as a list: one value of type ``single`` becomes a list of one."""
+    if isinstance(values, single):
+        return [values]
+    return values if isinstance(values, list) else list(values)
 
 
 def open_cache(artifacts_dir, model, kind="document", prefix=None):

@@ -325,16 +325,35 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
     [Fact]
     public async Task Disposing_fails_texts_that_have_not_started()
     {
-        var batcher = new EncodingBatcher(MiniLM, new EncoderOptions(), NullLoggerFactory.Instance);
+        var dims = MiniLM.Dims;
+        // One worker: the first call's batch is taken and held at the gate, the second call's texts stay queued behind it.
+        var options = new EncoderOptions { MaxBatchDelay = TimeSpan.Zero, ConcurrentBatches = 1 };
+        var batcher = new EncodingBatcher(MiniLM, options, NullLoggerFactory.Instance);
         using var gate = new ManualResetEventSlim(initialState: false);
         batcher.BatchGate = gate;
-        var call = batcher.EncodeAsync(["x", "y"], new float[2 * MiniLM.Dims], CancellationToken.None);
+        var heldOutput = new float[2 * dims];
+        Array.Fill(heldOutput, float.NaN);
+        var held = batcher.EncodeAsync(["x", "y"], heldOutput, CancellationToken.None);
+        await Wait.UntilAsync(() => batcher.UnplannedTexts == 0 && batcher.PlannedBatches == 0, "the first call's batch to be taken and held at the gate");
+        var queuedOutput = new float[dims];
+        Array.Fill(queuedOutput, float.NaN);
+        var queued = batcher.EncodeAsync(["z"], queuedOutput, CancellationToken.None);
+        Assert.Equal(3, batcher.QueuedTexts);
+
+        // Disposing marks the batcher stopped before it returns its task; only then may the held batch pass the gate.
         var disposing = batcher.DisposeAsync();
         gate.Set();
         await disposing.AsTask().WaitAsync(Patience);
-        var error = await Record.ExceptionAsync(() => call.WaitAsync(Patience));
-        Assert.True(error is null or ObjectDisposedException, $"unexpected {error}");
-        Assert.Throws<ObjectDisposedException>(() => { _ = batcher.EncodeAsync(["z"], new float[MiniLM.Dims], CancellationToken.None); });
+
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => held.WaitAsync(Patience));
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => queued.WaitAsync(Patience));
+        Assert.Equal(0, batcher.TextsEncoded);
+        Assert.Equal(0, batcher.BatchesRun);
+        Assert.Equal(3, batcher.TextsDropped);
+        Assert.Equal(0, batcher.QueuedTexts);
+        Assert.All(heldOutput, value => Assert.True(float.IsNaN(value)));
+        Assert.All(queuedOutput, value => Assert.True(float.IsNaN(value)));
+        Assert.Throws<ObjectDisposedException>(() => { _ = batcher.EncodeAsync(["z"], new float[dims], CancellationToken.None); });
     }
 
     [Fact]

@@ -12,7 +12,8 @@ namespace EmbeddingCache.FunctionalTests;
 /// be exactly the proto's GetResponse / EmbedResponse, and a buffer must never go back to the pool (and be reused by
 /// another call) before its reply is sent: many concurrent calls of different sizes and dtypes would show it.
 /// </summary>
-public sealed class HitReplyTests(ITestOutputHelper output) : ServerTest(output)
+[Collection(SharedServerCollection.Name)]
+public sealed class HitReplyTests(InProcessServer shared, ITestOutputHelper output) : SharedServerTest(shared, output)
 {
     private const string Model = "pooled";
     private const int Dims = 384;
@@ -23,7 +24,7 @@ public sealed class HitReplyTests(ITestOutputHelper output) : ServerTest(output)
     [Fact]
     public async Task Concurrent_hit_replies_are_the_protos_bytes_exactly()
     {
-        var server = await StartServerAsync();
+        var server = UseSharedServer();
         var random = new Random(11);
         var vectors = Wire.RandomRows(random, Rows, Dims);
         string[] ids = [.. Enumerable.Range(0, Rows).Select(n => $"doc-{n}")];

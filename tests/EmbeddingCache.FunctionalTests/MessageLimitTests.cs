@@ -12,7 +12,8 @@ namespace EmbeddingCache.FunctionalTests;
 /// documented INVALID_ARGUMENT for an id or a width) with a message naming the setting to raise; never UNKNOWN.
 /// The sweeps run on servers configured with small limits; one real 77 MB Put checks the defaults.
 /// </summary>
-public sealed class MessageLimitTests(ITestOutputHelper output) : ServerTest(output)
+[Collection(SharedServerCollection.Name)]
+public sealed class MessageLimitTests(InProcessServer shared, ITestOutputHelper output) : SharedServerTest(shared, output)
 {
     private const int ReceiveLimit = 1 << 20;
     private const int RowLimit = 100;
@@ -186,7 +187,7 @@ public sealed class MessageLimitTests(ITestOutputHelper output) : ServerTest(out
     public async Task A_put_of_50000_rows_of_384_float32_succeeds_in_one_call_with_the_default_settings()
     {
         const int rows = 50_000;
-        var server = await StartServerAsync();
+        var server = UseSharedServer();
         var vectors = Rows(rows, 384);
         var request = new PutRequest { Model = "gpu-corpus", Kind = Kind.Document, Ids = { Ids(rows) }, Vectors = vectors };
         Output.WriteLine($"Put message: {request.CalculateSize()} bytes");

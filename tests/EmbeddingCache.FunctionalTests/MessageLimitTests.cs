@@ -156,7 +156,7 @@ public sealed class MessageLimitTests(InProcessServer shared, ITestOutputHelper 
         }
         await client.PutAsync(new PutRequest { Model = Wire.MiniLM, Kind = Kind.Document, Ids = { Ids(RowLimit) }, Vectors = Rows(RowLimit, 384) });
         // The largest top_k whose Score reply still fits, from the reply's own encoding (every index and source is one byte).
-        int fittingTopK = Enumerable.Range(0, RowLimit + 1).Last(k => ScoreReplyBytes(queries.Length, RowLimit, k) <= sendLimit);
+        var fittingTopK = Enumerable.Range(0, RowLimit + 1).Last(k => ScoreReplyBytes(queries.Length, RowLimit, k) <= sendLimit);
         Assert.InRange(fittingTopK, 1, RowLimit - 1);
 
         var cases = new (string Name, Func<bool, Task> Send)[]
@@ -257,7 +257,7 @@ public sealed class MessageLimitTests(InProcessServer shared, ITestOutputHelper 
         };
         if (topK > 0)
         {
-            for (int q = 0; q < queries; q++)
+            for (var q = 0; q < queries; q++)
             {
                 reply.Top.Add(new TopDocuments { Indexes = { Enumerable.Range(0, topK).Select(i => (uint)i) }, Scores = { new float[topK] } });
             }
@@ -272,10 +272,10 @@ public sealed class MessageLimitTests(InProcessServer shared, ITestOutputHelper 
     private static byte[] Padded(IMessage request, int size)
     {
         const int tag = (1000 << 3) | 2; // field 1000, length-delimited: a two-byte tag
-        byte[] body = request.ToByteArray();
-        for (int lengthBytes = 1; lengthBytes <= 5; lengthBytes++)
+        var body = request.ToByteArray();
+        for (var lengthBytes = 1; lengthBytes <= 5; lengthBytes++)
         {
-            int padding = size - body.Length - CodedOutputStream.ComputeRawVarint32Size(tag) - lengthBytes;
+            var padding = size - body.Length - CodedOutputStream.ComputeRawVarint32Size(tag) - lengthBytes;
             if (padding < 0 || CodedOutputStream.ComputeRawVarint32Size((uint)padding) != lengthBytes) continue;
             using var stream = new MemoryStream(size);
             stream.Write(body);

@@ -8,7 +8,8 @@ using Xunit.Abstractions;
 namespace EmbeddingCache.FunctionalTests;
 
 /// <summary>The working core end to end: compute, cache, serve exact bytes, survive a restart.</summary>
-public sealed class CoreServingTests(ITestOutputHelper output) : ServerTest(output)
+[Collection(SharedServerCollection.Name)]
+public sealed class CoreServingTests(InProcessServer shared, ITestOutputHelper output) : SharedServerTest(shared, output)
 {
     [Fact]
     public async Task Embed_computes_then_serves_identical_bytes_from_cache_across_restart()
@@ -48,11 +49,11 @@ public sealed class CoreServingTests(ITestOutputHelper output) : ServerTest(outp
     [Fact]
     public async Task Mixed_request_with_repeats_computes_each_distinct_miss_once_in_input_order()
     {
-        var server = await StartServerAsync();
+        var server = UseSharedServer();
         var cached = Wire.Texts(seed: 2, count: 3);
         var fresh = Wire.Texts(seed: 3, count: 2);
         var warm = await server.Client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = Kind.Query, Texts = { cached } });
-        long rowsBefore = await QueryRowsAsync(server);
+        long rowsBefore = await QueryRowsAsync(server.Client);
 
         string[] mixed = [fresh[0], cached[1], fresh[0], fresh[1], cached[1], cached[0], fresh[1]];
         var reply = await server.Client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = Kind.Query, Texts = { mixed } });
@@ -60,7 +61,7 @@ public sealed class CoreServingTests(ITestOutputHelper output) : ServerTest(outp
         Assert.Equal(
             [RowSource.Computed, RowSource.Cached, RowSource.Computed, RowSource.Computed, RowSource.Cached, RowSource.Cached, RowSource.Computed],
             reply.Sources);
-        Assert.Equal(2, await QueryRowsAsync(server) - rowsBefore);
+        Assert.Equal(2, await QueryRowsAsync(server.Client) - rowsBefore);
         Assert.Equal(Wire.Row(warm.Vectors, 1), Wire.Row(reply.Vectors, 1));
         Assert.Equal(Wire.Row(warm.Vectors, 0), Wire.Row(reply.Vectors, 5));
         Assert.Equal(Wire.Row(reply.Vectors, 0), Wire.Row(reply.Vectors, 2));
@@ -75,7 +76,7 @@ public sealed class CoreServingTests(ITestOutputHelper output) : ServerTest(outp
     [Fact]
     public async Task Put_then_Get_by_ids_returns_the_same_bytes_and_unknown_ids_are_missing()
     {
-        var server = await StartServerAsync();
+        var server = UseSharedServer();
         var random = new Random(4);
         var vectors = Wire.RandomRows(random, rows: 5, dims: 8);
         string[] ids = ["d1", "d2", "d3", "d4", "d5"];
@@ -117,7 +118,7 @@ public sealed class CoreServingTests(ITestOutputHelper output) : ServerTest(outp
     public async Task A_put_far_larger_than_the_stream_window_arrives_whole()
     {
         // The server opens a 64 KiB HTTP/2 window (so refused oversize messages stay cheap): a 15 MiB Put must still flow.
-        var server = await StartServerAsync();
+        var server = UseSharedServer();
         const int rows = 10_000, dims = 384;
         var vectors = Wire.RandomRows(new Random(16), rows, dims);
         var ids = Enumerable.Range(0, rows).Select(i => $"passage-{i}").ToArray();
@@ -134,7 +135,7 @@ public sealed class CoreServingTests(ITestOutputHelper output) : ServerTest(outp
     [Fact]
     public async Task Vectors_over_grpc_match_the_reference_implementation()
     {
-        var server = await StartServerAsync();
+        var server = UseSharedServer();
         var texts = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(AppContext.BaseDirectory, "reference", "texts.json")))
             .RootElement.EnumerateArray().Select(t => t.GetProperty("text").GetString()!).ToArray();
         var reference = NpyFile.ReadFloat32(Path.Combine(AppContext.BaseDirectory, "reference", $"{Wire.MiniLM}.document.npy"));
@@ -154,7 +155,7 @@ public sealed class CoreServingTests(ITestOutputHelper output) : ServerTest(outp
     [Fact]
     public async Task Float16_replies_carry_the_same_vectors_at_half_the_bytes()
     {
-        var server = await StartServerAsync();
+        var server = UseSharedServer();
         var texts = Wire.Texts(seed: 5, count: 4);
         var full = await server.Client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = Kind.Document, Texts = { texts } });
         var half = await server.Client.EmbedAsync(new EmbedRequest
@@ -174,7 +175,7 @@ public sealed class CoreServingTests(ITestOutputHelper output) : ServerTest(outp
     [Fact]
     public async Task Health_reflection_and_model_list_answer()
     {
-        var server = await StartServerAsync();
+        var server = UseSharedServer();
         var health = new Grpc.Health.V1.Health.HealthClient(server.Channel);
         var status = await health.CheckAsync(new Grpc.Health.V1.HealthCheckRequest());
         Assert.Equal(Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.Serving, status.Status);
@@ -194,13 +195,13 @@ public sealed class CoreServingTests(ITestOutputHelper output) : ServerTest(outp
         var arctic = Assert.Single(models.Models, m => m.Name == "snowflake-arctic-embed-xs");
         Assert.True(arctic.CanCompute);
         Assert.Equal(384u, arctic.Dims);
-        Assert.True(File.Exists(Path.Combine(Artifacts.Path, "models", Wire.MiniLM, "model.onnx")));
-        Assert.True(File.Exists(Path.Combine(Artifacts.Path, "models", Wire.MiniLM, "manifest.json")));
+        Assert.True(File.Exists(Path.Combine(server.ArtifactsDirectory, "models", Wire.MiniLM, "model.onnx")));
+        Assert.True(File.Exists(Path.Combine(server.ArtifactsDirectory, "models", Wire.MiniLM, "manifest.json")));
     }
 
-    private static async Task<long> QueryRowsAsync(ServerProcess server)
+    private static async Task<long> QueryRowsAsync(Protocol.V1.EmbeddingCache.EmbeddingCacheClient client)
     {
-        var models = await server.Client.ListModelsAsync(new ListModelsRequest());
+        var models = await client.ListModelsAsync(new ListModelsRequest());
         return (long)models.Models.Single(m => m.Name == Wire.MiniLM).QueryRows;
     }
 }

@@ -3,6 +3,7 @@ using EmbeddingCache.Engine;
 using EmbeddingCache.FunctionalTests.Infrastructure;
 using EmbeddingCache.Inference;
 using EmbeddingCache.Storage;
+using EmbeddingCache.Testing;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace EmbeddingCache.FunctionalTests;
@@ -37,10 +38,10 @@ public sealed class EngineQueueTests : IAsyncLifetime
 
         using var cancel = new CancellationTokenSource();
         var owner = engine.EmbedAsync(Embed("shared text", "owner's own text"), cancel.Token);
-        await WaitUntilAsync(() => batcher.QueuedTexts == 2);
+        await Wait.UntilAsync(() => batcher.QueuedTexts == 2, "the owner's two texts to be queued", Patience);
         // The second request waits on the owner for "shared text" and queues its own text.
         var waiter = engine.EmbedAsync(Embed("shared text", "waiter's own text"), CancellationToken.None);
-        await WaitUntilAsync(() => batcher.QueuedTexts == 3);
+        await Wait.UntilAsync(() => batcher.QueuedTexts == 3, "the waiter's own text to be queued behind the owner's", Patience);
 
         cancel.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => owner.WaitAsync(Patience));
@@ -64,7 +65,7 @@ public sealed class EngineQueueTests : IAsyncLifetime
         var batcher = await HeldBatcherAsync(held);
 
         var first = engine.EmbedAsync(Embed("first", "second"), CancellationToken.None);
-        await WaitUntilAsync(() => batcher.QueuedTexts == 2);
+        await Wait.UntilAsync(() => batcher.QueuedTexts == 2, "the first request's two texts to fill the queue", Patience);
         // The same text as a queued one is waited on, not queued, so only the new text needs room.
         var refused = await Assert.ThrowsAsync<CacheRequestException>(() => engine.EmbedAsync(Embed("first", "third"), CancellationToken.None));
 
@@ -96,16 +97,6 @@ public sealed class EngineQueueTests : IAsyncLifetime
 
     private static EmbedCommand Embed(params string[] texts) =>
         new(Wire.MiniLM, VectorKind.Document, texts, [], VectorDType.Float32, CacheOnly: false);
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + Patience;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the condition did not hold within the deadline");
-            await Task.Delay(5);
-        }
-    }
 
     /// <summary>The engine, disposed with its batcher's gate open, so that a failed assertion cannot leave the worker held.</summary>
     private sealed class HeldEngine(EmbeddingCacheEngine engine, ManualResetEventSlim gate) : IAsyncDisposable

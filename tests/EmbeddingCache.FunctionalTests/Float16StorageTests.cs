@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using System.Text.Json;
 using EmbeddingCache.FunctionalTests.Infrastructure;
 using EmbeddingCache.Protocol.V1;
+using EmbeddingCache.Testing;
 using Google.Protobuf;
 using Xunit.Abstractions;
 
@@ -114,14 +115,13 @@ public sealed class Float16StorageTests(ITestOutputHelper output) : ServerTest(o
     }
 
     /// <summary>Makes calls until the server logs <paramref name="eventName"/> (the folder watcher reports a change within milliseconds).</summary>
-    private static async Task WaitForLogAsync(ServerProcess server, string eventName, Func<Task> call)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (!server.Log.Contains(eventName, StringComparison.Ordinal))
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"the server did not log {eventName}:\n{server.Log}");
-            await call();
-            await Task.Delay(20);
-        }
-    }
+    private static Task WaitForLogAsync(ServerProcess server, string eventName, Func<Task> call) =>
+        Wait.UntilAsync(
+            async () =>
+            {
+                if (server.Log.Contains(eventName, StringComparison.Ordinal)) return true;
+                await call();
+                return false;
+            },
+            $"the server to log {eventName}");
 }

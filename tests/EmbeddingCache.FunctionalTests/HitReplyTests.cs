@@ -12,7 +12,8 @@ namespace EmbeddingCache.FunctionalTests;
 /// be exactly the proto's GetResponse / EmbedResponse, and a buffer must never go back to the pool (and be reused by
 /// another call) before its reply is sent: many concurrent calls of different sizes and dtypes would show it.
 /// </summary>
-public sealed class HitReplyTests(ITestOutputHelper output) : ServerTest(output)
+[Collection(SharedServerCollection.Name)]
+public sealed class HitReplyTests(InProcessServer shared, ITestOutputHelper output) : SharedServerTest(shared, output)
 {
     private const string Model = "pooled";
     private const int Dims = 384;
@@ -23,7 +24,7 @@ public sealed class HitReplyTests(ITestOutputHelper output) : ServerTest(output)
     [Fact]
     public async Task Concurrent_hit_replies_are_the_protos_bytes_exactly()
     {
-        var server = await StartServerAsync();
+        var server = UseSharedServer();
         var random = new Random(11);
         var vectors = Wire.RandomRows(random, Rows, Dims);
         string[] ids = [.. Enumerable.Range(0, Rows).Select(n => $"doc-{n}")];
@@ -37,21 +38,21 @@ public sealed class HitReplyTests(ITestOutputHelper output) : ServerTest(output)
         var calls = Enumerable.Range(0, 16).Select(client => Task.Run(async () =>
         {
             var mine = new Random(100 + client);
-            for (int call = 0; call < 15; call++)
+            for (var call = 0; call < 15; call++)
             {
-                int count = mine.Next(1, 300);
+                var count = mine.Next(1, 300);
                 int[] rows = [.. Enumerable.Range(0, count).Select(_ => mine.Next(Rows + 20))]; // beyond Rows: missing
                 var dtype = mine.Next(2) == 0 ? DType.Float32 : DType.Float16;
 
                 var get = new GetRequest { Model = Model, Kind = Kind.Document, Ids = { rows.Select(r => $"doc-{r}") }, Dtype = dtype };
-                byte[] getBytes = await invoker.AsyncUnaryCall(getRaw, null, new CallOptions(), get);
+                var getBytes = await invoker.AsyncUnaryCall(getRaw, null, new CallOptions(), get);
                 var expectedGet = ExpectedGet(vectors, rows, dtype);
                 Assert.Equal(expectedGet.ToByteArray(), getBytes);
                 Assert.Equal(expectedGet, GetResponse.Parser.ParseFrom(getBytes));
 
                 int[] hits = [.. rows.Where(r => r < Rows)];
                 var embed = new EmbedRequest { Model = Model, Kind = Kind.Document, Texts = { hits.Select(r => texts[r]) }, Dtype = dtype, CacheOnly = true };
-                byte[] embedBytes = await invoker.AsyncUnaryCall(embedRaw, null, new CallOptions(), embed);
+                var embedBytes = await invoker.AsyncUnaryCall(embedRaw, null, new CallOptions(), embed);
                 var expectedEmbed = ExpectedEmbed(vectors, hits, dtype);
                 Assert.Equal(expectedEmbed.ToByteArray(), embedBytes);
                 Assert.Equal(expectedEmbed, EmbedResponse.Parser.ParseFrom(embedBytes));
@@ -82,11 +83,11 @@ public sealed class HitReplyTests(ITestOutputHelper output) : ServerTest(output)
     private static Vectors Pack(float[] vectors, int[] rows, DType dtype)
     {
         var values = new float[rows.Length * Dims];
-        for (int i = 0; i < rows.Length; i++)
+        for (var i = 0; i < rows.Length; i++)
         {
             if (rows[i] < Rows) vectors.AsSpan(rows[i] * Dims, Dims).CopyTo(values.AsSpan(i * Dims));
         }
-        byte[] data = dtype == DType.Float16
+        var data = dtype == DType.Float16
             ? MemoryMarshal.AsBytes(values.Select(v => (Half)v).ToArray().AsSpan()).ToArray()
             : MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
         return new Vectors { Count = (uint)rows.Length, Dims = Dims, Dtype = dtype, Data = ByteString.CopyFrom(data) };

@@ -6,7 +6,8 @@ using Xunit.Abstractions;
 namespace EmbeddingCache.FunctionalTests;
 
 /// <summary>Invalidate drops exactly one model's cache (or one kind of it), atomically, under concurrent readers.</summary>
-public sealed class InvalidateTests(ITestOutputHelper output) : ServerTest(output)
+[Collection(SharedServerCollection.Name)]
+public sealed class InvalidateTests(InProcessServer shared, ITestOutputHelper output) : SharedServerTest(shared, output)
 {
     [Fact]
     public async Task Invalidate_drops_one_kind_while_readers_run_and_leaves_the_rest()
@@ -106,7 +107,7 @@ public sealed class InvalidateTests(ITestOutputHelper output) : ServerTest(outpu
     [Fact]
     public async Task Invalidate_of_an_unknown_model_is_not_found()
     {
-        var server = await StartServerAsync();
+        var server = UseSharedServer();
         var error = await Assert.ThrowsAsync<RpcException>(async () => await server.Client.InvalidateAsync(new InvalidateRequest { Model = "no-such-model" }));
         Assert.Equal(StatusCode.NotFound, error.StatusCode);
     }

@@ -12,7 +12,8 @@ namespace EmbeddingCache.FunctionalTests;
 /// documented INVALID_ARGUMENT for an id or a width) with a message naming the setting to raise; never UNKNOWN.
 /// The sweeps run on servers configured with small limits; one real 77 MB Put checks the defaults.
 /// </summary>
-public sealed class MessageLimitTests(ITestOutputHelper output) : ServerTest(output)
+[Collection(SharedServerCollection.Name)]
+public sealed class MessageLimitTests(InProcessServer shared, ITestOutputHelper output) : SharedServerTest(shared, output)
 {
     private const int ReceiveLimit = 1 << 20;
     private const int RowLimit = 100;
@@ -155,7 +156,7 @@ public sealed class MessageLimitTests(ITestOutputHelper output) : ServerTest(out
         }
         await client.PutAsync(new PutRequest { Model = Wire.MiniLM, Kind = Kind.Document, Ids = { Ids(RowLimit) }, Vectors = Rows(RowLimit, 384) });
         // The largest top_k whose Score reply still fits, from the reply's own encoding (every index and source is one byte).
-        int fittingTopK = Enumerable.Range(0, RowLimit + 1).Last(k => ScoreReplyBytes(queries.Length, RowLimit, k) <= sendLimit);
+        var fittingTopK = Enumerable.Range(0, RowLimit + 1).Last(k => ScoreReplyBytes(queries.Length, RowLimit, k) <= sendLimit);
         Assert.InRange(fittingTopK, 1, RowLimit - 1);
 
         var cases = new (string Name, Func<bool, Task> Send)[]
@@ -186,7 +187,7 @@ public sealed class MessageLimitTests(ITestOutputHelper output) : ServerTest(out
     public async Task A_put_of_50000_rows_of_384_float32_succeeds_in_one_call_with_the_default_settings()
     {
         const int rows = 50_000;
-        var server = await StartServerAsync();
+        var server = UseSharedServer();
         var vectors = Rows(rows, 384);
         var request = new PutRequest { Model = "gpu-corpus", Kind = Kind.Document, Ids = { Ids(rows) }, Vectors = vectors };
         Output.WriteLine($"Put message: {request.CalculateSize()} bytes");
@@ -256,7 +257,7 @@ public sealed class MessageLimitTests(ITestOutputHelper output) : ServerTest(out
         };
         if (topK > 0)
         {
-            for (int q = 0; q < queries; q++)
+            for (var q = 0; q < queries; q++)
             {
                 reply.Top.Add(new TopDocuments { Indexes = { Enumerable.Range(0, topK).Select(i => (uint)i) }, Scores = { new float[topK] } });
             }
@@ -271,10 +272,10 @@ public sealed class MessageLimitTests(ITestOutputHelper output) : ServerTest(out
     private static byte[] Padded(IMessage request, int size)
     {
         const int tag = (1000 << 3) | 2; // field 1000, length-delimited: a two-byte tag
-        byte[] body = request.ToByteArray();
-        for (int lengthBytes = 1; lengthBytes <= 5; lengthBytes++)
+        var body = request.ToByteArray();
+        for (var lengthBytes = 1; lengthBytes <= 5; lengthBytes++)
         {
-            int padding = size - body.Length - CodedOutputStream.ComputeRawVarint32Size(tag) - lengthBytes;
+            var padding = size - body.Length - CodedOutputStream.ComputeRawVarint32Size(tag) - lengthBytes;
             if (padding < 0 || CodedOutputStream.ComputeRawVarint32Size((uint)padding) != lengthBytes) continue;
             using var stream = new MemoryStream(size);
             stream.Write(body);

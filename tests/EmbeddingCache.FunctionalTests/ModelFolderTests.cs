@@ -1,6 +1,7 @@
 using System.Text.Json;
 using EmbeddingCache.FunctionalTests.Infrastructure;
 using EmbeddingCache.Protocol.V1;
+using EmbeddingCache.Testing;
 using Grpc.Core;
 using Xunit.Abstractions;
 
@@ -120,11 +121,7 @@ public sealed class ModelFolderTests(ITestOutputHelper output) : ServerTest(outp
         var texts = Wire.Texts(seed: 21, count: 3);
         var computed = await server.Client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = Kind.Document, Texts = { texts } });
 
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        while (!server.Log.Contains("Encoder of all-MiniLM-L6-v2 unloaded", StringComparison.Ordinal))
-        {
-            await Task.Delay(100, deadline.Token);
-        }
+        await Wait.UntilAsync(() => server.Log.Contains("Encoder of all-MiniLM-L6-v2 unloaded", StringComparison.Ordinal), "the idle encoder to be unloaded");
         var hit = await server.Client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = Kind.Document, Texts = { texts } });
         Assert.All(hit.Sources, s => Assert.Equal(RowSource.Cached, s));
         Assert.Equal(computed.Vectors.Data, hit.Vectors.Data);

@@ -1,5 +1,6 @@
 using EmbeddingCache.FunctionalTests.Infrastructure;
 using EmbeddingCache.Protocol.V1;
+using EmbeddingCache.Testing;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Xunit.Abstractions;
@@ -27,11 +28,7 @@ public sealed class RefusalBrakeTests(ITestOutputHelper output) : ServerTest(out
         Assert.Equal(1u, reply.Vectors.Count);
 
         // The brake is logged once, for the flooding connection only.
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (!server.Log.Contains("RefusalsBraked", StringComparison.Ordinal) && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(50);
-        }
+        await Wait.UntilAsync(() => server.Log.Contains("RefusalsBraked", StringComparison.Ordinal), "the server to log RefusalsBraked");
         Assert.Single(server.Log.Split('\n'), line => line.Contains("RefusalsBraked", StringComparison.Ordinal));
     }
 }

@@ -7,7 +7,8 @@ using Xunit.Abstractions;
 namespace EmbeddingCache.FunctionalTests;
 
 /// <summary>Score with a candidate list per query (BEIR's reranking shape), against a real server.</summary>
-public sealed class RerankTests(ITestOutputHelper output) : ServerTest(output)
+[Collection(SharedServerCollection.Name)]
+public sealed class RerankTests(InProcessServer shared, ITestOutputHelper output) : SharedServerTest(shared, output)
 {
     private const int Dims = 8;
     private const string Store = "rerank-store";
@@ -15,7 +16,7 @@ public sealed class RerankTests(ITestOutputHelper output) : ServerTest(output)
     [Fact]
     public async Task Each_query_is_scored_against_its_own_candidates_and_each_document_is_looked_up_once()
     {
-        var server = await StartServerAsync();
+        var server = UseSharedServer();
         var (queries, queryRows, documentRows) = await PutStoreOnlyCorpusAsync(server.Client, queryCount: 3, documentCount: 5);
         string[][] candidates = [["d0", "d1", "d2", "d1"], ["d2", "d3"], [], ["d4", "d0"]];
         var request = new ScoreRequest { Model = Store, Queries = { queries.Append(queries[0]) }, TopK = 2 };
@@ -51,7 +52,7 @@ public sealed class RerankTests(ITestOutputHelper output) : ServerTest(output)
     [Fact]
     public async Task A_candidate_neither_cached_nor_given_a_text_scores_nan_and_is_missing_while_the_others_are_scored()
     {
-        var server = await StartServerAsync();
+        var server = UseSharedServer();
         var (queries, queryRows, documentRows) = await PutStoreOnlyCorpusAsync(server.Client, queryCount: 1, documentCount: 2);
         var request = new ScoreRequest { Model = Store, Queries = { queries }, TopK = 3 };
         request.Candidates.Add(new QueryCandidates { Ids = { "d0", "never-put", "d1" } });

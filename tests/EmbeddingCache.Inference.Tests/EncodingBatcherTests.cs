@@ -1,3 +1,4 @@
+using EmbeddingCache.Testing;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace EmbeddingCache.Inference.Tests;
@@ -94,14 +95,14 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
         // The first call's batch is taken and held at the gate; the second call queues behind it and is cancelled,
         // so the next plan the batcher makes holds only dropped texts (a warm run interrupted with Ctrl+C does this).
         var running = batcher.EncodeAsync(["one"], new float[dims], CancellationToken.None);
-        await WaitUntilAsync(() => batcher.QueuedTexts == 1 && batcher.UnplannedTexts == 0);
+        await Wait.UntilAsync(() => batcher.QueuedTexts == 1 && batcher.UnplannedTexts == 0, "the first call's batch to be taken and held at the gate");
         using var cancel = new CancellationTokenSource();
         var cancelled = batcher.EncodeAsync(["two", "three"], new float[2 * dims], cancel.Token);
         cancel.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled.WaitAsync(Patience));
         gate.Set();
         await running.WaitAsync(Patience);
-        await WaitUntilAsync(() => batcher.TextsDropped == 2);
+        await Wait.UntilAsync(() => batcher.TextsDropped == 2, "the cancelled call's two texts to be dropped");
 
         var next = new float[dims];
         await batcher.EncodeAsync(["four"], next, CancellationToken.None).WaitAsync(Patience);
@@ -184,7 +185,7 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
         cancel.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled.WaitAsync(Patience));
         // The caller that waited behind the cancelled one fits now, before any batch ran.
-        await WaitUntilAsync(() => batcher.QueuedTexts == 4);
+        await Wait.UntilAsync(() => batcher.QueuedTexts == 4, "the caller behind the cancelled one to be admitted (4 texts queued)");
 
         gate.Set();
         await Task.WhenAll(first, behind).WaitAsync(Patience);
@@ -281,7 +282,7 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
         // A short and a long text are planned apart; the worker takes the larger batch, the long text's, and holds it
         // at the gate while the short text's batch stays planned.
         var first = batcher.EncodeAsync(["short", longText], new float[2 * dims], CancellationToken.None);
-        await WaitUntilAsync(() => batcher.QueuedTexts == 2 && batcher.PlannedBatches == 1);
+        await Wait.UntilAsync(() => batcher.QueuedTexts == 2 && batcher.PlannedBatches == 1, "the long text's batch to be taken while the short text's stays planned");
         var late = batcher.EncodeAsync(["tiny"], new float[dims], CancellationToken.None);
         gate.Set();
         await Task.WhenAll(first, late).WaitAsync(Patience);
@@ -307,7 +308,7 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
         // one worker alone would leave the second batch in the plan.
         var output = new float[2 * dims];
         var call = batcher.EncodeAsync(texts, output, CancellationToken.None);
-        await WaitUntilAsync(() => batcher.QueuedTexts == 2 && batcher.UnplannedTexts == 0 && batcher.PlannedBatches == 0);
+        await Wait.UntilAsync(() => batcher.QueuedTexts == 2 && batcher.UnplannedTexts == 0 && batcher.PlannedBatches == 0, "both batches to be taken by the two workers");
         Assert.False(call.IsCompleted);
         gate.Set();
         await call.WaitAsync(Patience);
@@ -324,16 +325,35 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
     [Fact]
     public async Task Disposing_fails_texts_that_have_not_started()
     {
-        var batcher = new EncodingBatcher(MiniLM, new EncoderOptions(), NullLoggerFactory.Instance);
+        var dims = MiniLM.Dims;
+        // One worker: the first call's batch is taken and held at the gate, the second call's texts stay queued behind it.
+        var options = new EncoderOptions { MaxBatchDelay = TimeSpan.Zero, ConcurrentBatches = 1 };
+        var batcher = new EncodingBatcher(MiniLM, options, NullLoggerFactory.Instance);
         using var gate = new ManualResetEventSlim(initialState: false);
         batcher.BatchGate = gate;
-        var call = batcher.EncodeAsync(["x", "y"], new float[2 * MiniLM.Dims], CancellationToken.None);
+        var heldOutput = new float[2 * dims];
+        Array.Fill(heldOutput, float.NaN);
+        var held = batcher.EncodeAsync(["x", "y"], heldOutput, CancellationToken.None);
+        await Wait.UntilAsync(() => batcher.UnplannedTexts == 0 && batcher.PlannedBatches == 0, "the first call's batch to be taken and held at the gate");
+        var queuedOutput = new float[dims];
+        Array.Fill(queuedOutput, float.NaN);
+        var queued = batcher.EncodeAsync(["z"], queuedOutput, CancellationToken.None);
+        Assert.Equal(3, batcher.QueuedTexts);
+
+        // Disposing marks the batcher stopped before it returns its task; only then may the held batch pass the gate.
         var disposing = batcher.DisposeAsync();
         gate.Set();
         await disposing.AsTask().WaitAsync(Patience);
-        var error = await Record.ExceptionAsync(() => call.WaitAsync(Patience));
-        Assert.True(error is null or ObjectDisposedException, $"unexpected {error}");
-        Assert.Throws<ObjectDisposedException>(() => { _ = batcher.EncodeAsync(["z"], new float[MiniLM.Dims], CancellationToken.None); });
+
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => held.WaitAsync(Patience));
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => queued.WaitAsync(Patience));
+        Assert.Equal(0, batcher.TextsEncoded);
+        Assert.Equal(0, batcher.BatchesRun);
+        Assert.Equal(3, batcher.TextsDropped);
+        Assert.Equal(0, batcher.QueuedTexts);
+        Assert.All(heldOutput, value => Assert.True(float.IsNaN(value)));
+        Assert.All(queuedOutput, value => Assert.True(float.IsNaN(value)));
+        Assert.Throws<ObjectDisposedException>(() => { _ = batcher.EncodeAsync(["z"], new float[dims], CancellationToken.None); });
     }
 
     [Fact]
@@ -354,16 +374,6 @@ public sealed class EncodingBatcherTests(BuiltInModelsFixture models)
         Assert.True(timings.Inference > TimeSpan.Zero);
         Assert.True(timings.Tokenize > TimeSpan.Zero);
         Assert.Equal(1, timings.Batches);
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + Patience;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the condition did not hold within the deadline");
-            await Task.Delay(5);
-        }
     }
 
     [Fact]

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using CsCheck;
@@ -61,16 +62,41 @@ public sealed class FuzzTests(ITestOutputHelper output)
         var layout = new NpyLayout(4, VectorDType.Float32);
         var valid = new byte[layout.HeaderLength];
         layout.WriteHeader(valid, 7);
-        Gen.Select(Gen.Int[0, valid.Length - 1], Gen.Byte, Gen.Bool).Sample((position, value, truncate) =>
+        // Half the mutations land in the row-count field, half of those with a byte a count could hold.
+        var positions = Gen.OneOf(Gen.Int[0, valid.Length - 1], Gen.Int[layout.CountOffset, layout.CountOffset + NpyLayout.CountWidth - 1]);
+        var values = Gen.OneOf(Gen.Byte, Gen.OneOf(" +-0123456789"u8.ToArray()));
+        long otherCounts = 0;
+        Gen.Select(positions, values, Gen.Bool).Sample((position, value, truncate) =>
         {
             var header = (byte[])valid.Clone();
             header[position] = value;
-            var count = layout.TryReadCount(truncate ? header.AsSpan(0, position) : header);
+            var read = truncate ? header.AsSpan(0, position) : header;
+            var count = layout.TryReadCount(read);
             // Either refused, or a count that the bytes really say (a changed digit gives another honest count).
-            Assert.True(count is null or >= 0);
+            Assert.Equal(CountTheBytesSay(read, valid, layout.CountOffset), count);
             if (!truncate && header[position] == valid[position]) Assert.Equal(7, count);
+            if (count is not (null or 7)) Interlocked.Increment(ref otherCounts);
         }, iter: Inputs);
-        output.WriteLine($"{Inputs} mutated segment headers read");
+        output.WriteLine($"{Inputs} mutated segment headers read, {otherCounts} read as another honest count");
+        Assert.True(otherCounts > 0, "the generator should reach changed digits too");
+    }
+
+    /// <summary>
+    /// What numpy would read as the row count: nothing unless every byte outside the count field is the header this
+    /// layout writes and the field is spaces, then a non-negative decimal number (a leading sign is Python's too).
+    /// </summary>
+    private static int? CountTheBytesSay(ReadOnlySpan<byte> header, byte[] valid, int countOffset)
+    {
+        var fieldEnd = countOffset + NpyLayout.CountWidth;
+        if (header.Length < valid.Length
+            || !header[..countOffset].SequenceEqual(valid.AsSpan(0, countOffset))
+            || !header[fieldEnd..valid.Length].SequenceEqual(valid.AsSpan(fieldEnd)))
+        {
+            return null;
+        }
+
+        var field = Encoding.Latin1.GetString(header[countOffset..fieldEnd]).TrimStart(' ');
+        return int.TryParse(field, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int rows) && rows >= 0 ? rows : null;
     }
 
     [Fact]

@@ -1,3 +1,4 @@
+using EmbeddingCache.Testing;
 using Xunit.Abstractions;
 
 namespace EmbeddingCache.Storage.Tests;
@@ -103,11 +104,7 @@ public sealed class HitPathTests(ITestOutputHelper output) : IDisposable
         using (ArtifactsRoot root = _artifacts.Open(segmentRows: 1024, durability: DurabilityMode.None))
         {
             VectorStore store = root.OpenCache("mini")![VectorKind.Document];
-            var deadline = DateTime.UtcNow.AddSeconds(60);
-            while (_artifacts.Logs.Count("CacheWarmed") == 0 && DateTime.UtcNow < deadline)
-            {
-                await Task.Delay(20);
-            }
+            await Wait.UntilAsync(() => _artifacts.Logs.Count("CacheWarmed") > 0, "the reopened cache to log CacheWarmed");
 
             LogEntry warmed = Assert.Single(_artifacts.Logs.Events("CacheWarmed"));
             Assert.Contains($"{store.WarmableBytes} bytes", warmed.Message, StringComparison.Ordinal);

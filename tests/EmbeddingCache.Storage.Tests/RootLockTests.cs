@@ -50,6 +50,7 @@ public sealed class RootLockTests(ITestOutputHelper output) : IDisposable
         }
 
         using ArtifactsRoot root = _artifacts.Open();
-        Assert.NotNull(root);
+        var lockFile = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(_artifacts.Root, ".lock.json")))!;
+        Assert.Equal(Environment.ProcessId, (int?)lockFile["pid"]);
     }
 }

@@ -4,6 +4,7 @@ using System.Net.Security;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.RegularExpressions;
 using EmbeddingCache.Protocol.V1;
+using EmbeddingCache.Testing;
 using Grpc.Health.V1;
 using Grpc.Net.Client;
 
@@ -121,20 +122,19 @@ public sealed partial class ServerProcess : IAsyncDisposable
         },
     };
 
-    private async Task WaitUntilServingAsync()
+    private Task WaitUntilServingAsync()
     {
+        // The server answers NOT_SERVING until its models are warm.
         var health = new Health.HealthClient(channel);
-        var deadline = Stopwatch.StartNew();
-        // Polls a condition under a deadline; the server answers NOT_SERVING until its models are warm.
-        using var cancel = new CancellationTokenSource(StartTimeout);
-        var call = health.Check(new HealthCheckRequest(), cancellationToken: cancel.Token);
-        while (call.Status != HealthCheckResponse.Types.ServingStatus.Serving)
-        {
-            if (process.HasExited) throw new InvalidOperationException($"embcache exited while loading models:\n{Log}");
-            if (deadline.Elapsed > StartTimeout) throw new TimeoutException($"embcache not SERVING after {StartTimeout}:\n{Log}");
-            await Task.Delay(50, cancel.Token);
-            call = health.Check(new HealthCheckRequest(), cancellationToken: cancel.Token);
-        }
+        return Wait.UntilAsync(
+            async () =>
+            {
+                if (process.HasExited) throw new InvalidOperationException($"embcache exited while loading models:\n{Log}");
+                var reply = await health.CheckAsync(new HealthCheckRequest(), deadline: DateTime.UtcNow + StartTimeout);
+                return reply.Status == HealthCheckResponse.Types.ServingStatus.Serving;
+            },
+            "health to say SERVING",
+            StartTimeout);
     }
 
     private void OnLine(string? line)

@@ -9,8 +9,6 @@ namespace EmbeddingCache.Storage;
 /// </summary>
 public sealed class ModelCache
 {
-    internal const string TrashPrefix = ".trash-";
-
     private readonly string _directory;
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
@@ -81,7 +79,7 @@ public sealed class ModelCache
     internal static ModelCache Load(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger)
     {
         long started = Stopwatch.GetTimestamp();
-        DeleteLeftoverTrash(directory, logger);
+        DeleteLeftovers(directory, logger);
         var cache = new ModelCache(name, directory, manifest, options, logger);
         cache.OpenStores();
         cache.TryWriteManifest();
@@ -92,7 +90,7 @@ public sealed class ModelCache
             cache._query.SegmentCount + cache._document.SegmentCount, elapsedMs, indexBytes, entries == 0 ? 0 : Math.Round((double)indexBytes / entries, 1));
         if (entries > 0)
         {
-            cache._warmer = PageWarmer.Start(name, [cache._document, cache._query], options.WarmBytesPerSecond, logger);
+            cache._warmer = PageWarmer.Start(name, [cache._document.Generations, cache._query.Generations], options.WarmBytesPerSecond, logger);
         }
         return cache;
     }
@@ -191,30 +189,9 @@ public sealed class ModelCache
         TryWriteManifest();
     }
 
-    internal static void DeleteTrash(string path, ILogger logger)
+    private static void DeleteLeftovers(string directory, ILogger logger)
     {
-        if (!Directory.Exists(path))
-        {
-            return;
-        }
-
-        try
-        {
-            Directory.Delete(path, recursive: true);
-        }
-        catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
-        {
-            StorageLog.TrashNotDeleted(logger, exception, path);
-        }
-    }
-
-    private static void DeleteLeftoverTrash(string directory, ILogger logger)
-    {
-        foreach (string trash in Directory.EnumerateDirectories(directory, TrashPrefix + "*"))
-        {
-            DeleteTrash(trash, logger);
-        }
-
+        Trash.DeleteLeftovers(directory, logger);
         string interruptedManifest = Path.Combine(directory, CacheManifest.FileName + AtomicFile.TemporarySuffix);
         if (File.Exists(interruptedManifest))
         {
@@ -226,8 +203,9 @@ public sealed class ModelCache
     private void OpenStores()
     {
         var layout = new NpyLayout(_manifest.Dims, _manifest.DType);
-        _query = VectorStore.Open(this, VectorKind.Query, _directory, layout, _options, _logger);
-        _document = VectorStore.Open(this, VectorKind.Document, _directory, layout, _options, _logger);
+        // A store reports its checkpoints through this callback, so that calls run from the cache to its stores only.
+        _query = VectorStore.Open(Name, VectorKind.Query, _directory, layout, _options, _logger, TryWriteManifest);
+        _document = VectorStore.Open(Name, VectorKind.Document, _directory, layout, _options, _logger, TryWriteManifest);
     }
 
     private IEnumerable<VectorStore> Stores(VectorKind? kind) => kind switch

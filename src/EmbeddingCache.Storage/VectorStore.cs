@@ -136,36 +136,6 @@ public sealed class VectorStore
         }
     }
 
-    /// <summary>True when a committed row has this content key.</summary>
-    public bool ContainsKey(ContentKey key)
-    {
-        StoreGeneration generation = _generations.Enter();
-        try
-        {
-            return generation.Keys.ContainsKey(key);
-        }
-        finally
-        {
-            generation.Exit();
-        }
-    }
-
-    /// <summary>True when a committed row has this id.</summary>
-    public bool ContainsId(string id)
-    {
-        ArgumentNullException.ThrowIfNull(id);
-        ContentKey idKey = IdKey.FromId(id);
-        StoreGeneration generation = _generations.Enter();
-        try
-        {
-            return generation.Ids.ContainsKey(idKey);
-        }
-        finally
-        {
-            generation.Exit();
-        }
-    }
-
     /// <summary>
     /// Appends rows. Completes when they are durable under the configured policy and visible to reads.
     /// <see cref="AppendMode.IfAbsent"/> skips a row whose key is committed and (if the row has an id) whose

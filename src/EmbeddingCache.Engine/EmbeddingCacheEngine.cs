@@ -247,12 +247,12 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         {
             CacheRequestException.ThrowInvalid("vectors.dims", $"vectors.dims is {command.Dims}; it must be between 1 and {options.MaxDims} ({EngineOptions.SettingName(nameof(EngineOptions.MaxDims))})");
         }
-        long expectedBytes = (long)command.Count * command.Dims * PackedVectors.ElementSize(command.DType);
+        long expectedBytes = (long)command.Count * command.Dims * command.DType.BytesPerElement();
         if (command.Data.Length != expectedBytes)
         {
             CacheRequestException.ThrowInvalid("vectors.data",
                 $"vectors.data has {command.Data.Length} bytes but count {command.Count} x dims {command.Dims} x " +
-                $"{PackedVectors.ElementSize(command.DType)} bytes ({command.DType}) is {expectedBytes}");
+                $"{command.DType.BytesPerElement()} bytes ({command.DType}) is {expectedBytes}");
         }
         var rows = RequestValidation.FiniteRows(command.Data.Span, command.Count, command.Dims, command.DType);
 
@@ -569,7 +569,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     /// <summary>Response rows being filled in the requested dtype, in a pooled buffer the result owns.</summary>
     private sealed class RowWriter(int count, int dims, VectorDType dtype)
     {
-        private readonly int rowBytes = dims * PackedVectors.ElementSize(dtype);
+        private readonly int rowBytes = dims * dtype.BytesPerElement();
 
         public PackedVectors Rows { get; } = new(count, dims, dtype);
 

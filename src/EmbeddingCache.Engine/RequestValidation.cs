@@ -52,10 +52,10 @@ internal static class RequestValidation
     /// </summary>
     public static void ReplyRows(int rows, int dims, VectorDType dtype, EngineOptions options)
     {
-        long bytes = (long)rows * dims * PackedVectors.ElementSize(dtype) + rows + ReplyOverheadBytes;
+        long bytes = (long)rows * dims * dtype.BytesPerElement() + rows + ReplyOverheadBytes;
         if (bytes > options.MaxSendMessageBytes)
         {
-            long fit = Math.Max(0, (options.MaxSendMessageBytes - ReplyOverheadBytes) / ((long)dims * PackedVectors.ElementSize(dtype) + 1));
+            long fit = Math.Max(0, (options.MaxSendMessageBytes - ReplyOverheadBytes) / ((long)dims * dtype.BytesPerElement() + 1));
             CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
                 $"the reply of {rows} rows x {dims} dims ({dtype}) would be about {bytes} bytes, over the {options.MaxSendMessageBytes} " +
                 $"bytes of {EngineOptions.SettingName(nameof(EngineOptions.MaxSendMessageBytes))}: ask for at most {fit} rows per call, or raise it " +

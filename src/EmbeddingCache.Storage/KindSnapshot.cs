@@ -109,7 +109,7 @@ public sealed class KindSnapshot
     public void ReadVector(StoredRow row, Span<byte> destination)
     {
         var (path, header, _) = segments[row.Segment];
-        int rowBytes = Dims * (DType == VectorDType.Float16 ? 2 : 4);
+        int rowBytes = Dims * DType.BytesPerElement();
         using var handle = File.OpenHandle(path);
         RandomAccess.Read(handle, destination[..rowBytes], header.DataOffset + (long)row.Row * rowBytes);
     }
@@ -134,7 +134,7 @@ public sealed class KindSnapshot
             return;
         }
         long rows = header.Rows;
-        long needed = header.DataOffset + rows * Dims * (DType == VectorDType.Float16 ? 2 : 4);
+        long needed = header.DataOffset + rows * Dims * DType.BytesPerElement();
         long length = new FileInfo(npy).Length;
         if (length < needed)
         {

@@ -81,7 +81,7 @@ internal static class RowGather
             DiskErrors.ThrowDisposed(nameof(VectorStore));
         }
 
-        int rowBytes = generation.Layout.Dims * NpyLayout.ElementSizeOf(outputType);
+        int rowBytes = generation.Layout.Dims * outputType.BytesPerElement();
         if ((long)count * rowBytes > destination.Length)
         {
             DiskErrors.ThrowDestinationTooSmall(nameof(destination), (long)count * rowBytes, destination.Length);

@@ -38,7 +38,7 @@ internal static class FileVerbs
             foreach (var problem in snapshot.Problems) Console.Error.WriteLine($"embcache: skipped {problem}");
             var rows = snapshot.LiveRows();
             var file = parse.GetValue(output)!;
-            int rowBytes = snapshot.Dims * (snapshot.DType == VectorDType.Float16 ? 2 : 4);
+            int rowBytes = snapshot.Dims * snapshot.DType.BytesPerElement();
             string temporary = file.FullName + ".tmp";
             using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write))
             {
@@ -99,7 +99,7 @@ internal static class FileVerbs
             }
             string target = parse.GetValue(model)!;
             var vectorKind = CliOptions.ToKind(parse.GetValue(kind)!);
-            int rowBytes = header.Columns * (dtype == VectorDType.Float16 ? 2 : 4);
+            int rowBytes = header.Columns * dtype.BytesPerElement();
             using var handle = File.OpenHandle(file.FullName);
             Func<string[], byte[], int, Task<int>> put;
             await using var local = root is null ? null : LocalEngine.Open(root);
@@ -235,7 +235,7 @@ internal static class FileVerbs
         }
         var fresh = new float[texts.Length * encoder.Dims];
         encoder.Encode(texts, fresh);
-        var stored = new byte[encoder.Dims * (snapshot.DType == VectorDType.Float16 ? 2 : 4)];
+        var stored = new byte[encoder.Dims * snapshot.DType.BytesPerElement()];
         var storedFloats = new float[encoder.Dims];
         double worst = 1;
         foreach (var (input, i) in texts.Select((t, i) => (t, i)))

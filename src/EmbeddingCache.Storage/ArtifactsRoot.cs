@@ -205,7 +205,7 @@ public sealed partial class ArtifactsRoot : IDisposable
     {
         foreach (VectorKind kind in (ReadOnlySpan<VectorKind>)[VectorKind.Query, VectorKind.Document])
         {
-            string kindDirectory = Path.Combine(directory, CacheManifest.KindFolderName(kind));
+            string kindDirectory = Path.Combine(directory, kind.Name());
             if (!Directory.Exists(kindDirectory))
             {
                 continue;

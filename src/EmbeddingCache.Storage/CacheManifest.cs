@@ -153,7 +153,7 @@ internal sealed class CacheManifest
         json["fingerprint"] = Fingerprint;
         json["store_only"] = StoreOnly;
         json["format_version"] = FormatVersion;
-        json["counts"] = new JsonObject { ["query"] = queryRows, ["document"] = documentRows };
+        json["counts"] = new JsonObject { [VectorKindNames.Query] = queryRows, [VectorKindNames.Document] = documentRows };
         json["segment_rows"] = segmentRows;
         _original = json;
         AtomicFile.Write(path, Encoding.UTF8.GetBytes(json.ToJsonString(Indented) + "\n"), sync);
@@ -181,7 +181,7 @@ internal sealed class CacheManifest
 
         var json = new JsonObject
         {
-            ["kind"] = KindFolderName(kind),
+            ["kind"] = kind.Name(),
             ["dims"] = layout.Dims,
             ["dtype"] = NpyLayout.DescrOf(layout.DType),
             ["rows"] = rows,
@@ -204,11 +204,4 @@ internal sealed class CacheManifest
             return false;
         }
     }
-
-    public static string KindFolderName(VectorKind kind) => kind switch
-    {
-        VectorKind.Query => "query",
-        VectorKind.Document => "document",
-        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown vector kind."),
-    };
 }

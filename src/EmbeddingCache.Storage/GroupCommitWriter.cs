@@ -59,7 +59,7 @@ internal sealed class GroupCommitWriter
         _generations = generations;
         _model = model;
         _kind = kind;
-        _kindName = CacheManifest.KindFolderName(kind);
+        _kindName = kind.Name();
         _directory = directory;
         _appendable = appendable;
         _appendableSlot = generations.Current.Segments.Length - 1;

@@ -63,7 +63,7 @@ public sealed class KindSnapshot
             throw new InvalidDataException($"{manifestPath} cannot be read: {e.Message}", e);
         }
 
-        var snapshot = new KindSnapshot(Path.Combine(modelDirectory, kind == VectorKind.Query ? "query" : "document"), dims, dtype);
+        var snapshot = new KindSnapshot(Path.Combine(modelDirectory, kind.Name()), dims, dtype);
         if (System.IO.Directory.Exists(snapshot.Directory))
         {
             foreach (var npy in System.IO.Directory.GetFiles(snapshot.Directory, "*.npy").Order(StringComparer.Ordinal))

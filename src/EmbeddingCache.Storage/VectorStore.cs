@@ -29,7 +29,7 @@ public sealed class VectorStore
         _model = model;
         Kind = kind;
         _modelDirectory = modelDirectory;
-        _kindName = CacheManifest.KindFolderName(kind);
+        _kindName = kind.Name();
         _directory = recovered.Directory;
         _options = options;
         _logger = logger;

@@ -149,7 +149,7 @@ internal sealed class CacheManifest
         json["size_mb"] = Math.Round(bytes / (1024.0 * 1024.0), 3);
         json["bytes"] = bytes;
         json["dims"] = Dims;
-        json["dtype"] = NpyLayout.DescrOf(DType);
+        json["dtype"] = DType.NpyDescr();
         json["fingerprint"] = Fingerprint;
         json["store_only"] = StoreOnly;
         json["format_version"] = FormatVersion;
@@ -183,7 +183,7 @@ internal sealed class CacheManifest
         {
             ["kind"] = kind.Name(),
             ["dims"] = layout.Dims,
-            ["dtype"] = NpyLayout.DescrOf(layout.DType),
+            ["dtype"] = layout.DType.NpyDescr(),
             ["rows"] = rows,
             ["format_version"] = FormatVersion,
             ["updated_at"] = FormatTime(DateTimeOffset.UtcNow),

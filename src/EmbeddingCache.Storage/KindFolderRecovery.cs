@@ -177,7 +177,7 @@ internal static partial class KindFolderRecovery
         int read = RandomAccess.Read(npy, header, 0);
         if (layout.TryReadCount(header.AsSpan(0, read)) is not { } count)
         {
-            problem = $"{NpyLayout.Describe(header.AsSpan(0, read))} is not the expected '{NpyLayout.DescrOf(layout.DType)}' (rows, {layout.Dims}) header";
+            problem = $"{NpyLayout.Describe(header.AsSpan(0, read))} is not the expected '{layout.DType.NpyDescr()}' (rows, {layout.Dims}) header";
             return null;
         }
 

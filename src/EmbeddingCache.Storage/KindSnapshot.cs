@@ -130,7 +130,7 @@ public sealed class KindSnapshot
         if (header.VectorType != DType || header.Shape.Length != 2 || header.Columns != Dims || header.FortranOrder)
         {
             problems.Add($"{name}: header says {header.Descr} ({string.Join(", ", header.Shape)}) fortran_order={header.FortranOrder}; " +
-                         $"the manifest says {(DType == VectorDType.Float16 ? "<f2" : "<f4")} with {Dims} dims in C order");
+                         $"the manifest says {DType.NpyDescr()} with {Dims} dims in C order");
             return;
         }
         long rows = header.Rows;

@@ -122,7 +122,7 @@ public sealed class ModelCache
             throw;
         }
         NativeFile.SyncDirectory(Path.GetDirectoryName(directory)!);
-        StorageLog.CacheCreated(logger, name, descriptor.Dims, NpyLayout.DescrOf(descriptor.DType), descriptor.Fingerprint);
+        StorageLog.CacheCreated(logger, name, descriptor.Dims, descriptor.DType.NpyDescr(), descriptor.Fingerprint);
         return cache;
     }
 
@@ -139,7 +139,7 @@ public sealed class ModelCache
             var layout = new NpyLayout(descriptor.Dims, descriptor.DType);
             long rowsRemoved = _query.Reset(layout).RowsRemoved + _document.Reset(layout).RowsRemoved;
             StorageLog.FingerprintChanged(_logger, Name, current.Fingerprint, descriptor.Fingerprint, current.Dims, descriptor.Dims,
-                NpyLayout.DescrOf(current.DType), NpyLayout.DescrOf(descriptor.DType), rowsRemoved);
+                current.DType.NpyDescr(), descriptor.DType.NpyDescr(), rowsRemoved);
         }
         else if (current.StoreOnly == descriptor.StoreOnly && current.BaseModel == descriptor.BaseModel && current.HuggingFaceUrl == descriptor.HuggingFaceUrl)
         {

@@ -77,7 +77,7 @@ public sealed partial record NpyHeader(string Descr, bool FortranOrder, long[] S
     public static byte[] Format(VectorDType dtype, long rows, int columns)
     {
         string dict = string.Create(CultureInfo.InvariantCulture,
-            $"{{'descr': '{(dtype == VectorDType.Float16 ? "<f2" : "<f4")}', 'fortran_order': False, 'shape': ({rows}, {columns}), }}");
+            $"{{'descr': '{dtype.NpyDescr()}', 'fortran_order': False, 'shape': ({rows}, {columns}), }}");
         int unpadded = 10 + dict.Length + 1;
         int total = (unpadded + 63) / 64 * 64;
         var bytes = new byte[total];

@@ -27,7 +27,7 @@ internal sealed class NpyLayout
         ElementSize = dtype.BytesPerElement();
         RowBytes = dims * ElementSize;
 
-        string prefix = $"{{'descr': '{DescrOf(dtype)}', 'fortran_order': False, 'shape': (";
+        string prefix = $"{{'descr': '{dtype.NpyDescr()}', 'fortran_order': False, 'shape': (";
         int countOffset = PreambleLength + prefix.Length;
         int pad = (CountWidth - (countOffset % CountWidth)) % CountWidth;
         CountOffset = countOffset + pad;
@@ -64,9 +64,6 @@ internal sealed class NpyLayout
 
     /// <summary>File offset of the row-count field; a multiple of 8.</summary>
     public int CountOffset { get; }
-
-    /// <summary>numpy's name for the element type.</summary>
-    public static string DescrOf(VectorDType dtype) => dtype == VectorDType.Float16 ? "<f2" : "<f4";
 
     public static VectorDType? ParseDescr(string? descr) => descr switch
     {

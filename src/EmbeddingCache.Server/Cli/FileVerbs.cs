@@ -250,7 +250,7 @@ internal static class FileVerbs
         return worst >= 0.9999 ? 0 : 1;
     }
 
-    private static string NpyLabel(VectorDType dtype) => dtype == VectorDType.Float16 ? "<f2" : "<f4";
+    private static string NpyLabel(VectorDType dtype) => dtype.NpyDescr();
 
     private static string IdsPathOf(string npyPath) => Path.ChangeExtension(npyPath, null) + ".ids.json";
 

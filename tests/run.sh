@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs what the tests use (Debian's python3 with
-# numpy and msgpack, which is what our users open the cache files with), then builds and runs every test.
+# numpy and msgpack, which is what our users open the cache files with), checks the code style, then builds and
+# runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,12 @@ fi
 
 # The openai npm package at the version of the committed lock file, into tests/openai/node_modules (git-ignored).
 npm ci --prefix tests/openai --no-audit --no-fund --loglevel=error
+
+# The code style .editorconfig sets, checked before any test runs: code the formatter would change fails the run.
+if ! dotnet format EmbeddingCache.sln --verify-no-changes; then
+  echo "The code does not follow .editorconfig; 'dotnet format EmbeddingCache.sln' fixes it." >&2
+  exit 1
+fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -18,7 +18,7 @@ public sealed partial class EmbeddingCacheEngine
     public async Task<RerankResult> RerankAsync(RerankCommand command, CancellationToken cancellationToken)
     {
         ThrowIfStopping();
-        long pairs = ValidateCandidates(command);
+        long pairs = RequestValidation.Rerank(command, options);
         var documents = DistinctDocuments.Of(command.Candidates);
         RequestValidation.RowLimit(documents.Ids.Count, "candidates (distinct document ids)", options);
 
@@ -45,35 +45,6 @@ public sealed partial class EmbeddingCacheEngine
             }
         }
         return ScoreCandidates(command, SimilarityOf(command.Model), checked((int)pairs), documents.RowOfPair, queries, found.Vectors, sources);
-    }
-
-    /// <summary>Checks the shape of the candidate lists and returns how many pairs they hold.</summary>
-    private long ValidateCandidates(RerankCommand command)
-    {
-        if (command.Candidates.Count != command.Queries.Count)
-        {
-            CacheRequestException.ThrowInvalid("candidates",
-                $"candidates has {command.Candidates.Count} entries but queries has {command.Queries.Count}; give one candidate list per query, in query order");
-        }
-        if (command.TopK < 0) CacheRequestException.ThrowInvalid("top_k", "top_k must not be negative");
-        long pairs = 0;
-        for (int q = 0; q < command.Candidates.Count; q++)
-        {
-            var candidates = command.Candidates[q];
-            if (candidates.Texts.Count != 0 && candidates.Texts.Count != candidates.Ids.Count)
-            {
-                CacheRequestException.ThrowInvalid($"candidates[{q}].texts",
-                    $"candidates[{q}] has {candidates.Ids.Count} ids but {candidates.Texts.Count} texts; give one text per id (empty for none), or no texts");
-            }
-            RequestValidation.Ids(candidates.Ids, options);
-            pairs += candidates.Ids.Count;
-        }
-        if (pairs > options.MaxScoresPerRequest)
-        {
-            CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
-                $"the candidate lists hold {pairs} query x document pairs; at most {options.MaxScoresPerRequest} are allowed per request: split the queries, or raise {EngineOptions.SettingName(nameof(EngineOptions.MaxScoresPerRequest))}");
-        }
-        return pairs;
     }
 
     private static RerankResult ScoreCandidates(

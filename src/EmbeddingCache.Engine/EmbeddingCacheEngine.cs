@@ -13,11 +13,19 @@ namespace EmbeddingCache.Engine;
 /// </summary>
 public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
 {
+    /// <summary>
+    /// Embeds of one stream (an EmbedStream call, a warm run) computed at once and answered in order: enough to keep
+    /// the batcher fed, few enough to bound memory.
+    /// </summary>
+    public const int StreamWindow = 4;
+
     private readonly EngineOptions options;
     private readonly ArtifactsRoot root;
     private readonly ModelCatalog catalog;
     private readonly VerifySamples samples;
     private readonly ILogger logger;
+    // Vectors being computed, by model, kind and key: a text missed by several requests at once is computed once.
+    private readonly SingleFlight<(ServedModel Model, VectorKind Kind, ContentKey Key), float[]> computing = new();
     private volatile bool stopping;
     private readonly Lazy<Task> cachesOpened;
 
@@ -105,16 +113,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     public async Task<LookupResult> EmbedAsync(EmbedCommand command, CancellationToken cancellationToken, bool sentAsReply = true)
     {
         ThrowIfStopping();
-        RequestValidation.Texts(command.Texts, options);
-        if (command.Ids.Count != 0)
-        {
-            if (command.Ids.Count != command.Texts.Count)
-            {
-                CacheRequestException.ThrowInvalid("ids",
-                    $"ids has {command.Ids.Count} entries but texts has {command.Texts.Count}; give one id per text, or none");
-            }
-            RequestValidation.Ids(command.Ids, options);
-        }
+        RequestValidation.Embed(command, options);
         long started = Stopwatch.GetTimestamp();
         var (model, store, generation) = await ResolveAsync(command.Model, command.Kind, cancellationToken).ConfigureAwait(false);
         int count = command.Texts.Count;
@@ -195,12 +194,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     public async Task<LookupResult> GetAsync(GetCommand command, CancellationToken cancellationToken, bool sentAsReply = true)
     {
         ThrowIfStopping();
-        if (command.Ids.Count != 0 && command.Texts.Count != 0)
-        {
-            CacheRequestException.ThrowInvalid("ids", "give either ids or texts, not both");
-        }
-        RequestValidation.Ids(command.Ids, options);
-        RequestValidation.Texts(command.Texts, options);
+        RequestValidation.Get(command, options);
         long started = Stopwatch.GetTimestamp();
         var (model, store, _) = await ResolveAsync(command.Model, command.Kind, cancellationToken).ConfigureAwait(false);
         int count = command.Ids.Count + command.Texts.Count;
@@ -229,39 +223,10 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     public async Task<int> PutAsync(PutCommand command, CancellationToken cancellationToken)
     {
         ThrowIfStopping();
-        if (command.Ids.Count == 0 && command.Texts.Count == 0)
-        {
-            CacheRequestException.ThrowInvalid("ids", "give ids and/or texts, one per vector row, to store the vectors under");
-        }
-        foreach (var (field, entries) in new[] { ("ids", command.Ids), ("texts", command.Texts) })
-        {
-            if (entries.Count != 0 && entries.Count != command.Count)
-            {
-                CacheRequestException.ThrowInvalid(field,
-                    $"{field} has {entries.Count} entries but vectors.count is {command.Count}; give one per row");
-            }
-        }
-        RequestValidation.Ids(command.Ids, options);
-        RequestValidation.Texts(command.Texts, options);
-        if (command.Dims < 1 || command.Dims > options.MaxDims)
-        {
-            CacheRequestException.ThrowInvalid("vectors.dims", $"vectors.dims is {command.Dims}; it must be between 1 and {options.MaxDims} ({EngineOptions.SettingName(nameof(EngineOptions.MaxDims))})");
-        }
-        long expectedBytes = (long)command.Count * command.Dims * command.DType.BytesPerElement();
-        if (command.Data.Length != expectedBytes)
-        {
-            CacheRequestException.ThrowInvalid("vectors.data",
-                $"vectors.data has {command.Data.Length} bytes but count {command.Count} x dims {command.Dims} x " +
-                $"{command.DType.BytesPerElement()} bytes ({command.DType}) is {expectedBytes}");
-        }
-        var rows = RequestValidation.FiniteRows(command.Data.Span, command.Count, command.Dims, command.DType);
+        var rows = RequestValidation.Put(command, options);
 
         var model = await catalog.GetOrCreateStoreOnlyAsync(command.Model, command.Dims, command.DType, cancellationToken).ConfigureAwait(false);
-        if (model.Cache.Dims != command.Dims)
-        {
-            CacheRequestException.ThrowInvalid("vectors.dims",
-                $"model '{model.Name}' has {model.Cache.Dims} dims but the vectors have {command.Dims}");
-        }
+        RequestValidation.PutDims(model.Name, model.Cache.Dims, command.Dims);
         var batch = new RowBatch(command.Dims, command.Count);
         for (int i = 0; i < command.Count; i++)
         {
@@ -282,19 +247,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     public async Task<ScoreResult> ScoreAsync(ScoreCommand command, CancellationToken cancellationToken)
     {
         ThrowIfStopping();
-        if (command.DocumentIds.Count != 0 && command.DocumentTexts.Count != 0 && command.DocumentIds.Count != command.DocumentTexts.Count)
-        {
-            CacheRequestException.ThrowInvalid("document_ids",
-                $"document_ids has {command.DocumentIds.Count} entries but document_texts has {command.DocumentTexts.Count}; give one id per text, or only one of them");
-        }
-        if (command.TopK < 0) CacheRequestException.ThrowInvalid("top_k", "top_k must not be negative");
-        int documentCount = Math.Max(command.DocumentIds.Count, command.DocumentTexts.Count);
-        long pairs = (long)command.Queries.Count * documentCount;
-        if (pairs > options.MaxScoresPerRequest)
-        {
-            CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
-                $"{command.Queries.Count} queries x {documentCount} documents is {pairs} scores; at most {options.MaxScoresPerRequest} are allowed per request: split the queries, or raise {EngineOptions.SettingName(nameof(EngineOptions.MaxScoresPerRequest))}");
-        }
+        int documentCount = RequestValidation.Score(command, options);
 
         using var queries = await EmbedAsync(
             new EmbedCommand(command.Model, VectorKind.Query, command.Queries, [], VectorDType.Float32, CacheOnly: false),
@@ -410,7 +363,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     /// as one group. A cancelled request drops its unstarted work, so whoever waited on it computes the key
     /// itself; a saturated encoder fails the waiters too. The timings are those of this request's own group.
     /// </summary>
-    private static async Task<(float[][] Vectors, EncodingTimings Timings)> ComputeOnceAsync(
+    private async Task<(float[][] Vectors, EncodingTimings Timings)> ComputeOnceAsync(
         ServedModel model, VectorKind kind, (ContentKey Key, string Input)[] misses, CancellationToken cancellationToken)
     {
         var results = new Task<float[]>[misses.Length];
@@ -418,15 +371,9 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         for (int m = 0; m < misses.Length; m++)
         {
             var promise = new TaskCompletionSource<float[]>(TaskCreationOptions.RunContinuationsAsynchronously);
-            var key = (kind, misses[m].Key);
-            var inFlight = model.InFlight.GetOrAdd(key, promise.Task);
-            // A cancelled computation whose owner has not yet removed it: take its place rather than wait on it.
-            while (inFlight != promise.Task && inFlight.IsCanceled)
-            {
-                inFlight = model.InFlight.TryUpdate(key, promise.Task, inFlight) ? promise.Task : model.InFlight.GetOrAdd(key, promise.Task);
-            }
-            if (inFlight == promise.Task) mine.Add((m, promise));
-            results[m] = inFlight;
+            var flight = computing.Join((model, kind, misses[m].Key), promise);
+            if (flight == promise.Task) mine.Add((m, promise));
+            results[m] = flight;
         }
         EncodingTimings timings = default;
         if (mine.Count > 0)
@@ -449,7 +396,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         return (vectors, timings);
     }
 
-    private static async Task<EncodingTimings> ComputeAndPublishAsync(
+    private async Task<EncodingTimings> ComputeAndPublishAsync(
         ServedModel model, VectorKind kind, (ContentKey Key, string Input)[] misses,
         List<(int Index, TaskCompletionSource<float[]> Promise)> mine, CancellationToken cancellationToken)
     {
@@ -485,7 +432,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         }
         finally
         {
-            foreach (var (index, promise) in mine) model.InFlight.TryRemove(new((kind, misses[index].Key), promise.Task));
+            foreach (var (index, promise) in mine) computing.Land((model, kind, misses[index].Key), promise.Task);
         }
     }
 

@@ -5,7 +5,7 @@ namespace EmbeddingCache.Engine;
 
 /// <summary>
 /// Every setting of the cache engine, with its default. To add one: give it a property here with the
-/// default on it, validate it in <see cref="Validate"/>, and say in its doc what the default means.
+/// default on it, check it in <see cref="Problems"/>, and say in its doc what the default means.
 /// </summary>
 public sealed class EngineOptions
 {
@@ -53,23 +53,64 @@ public sealed class EngineOptions
     /// <summary>Smallest reply limit allowed: health, ListModels and error replies must always fit.</summary>
     public const int MinSendMessageBytes = 4096;
 
-    /// <summary>How a person sets <paramref name="property"/>, for messages that tell them which setting to raise.</summary>
-    public static string SettingName(string property) => $"EmbeddingCache:{property}";
+    /// <summary>The configuration section a person sets these options in (see <see cref="SettingName"/>).</summary>
+    public const string Section = "EmbeddingCache";
 
-    /// <summary>Null when the options are usable, otherwise what is wrong.</summary>
-    public string? Validate()
+    /// <summary>How a person sets <paramref name="property"/>, for messages that tell them which setting to raise.</summary>
+    public static string SettingName(string property) => $"{Section}:{property}";
+
+    /// <summary>
+    /// Every setting out of range, this class's and its <see cref="Storage"/> and <see cref="Encoder"/> settings',
+    /// each as "<c>EmbeddingCache:Setting is value; it must be …</c>", so that a person reading it knows which
+    /// setting to change and to what. Empty when the options are usable.
+    /// </summary>
+    public IEnumerable<string> Problems()
     {
-        if (string.IsNullOrWhiteSpace(ArtifactsDirectory)) return "ArtifactsDirectory is empty";
-        if (MaxRowsPerRequest < 1) return "MaxRowsPerRequest must be at least 1";
-        if (MaxTextLength < 1) return "MaxTextLength must be at least 1";
-        if (MaxIdLength < 1) return "MaxIdLength must be at least 1";
-        if (MaxDims < 1) return "MaxDims must be at least 1";
-        if (MaxScoresPerRequest < 1) return "MaxScoresPerRequest must be at least 1";
-        if (MaxSendMessageBytes < MinSendMessageBytes) return $"MaxSendMessageBytes must be at least {MinSendMessageBytes}";
+        var own = OwnProblems();
+        var storage = Storage.Problems().Select(problem => $"{nameof(Storage)}:{problem}");
+        var encoder = Encoder.Problems().Select(problem => $"{nameof(Encoder)}:{problem}");
+        return own.Concat(storage).Concat(encoder).Select(SettingName);
+    }
+
+    /// <summary>Null when the options are usable, otherwise the first of <see cref="Problems"/>.</summary>
+    public string? Validate() => Problems().FirstOrDefault();
+
+    private IEnumerable<string> OwnProblems()
+    {
+        if (string.IsNullOrWhiteSpace(ArtifactsDirectory))
+        {
+            yield return $"{nameof(ArtifactsDirectory)} is empty; it must name a directory";
+        }
+        if (MaxRowsPerRequest < 1)
+        {
+            yield return $"{nameof(MaxRowsPerRequest)} is {MaxRowsPerRequest}; it must be at least 1";
+        }
+        if (MaxTextLength < 1)
+        {
+            yield return $"{nameof(MaxTextLength)} is {MaxTextLength}; it must be at least 1";
+        }
+        if (MaxIdLength < 1)
+        {
+            yield return $"{nameof(MaxIdLength)} is {MaxIdLength}; it must be at least 1";
+        }
+        if (MaxDims < 1)
+        {
+            yield return $"{nameof(MaxDims)} is {MaxDims}; it must be at least 1";
+        }
+        if (MaxScoresPerRequest < 1)
+        {
+            yield return $"{nameof(MaxScoresPerRequest)} is {MaxScoresPerRequest}; it must be at least 1";
+        }
+        if (MaxSendMessageBytes < MinSendMessageBytes)
+        {
+            yield return $"{nameof(MaxSendMessageBytes)} is {MaxSendMessageBytes}; it must be at least {MinSendMessageBytes}";
+        }
         foreach (var model in PreloadModels)
         {
-            if (ModelName.Problem(model) is { } problem) return $"PreloadModels: {problem}";
+            if (ModelName.Problem(model) is { } problem)
+            {
+                yield return $"{nameof(PreloadModels)} holds '{model}': {problem}";
+            }
         }
-        return null;
     }
 }

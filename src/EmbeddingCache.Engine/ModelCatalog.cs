@@ -52,7 +52,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
         names.UnionWith(root.ListCaches());
         foreach (var dir in Directory.EnumerateDirectories(root.ModelsDirectory))
         {
-            string name = Path.GetFileName(dir);
+            var name = Path.GetFileName(dir);
             if (ModelName.Problem(name) is null) names.Add(name);
         }
         return [.. names];
@@ -83,9 +83,9 @@ internal sealed class ModelCatalog : IAsyncDisposable
 
     private void MarkChanged(string path)
     {
-        string relative = Path.GetRelativePath(root.ModelsDirectory, path);
-        int separator = relative.IndexOf(Path.DirectorySeparatorChar);
-        string name = separator < 0 ? relative : relative[..separator];
+        var relative = Path.GetRelativePath(root.ModelsDirectory, path);
+        var separator = relative.IndexOf(Path.DirectorySeparatorChar);
+        var name = separator < 0 ? relative : relative[..separator];
         ReloadOnNextUse(name);
     }
 
@@ -123,7 +123,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
 
     private ServedModel Load(string name, ServedModel? current, StoreOnlyShape? storeOnly)
     {
-        string folder = Path.Combine(root.ModelsDirectory, name);
+        var folder = Path.Combine(root.ModelsDirectory, name);
         if (BuiltInModels.IsBuiltIn(name) || Directory.Exists(folder))
         {
             return LoadFolder(name, folder, current);
@@ -222,7 +222,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
     {
         var asked = settings.StoreFloat16 ? VectorDType.Float16 : VectorDType.Float32;
         if (sameModelCache is null || sameModelCache.DType == asked) return asked;
-        long rows = sameModelCache[VectorKind.Query].RowCount + sameModelCache[VectorKind.Document].RowCount;
+        var rows = sameModelCache[VectorKind.Query].RowCount + sameModelCache[VectorKind.Document].RowCount;
         if (rows == 0) return asked;
         logger.StorageDTypeKept(name, NpyName(asked), rows, NpyName(sameModelCache.DType));
         return sameModelCache.DType;

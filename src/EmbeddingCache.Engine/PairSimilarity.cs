@@ -18,7 +18,7 @@ internal static class PairSimilarity
         switch (measure)
         {
             case SimilarityFunction.Cosine:
-                float denominator = aNorm * bNorm;
+                var denominator = aNorm * bNorm;
                 return denominator == 0 ? 0 : TensorPrimitives.Dot(a, b) / denominator;
             case SimilarityFunction.Dot:
                 return TensorPrimitives.Dot(a, b);

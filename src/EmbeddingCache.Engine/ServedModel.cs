@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using EmbeddingCache.Inference;
 using EmbeddingCache.Storage;
@@ -40,16 +39,12 @@ internal sealed class ServedModel : IAsyncDisposable
     public ModelCache Cache { get; }
     public ModelDefinition? Definition { get; }
     public bool CanCompute => Definition is not null;
-    public bool EncoderLoaded => Volatile.Read(ref batcher) is not null;
     public string Fingerprint => Definition?.Fingerprint ?? Cache.Fingerprint;
     public long Hits => Interlocked.Read(ref hits);
     public long Misses => Interlocked.Read(ref misses);
 
     /// <summary>Set before the cache is reset for a changed model: a request that sees it looks the model up again.</summary>
     public bool Retired => retired;
-
-    /// <summary>Vectors being computed right now, by kind and key, so that a key in flight twice is computed once.</summary>
-    public ConcurrentDictionary<(VectorKind Kind, ContentKey Key), Task<float[]>> InFlight { get; } = new();
 
     /// <summary>The exact string fed to the tokenizer (and hashed into the content key) for a text of a kind.</summary>
     public string TokenizerInput(VectorKind kind, string text)

@@ -13,15 +13,15 @@ internal static class SimilarityScorer
     public static float[] Matrix(ReadOnlySpan<float> queries, ReadOnlySpan<float> documents, int dims, SimilarityFunction similarity)
     {
         var scratch = new float[dims];
-        int queryCount = queries.Length / dims;
-        int documentCount = documents.Length / dims;
+        var queryCount = queries.Length / dims;
+        var documentCount = documents.Length / dims;
         var documentNorms = Norms(documents, dims);
         var scores = new float[queryCount * documentCount];
-        for (int q = 0; q < queryCount; q++)
+        for (var q = 0; q < queryCount; q++)
         {
             var query = queries.Slice(q * dims, dims);
-            float queryNorm = TensorPrimitives.Norm(query);
-            for (int d = 0; d < documentCount; d++)
+            var queryNorm = TensorPrimitives.Norm(query);
+            for (var d = 0; d < documentCount; d++)
             {
                 scores[q * documentCount + d] = PairSimilarity.Score(similarity, query, queryNorm, documents.Slice(d * dims, dims), documentNorms[d], scratch);
             }
@@ -35,15 +35,15 @@ internal static class SimilarityScorer
         k = Math.Min(k, scores.Length);
         // A min-heap of the best k so far: O(n log k) rather than sorting every score.
         var best = new PriorityQueue<int, (float Score, int NegativeIndex)>(k + 1);
-        for (int i = 0; i < scores.Length; i++)
+        for (var i = 0; i < scores.Length; i++)
         {
             best.Enqueue(i, (scores[i], -i));
             if (best.Count > k) best.Dequeue();
         }
         var top = new (int, float)[best.Count];
-        for (int i = top.Length - 1; i >= 0; i--)
+        for (var i = top.Length - 1; i >= 0; i--)
         {
-            int index = best.Dequeue();
+            var index = best.Dequeue();
             top[i] = (index, scores[index]);
         }
         return top;
@@ -52,7 +52,7 @@ internal static class SimilarityScorer
     private static float[] Norms(ReadOnlySpan<float> rows, int dims)
     {
         var norms = new float[rows.Length / dims];
-        for (int r = 0; r < norms.Length; r++) norms[r] = TensorPrimitives.Norm(rows.Slice(r * dims, dims));
+        for (var r = 0; r < norms.Length; r++) norms[r] = TensorPrimitives.Norm(rows.Slice(r * dims, dims));
         return norms;
     }
 }

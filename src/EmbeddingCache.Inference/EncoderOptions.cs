@@ -56,41 +56,48 @@ public sealed class EncoderOptions
 
     internal int EffectiveIntraOpThreads => IntraOpThreads > 0 ? IntraOpThreads : Math.Max(1, Environment.ProcessorCount / EffectiveConcurrentBatches);
 
-    internal void Validate()
+    /// <summary>
+    /// Every setting out of range, each as "<c>Setting is value; it must be …</c>", so that a person reading it
+    /// knows which setting to change and to what. Empty when the options are usable.
+    /// </summary>
+    public IEnumerable<string> Problems()
     {
         if (ConcurrentBatches < 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(ConcurrentBatches), ConcurrentBatches, "Must be 0 (one per core, up to 2) or more.");
+            yield return $"{nameof(ConcurrentBatches)} is {ConcurrentBatches}; it must be 0 (one per core, up to 2) or more";
         }
-
         if (IntraOpThreads < 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(IntraOpThreads), IntraOpThreads, "Must be 0 (the cores shared among the concurrent batches) or more.");
+            yield return $"{nameof(IntraOpThreads)} is {IntraOpThreads}; it must be 0 (the cores shared among the concurrent batches) or more";
         }
-
         if (TokenBudget < 1)
         {
-            throw new ArgumentOutOfRangeException(nameof(TokenBudget), TokenBudget, "Must be positive.");
+            yield return $"{nameof(TokenBudget)} is {TokenBudget}; it must be at least 1";
         }
-
         if (MaxBatchSize < 1)
         {
-            throw new ArgumentOutOfRangeException(nameof(MaxBatchSize), MaxBatchSize, "Must be positive.");
+            yield return $"{nameof(MaxBatchSize)} is {MaxBatchSize}; it must be at least 1";
         }
-
         if (MaxBatchDelay < TimeSpan.Zero)
         {
-            throw new ArgumentOutOfRangeException(nameof(MaxBatchDelay), MaxBatchDelay, "Must not be negative.");
+            yield return $"{nameof(MaxBatchDelay)} is {MaxBatchDelay}; it must not be negative";
         }
-
         if (MaxQueuedTexts < 1)
         {
-            throw new ArgumentOutOfRangeException(nameof(MaxQueuedTexts), MaxQueuedTexts, "Must be positive.");
+            yield return $"{nameof(MaxQueuedTexts)} is {MaxQueuedTexts}; it must be at least 1";
         }
-
         if (MaxQueueWait < TimeSpan.Zero)
         {
-            throw new ArgumentOutOfRangeException(nameof(MaxQueueWait), MaxQueueWait, "Must not be negative.");
+            yield return $"{nameof(MaxQueueWait)} is {MaxQueueWait}; it must not be negative";
+        }
+    }
+
+    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> with the first of <see cref="Problems"/>.</summary>
+    internal void Validate()
+    {
+        if (Problems().FirstOrDefault() is { } problem)
+        {
+            throw new ArgumentOutOfRangeException(paramName: null, problem);
         }
     }
 }

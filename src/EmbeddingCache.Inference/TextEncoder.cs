@@ -32,10 +32,8 @@ public sealed class TextEncoder : IDisposable
     private readonly string[] _outputNames;
     private readonly bool _outputIsPooled;
     private readonly int _outputDims;
-    private long _texts;
     private long _tokens;
     private long _paddedTokens;
-    private long _inferenceTicks;
     private volatile bool _disposed;
 
     private TextEncoder(ModelDefinition model, InferenceSession session, WordPieceTokenizer tokenizer, EncoderOptions options, string[] inputNames, string outputName, bool outputIsPooled, int outputDims)
@@ -64,17 +62,11 @@ public sealed class TextEncoder : IDisposable
     /// <summary>The most tokens a text is given, [CLS] and [SEP] included.</summary>
     public int MaxTokens => _tokenizer.MaxTokens;
 
-    /// <summary>Texts encoded so far.</summary>
-    public long TextsEncoded => Interlocked.Read(ref _texts);
-
     /// <summary>Real tokens (no padding) encoded so far.</summary>
     public long TokensEncoded => Interlocked.Read(ref _tokens);
 
     /// <summary>Token positions run through the model so far, padding included; with <see cref="TokensEncoded"/> it shows the padding waste.</summary>
     public long PaddedTokensEncoded => Interlocked.Read(ref _paddedTokens);
-
-    /// <summary>Time spent inside ONNX Runtime so far.</summary>
-    public TimeSpan InferenceTime => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _inferenceTicks));
 
     /// <summary>Opens the model's ONNX session and tokenizer.</summary>
     /// <exception cref="ModelFolderException">The ONNX file or the tokenizer cannot be used; the message names the file.</exception>
@@ -210,53 +202,38 @@ public sealed class TextEncoder : IDisposable
             return;
         }
 
-        var tokenized = ArrayPool<TokenizedText>.Shared.Rent(count);
-        var order = ArrayPool<int>.Shared.Rent(count);
-        var lengths = ArrayPool<int>.Shared.Rent(count);
+        var tokenized = new TokenizedText[count];
+        var lengths = new int[count];
+        for (var i = 0; i < count; i++)
+        {
+            tokenized[i] = Tokenize(texts[i]);
+            lengths[i] = tokenized[i].Length;
+        }
+
+        var batches = BatchPlanner.Plan(lengths, _options.TokenBudget, _options.MaxBatchSize);
+        var batch = ArrayPool<TokenizedText>.Shared.Rent(Math.Min(count, _options.MaxBatchSize));
+        var rows = ArrayPool<float>.Shared.Rent(Math.Min(count, _options.MaxBatchSize) * Dims);
         try
         {
-            for (var i = 0; i < count; i++)
+            foreach (var members in batches)
             {
-                tokenized[i] = Tokenize(texts[i]);
-                order[i] = i;
-                lengths[i] = tokenized[i].Length;
-            }
-
-            Array.Sort(lengths, order, 0, count);
-            var batch = ArrayPool<TokenizedText>.Shared.Rent(Math.Min(count, _options.MaxBatchSize));
-            var rows = ArrayPool<float>.Shared.Rent(Math.Min(count, _options.MaxBatchSize) * Dims);
-            try
-            {
-                for (var start = 0; start < count;)
+                for (var i = 0; i < members.Length; i++)
                 {
-                    var size = BatchPlanner.NextBatchSize(lengths.AsSpan(start, count - start), _options.TokenBudget, _options.MaxBatchSize);
-                    for (var i = 0; i < size; i++)
-                    {
-                        batch[i] = tokenized[order[start + i]];
-                    }
-
-                    EncodeBatch(batch.AsSpan(0, size), rows.AsSpan(0, size * Dims));
-                    for (var i = 0; i < size; i++)
-                    {
-                        rows.AsSpan(i * Dims, Dims).CopyTo(output.Slice(order[start + i] * Dims, Dims));
-                    }
-
-                    start += size;
+                    batch[i] = tokenized[members[i]];
                 }
-            }
-            finally
-            {
-                Array.Clear(batch);
-                ArrayPool<TokenizedText>.Shared.Return(batch);
-                ArrayPool<float>.Shared.Return(rows);
+
+                EncodeBatch(batch.AsSpan(0, members.Length), rows.AsSpan(0, members.Length * Dims));
+                for (var i = 0; i < members.Length; i++)
+                {
+                    rows.AsSpan(i * Dims, Dims).CopyTo(output.Slice(members[i] * Dims, Dims));
+                }
             }
         }
         finally
         {
-            Array.Clear(tokenized, 0, count);
-            ArrayPool<TokenizedText>.Shared.Return(tokenized);
-            ArrayPool<int>.Shared.Return(order);
-            ArrayPool<int>.Shared.Return(lengths);
+            Array.Clear(batch);
+            ArrayPool<TokenizedText>.Shared.Return(batch);
+            ArrayPool<float>.Shared.Return(rows);
         }
     }
 
@@ -324,7 +301,6 @@ public sealed class TextEncoder : IDisposable
             types?.AsSpan(0, cells).Clear();
             long[] inputShape = [rows, width];
             long[] outputShape = _outputIsPooled ? [rows, _outputDims] : [rows, width, _outputDims];
-            var started = Stopwatch.GetTimestamp();
             using (var idsValue = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, ids.AsMemory(0, cells), inputShape))
             using (var maskValue = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, mask.AsMemory(0, cells), inputShape))
             using (var typesValue = types is null ? null : OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, types.AsMemory(0, cells), inputShape))
@@ -334,9 +310,7 @@ public sealed class TextEncoder : IDisposable
                 _session.Run(_runOptions, _inputNames, inputs, _outputNames, [outputValue]);
             }
 
-            Interlocked.Add(ref _inferenceTicks, Stopwatch.GetTimestamp() - started);
             Pool(hidden.AsSpan(0, outputLength), batch, width, output);
-            Interlocked.Add(ref _texts, rows);
             Interlocked.Add(ref _tokens, realTokens);
             Interlocked.Add(ref _paddedTokens, cells);
         }

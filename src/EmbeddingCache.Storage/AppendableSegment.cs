@@ -55,15 +55,15 @@ internal sealed class AppendableSegment : Segment, IDisposable
     /// </summary>
     public static AppendableSegment Create(string directory, int number, NpyLayout layout, int capacity, bool sync)
     {
-        string npyPath = Path.Combine(directory, NpyName(number));
-        string sidecarPath = Path.Combine(directory, SidecarName(number));
-        string temporary = npyPath + AtomicFile.TemporarySuffix;
-        bool published = false;
+        var npyPath = Path.Combine(directory, NpyName(number));
+        var sidecarPath = Path.Combine(directory, SidecarName(number));
+        var temporary = npyPath + AtomicFile.TemporarySuffix;
+        var published = false;
         try
         {
             using (SafeFileHandle handle = OpenForWrite(temporary, FileMode.Create))
             {
-                byte[] header = new byte[layout.HeaderLength];
+                var header = new byte[layout.HeaderLength];
                 layout.WriteHeader(header, 0);
                 RandomAccess.Write(handle, header, 0);
                 RandomAccess.SetLength(handle, layout.FileLength(capacity));

@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 
 namespace EmbeddingCache.Storage;
@@ -8,11 +7,8 @@ namespace EmbeddingCache.Storage;
 /// Caches are recovered lazily, on first use, from their sidecars only; opening the root reads no vectors.
 /// Dispose finishes queued appends, writes manifests, releases mappings and the lock.
 /// </summary>
-public sealed partial class ArtifactsRoot : IDisposable
+public sealed class ArtifactsRoot : IDisposable
 {
-    /// <summary>Longest accepted model name (it becomes a folder name).</summary>
-    public const int MaxModelNameLength = 128;
-
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
     private readonly RootLock _lock;
@@ -59,7 +55,7 @@ public sealed partial class ArtifactsRoot : IDisposable
             throw new PlatformNotSupportedException("The .npy segments are little-endian and mapped as they are; big-endian machines are not supported.");
         }
 
-        string root = Path.GetFullPath(rootDirectory);
+        var root = Path.GetFullPath(rootDirectory);
         Directory.CreateDirectory(root);
         var copy = new StorageOptions { Durability = options.Durability, SegmentRows = options.SegmentRows, WarmBytesPerSecond = options.WarmBytesPerSecond };
         ILogger logger = loggerFactory.CreateLogger("EmbeddingCache.Storage");
@@ -80,9 +76,8 @@ public sealed partial class ArtifactsRoot : IDisposable
         }
     }
 
-    /// <summary>True for a name that can be a model (and folder) name: <c>[A-Za-z0-9][A-Za-z0-9._-]*</c>, no <c>..</c>, at most 128 characters.</summary>
-    public static bool IsValidModelName(string? model) =>
-        model is { Length: > 0 and <= MaxModelNameLength } && ModelNamePattern().IsMatch(model) && !model.Contains("..", StringComparison.Ordinal);
+    /// <summary>True for a name that can be a model (and folder) name, by <see cref="ModelNameRule"/>.</summary>
+    public static bool IsValidModelName(string? model) => ModelNameRule.Problem(model) is null;
 
     /// <summary>Names of the folders under <c>embeddings/</c> that hold a cache, in ordinal order.</summary>
     public IReadOnlyList<string> ListCaches()
@@ -91,9 +86,9 @@ public sealed partial class ArtifactsRoot : IDisposable
         {
             ThrowIfDisposed();
             var names = new SortedSet<string>(_caches.Keys, StringComparer.Ordinal);
-            foreach (string folder in Directory.EnumerateDirectories(EmbeddingsDirectory))
+            foreach (var folder in Directory.EnumerateDirectories(EmbeddingsDirectory))
             {
-                string name = Path.GetFileName(folder);
+                var name = Path.GetFileName(folder);
                 if (IsValidModelName(name) && File.Exists(Path.Combine(folder, CacheManifest.FileName)))
                 {
                     names.Add(name);
@@ -134,7 +129,7 @@ public sealed partial class ArtifactsRoot : IDisposable
                 return existing;
             }
 
-            string directory = Path.Combine(EmbeddingsDirectory, model);
+            var directory = Path.Combine(EmbeddingsDirectory, model);
             if (Directory.Exists(directory))
             {
                 SetAsideVectorsOfUnknownOrigin(model, directory);
@@ -174,14 +169,14 @@ public sealed partial class ArtifactsRoot : IDisposable
             return cache;
         }
 
-        string directory = Path.Combine(EmbeddingsDirectory, model);
+        var directory = Path.Combine(EmbeddingsDirectory, model);
         if (!Directory.Exists(directory))
         {
             return null;
         }
 
-        string manifestPath = Path.Combine(directory, CacheManifest.FileName);
-        CacheManifest? manifest = CacheManifest.TryRead(manifestPath, model, out string? problem);
+        var manifestPath = Path.Combine(directory, CacheManifest.FileName);
+        CacheManifest? manifest = CacheManifest.TryRead(manifestPath, model, out var problem);
         if (problem is not null)
         {
             Quarantine.Move(directory, model, "cache", manifestPath, $"manifest {problem}; the cache's vectors are set aside when it is next created", _logger);
@@ -205,7 +200,7 @@ public sealed partial class ArtifactsRoot : IDisposable
     {
         foreach (VectorKind kind in (ReadOnlySpan<VectorKind>)[VectorKind.Query, VectorKind.Document])
         {
-            string kindDirectory = Path.Combine(directory, kind.Name());
+            var kindDirectory = Path.Combine(directory, kind.Name());
             if (!Directory.Exists(kindDirectory))
             {
                 continue;
@@ -229,11 +224,8 @@ public sealed partial class ArtifactsRoot : IDisposable
         if (!IsValidModelName(model))
         {
             throw new ArgumentException(
-                $"'{model}' is not a model name: use letters, digits, '.', '_' and '-', starting with a letter or digit, no '..', at most {MaxModelNameLength} characters.",
+                $"'{model}' is not a model name: use letters, digits, '.', '_' and '-', starting with a letter or digit, no '..', at most {ModelNameRule.MaxLength} characters.",
                 nameof(model));
         }
     }
-
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]*$", RegexOptions.CultureInvariant)]
-    private static partial Regex ModelNamePattern();
 }

@@ -12,8 +12,8 @@ internal static class AtomicFile
 
     public static void Write(string path, ReadOnlySpan<byte> content, bool sync)
     {
-        string directory = Path.GetDirectoryName(path) ?? ".";
-        string temporary = path + TemporarySuffix;
+        var directory = Path.GetDirectoryName(path) ?? ".";
+        var temporary = path + TemporarySuffix;
         try
         {
             using (var handle = File.OpenHandle(temporary, FileMode.Create, FileAccess.Write, FileShare.None))

@@ -23,18 +23,18 @@ public readonly record struct ContentKey(ulong High, ulong Low)
     public static ContentKey FromText(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        int maxBytes = Encoding.UTF8.GetMaxByteCount(text.Length);
+        var maxBytes = Encoding.UTF8.GetMaxByteCount(text.Length);
         if (maxBytes <= StackUtf8Limit)
         {
             Span<byte> utf8 = stackalloc byte[StackUtf8Limit];
-            int length = Encoding.UTF8.GetBytes(text, utf8);
+            var length = Encoding.UTF8.GetBytes(text, utf8);
             return FromUtf8(utf8[..length]);
         }
 
-        byte[] rented = ArrayPool<byte>.Shared.Rent(Encoding.UTF8.GetByteCount(text));
+        var rented = ArrayPool<byte>.Shared.Rent(Encoding.UTF8.GetByteCount(text));
         try
         {
-            int length = Encoding.UTF8.GetBytes(text, rented);
+            var length = Encoding.UTF8.GetBytes(text, rented);
             return FromUtf8(rented.AsSpan(0, length));
         }
         finally

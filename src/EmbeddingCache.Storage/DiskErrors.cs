@@ -43,7 +43,7 @@ internal static class DiskErrors
     [DoesNotReturn]
     public static void ThrowForErrno(int errno, string operation, string path)
     {
-        string message = $"{operation} failed on '{Path.GetFileName(path)}' (errno {errno}).";
+        var message = $"{operation} failed on '{Path.GetFileName(path)}' (errno {errno}).";
         if (IsDiskFullCode(errno))
         {
             throw new StorageFullException(message + " The disk is full.");

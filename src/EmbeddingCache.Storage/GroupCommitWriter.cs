@@ -224,10 +224,10 @@ internal sealed class GroupCommitWriter
                 continue;
             }
 
-            for (int i = 0; i < batch.Count; i++)
+            for (var i = 0; i < batch.Count; i++)
             {
                 ContentKey? key = batch.KeyAt(i);
-                string? id = batch.IdAt(i);
+                var id = batch.IdAt(i);
                 ContentKey? idKey = id is null ? null : IdKey.FromId(id);
                 if (pending.Mode == AppendMode.IfAbsent && IsStored(generation, key, idKey))
                 {
@@ -255,13 +255,13 @@ internal sealed class GroupCommitWriter
     {
         if (key is { } k)
         {
-            if (!TryLocate(_groupKeys, generation.Keys, k, out long keyLocation))
+            if (!TryLocate(_groupKeys, generation.Keys, k, out var keyLocation))
             {
                 return false;
             }
 
             // Same key under another id (or an id now pointing elsewhere): write, so the id finds this vector.
-            return idKey is not { } ik || (TryLocate(_groupIds, generation.Ids, ik, out long idLocation) && idLocation == keyLocation);
+            return idKey is not { } ik || (TryLocate(_groupIds, generation.Ids, ik, out var idLocation) && idLocation == keyLocation);
         }
 
         return idKey is { } onlyId && TryLocate(_groupIds, generation.Ids, onlyId, out _);
@@ -274,7 +274,7 @@ internal sealed class GroupCommitWriter
             return true;
         }
 
-        bool found = committed.TryGetValue(key, out uint committedLocation);
+        var found = committed.TryGetValue(key, out var committedLocation);
         location = committedLocation;
         return found;
     }
@@ -282,7 +282,7 @@ internal sealed class GroupCommitWriter
     private void WriteSelected(StoreGeneration generation)
     {
         NpyLayout layout = generation.Layout;
-        int position = 0;
+        var position = 0;
         while (position < _selected.Count)
         {
             if (_appendable is { FreeRows: 0 })
@@ -291,14 +291,14 @@ internal sealed class GroupCommitWriter
             }
 
             AppendableSegment segment = _appendable ?? StartSegment(generation);
-            int count = Math.Min(_selected.Count - position, segment.FreeRows);
-            int firstRow = segment.Rows;
+            var count = Math.Min(_selected.Count - position, segment.FreeRows);
+            var firstRow = segment.Rows;
             try
             {
                 WriteVectors(segment, layout, position, count, firstRow);
                 _sidecarBuffer.ResetWrittenCount();
                 var writer = new MessagePackWriter(_sidecarBuffer);
-                for (int i = position; i < position + count; i++)
+                for (var i = position; i < position + count; i++)
                 {
                     KeySidecar.WriteRecord(ref writer, _selected[i].Key, _selected[i].Batch.IdAt(_selected[i].Row));
                 }
@@ -340,15 +340,15 @@ internal sealed class GroupCommitWriter
 
     private void WriteVectors(AppendableSegment segment, NpyLayout layout, int position, int count, int firstRow)
     {
-        int rowBytes = layout.RowBytes;
-        int rowsPerChunk = Math.Max(1, ChunkBytes / rowBytes);
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(Math.Min(count, rowsPerChunk) * rowBytes);
+        var rowBytes = layout.RowBytes;
+        var rowsPerChunk = Math.Max(1, ChunkBytes / rowBytes);
+        var buffer = ArrayPool<byte>.Shared.Rent(Math.Min(count, rowsPerChunk) * rowBytes);
         try
         {
-            for (int done = 0; done < count;)
+            for (var done = 0; done < count;)
             {
-                int rows = Math.Min(rowsPerChunk, count - done);
-                for (int r = 0; r < rows; r++)
+                var rows = Math.Min(rowsPerChunk, count - done);
+                for (var r = 0; r < rows; r++)
                 {
                     SelectedRow row = _selected[position + done + r];
                     ReadOnlySpan<float> vector = row.Batch.VectorAt(row.Row);
@@ -375,10 +375,10 @@ internal sealed class GroupCommitWriter
 
     private void Publish(StoreGeneration generation, int position, int count, int firstRow)
     {
-        for (int i = 0; i < count; i++)
+        for (var i = 0; i < count; i++)
         {
             SelectedRow row = _selected[position + i];
-            uint location = generation.Addressing.Pack(_appendableSlot, firstRow + i);
+            var location = generation.Addressing.Pack(_appendableSlot, firstRow + i);
             if (row.Key is { } key)
             {
                 generation.Keys.Set(key, location);
@@ -399,7 +399,7 @@ internal sealed class GroupCommitWriter
             throw new IOException($"{_model}/{_kindName} holds {generation.Segments.Length} segments, the most its index addresses at this segment size; raise SegmentRows");
         }
 
-        int number = _nextNumber++;
+        var number = _nextNumber++;
         AppendableSegment segment = AppendableSegment.Create(_directory, number, generation.Layout, _options.SegmentRows, Sync);
         generation.Segments = [.. generation.Segments, segment];
         _appendable = segment;

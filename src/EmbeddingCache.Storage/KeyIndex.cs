@@ -35,10 +35,10 @@ internal sealed class KeyIndex
     public bool TryGetValue(ContentKey key, out uint location)
     {
         Table table = Volatile.Read(ref _table);
-        for (int i = Home(key, table.Capacity); ; i = Next(i, table.Capacity))
+        for (var i = Home(key, table.Capacity); ; i = Next(i, table.Capacity))
         {
             ref Slot slot = ref table[i];
-            uint stored = Volatile.Read(ref slot.Location);
+            var stored = Volatile.Read(ref slot.Location);
             if (stored == 0)
             {
                 location = 0;
@@ -84,7 +84,7 @@ internal sealed class KeyIndex
     /// <summary>Grows the table up front when many entries are about to be added (recovery). Writer only.</summary>
     public void EnsureCapacity(int entries)
     {
-        int capacity = CapacityFor(entries);
+        var capacity = CapacityFor(entries);
         if (capacity > _table.Capacity)
         {
             Resize(capacity);
@@ -94,7 +94,7 @@ internal sealed class KeyIndex
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static bool Insert(Table table, ContentKey key, uint storedLocation)
     {
-        for (int i = Home(key, table.Capacity); ; i = Next(i, table.Capacity))
+        for (var i = Home(key, table.Capacity); ; i = Next(i, table.Capacity))
         {
             ref Slot slot = ref table[i];
             if (slot.Location == 0)
@@ -117,7 +117,7 @@ internal sealed class KeyIndex
     private void Resize(int capacity)
     {
         var table = new Table(capacity);
-        for (int i = 0; i < _table.Capacity; i++)
+        for (var i = 0; i < _table.Capacity; i++)
         {
             ref Slot slot = ref _table[i];
             if (slot.Location != 0)

@@ -78,13 +78,13 @@ public sealed class ModelCache
 
     internal static ModelCache Load(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger)
     {
-        long started = Stopwatch.GetTimestamp();
+        var started = Stopwatch.GetTimestamp();
         DeleteLeftovers(directory, logger);
         var cache = new ModelCache(name, directory, manifest, options, logger);
         cache.OpenStores();
         cache.TryWriteManifest();
-        long elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-        long indexBytes = cache._query.IndexBytes + cache._document.IndexBytes;
+        var elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        var indexBytes = cache._query.IndexBytes + cache._document.IndexBytes;
         long entries = Math.Max(cache._query.KeyCount, cache._query.IdCount) + Math.Max(cache._document.KeyCount, cache._document.IdCount);
         StorageLog.CacheOpened(logger, name, cache._query.RowCount, cache._document.RowCount,
             cache._query.SegmentCount + cache._document.SegmentCount, elapsedMs, indexBytes, entries == 0 ? 0 : Math.Round((double)indexBytes / entries, 1));
@@ -137,7 +137,7 @@ public sealed class ModelCache
         if (current.Fingerprint != descriptor.Fingerprint || current.Dims != descriptor.Dims || current.DType != descriptor.DType)
         {
             var layout = new NpyLayout(descriptor.Dims, descriptor.DType);
-            long rowsRemoved = _query.Reset(layout).RowsRemoved + _document.Reset(layout).RowsRemoved;
+            var rowsRemoved = _query.Reset(layout).RowsRemoved + _document.Reset(layout).RowsRemoved;
             StorageLog.FingerprintChanged(_logger, Name, current.Fingerprint, descriptor.Fingerprint, current.Dims, descriptor.Dims,
                 current.DType.NpyDescr(), descriptor.DType.NpyDescr(), rowsRemoved);
         }
@@ -192,7 +192,7 @@ public sealed class ModelCache
     private static void DeleteLeftovers(string directory, ILogger logger)
     {
         Trash.DeleteLeftovers(directory, logger);
-        string interruptedManifest = Path.Combine(directory, CacheManifest.FileName + AtomicFile.TemporarySuffix);
+        var interruptedManifest = Path.Combine(directory, CacheManifest.FileName + AtomicFile.TemporarySuffix);
         if (File.Exists(interruptedManifest))
         {
             File.Delete(interruptedManifest); // a manifest write cut short; the previous manifest is intact

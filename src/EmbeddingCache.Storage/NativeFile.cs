@@ -25,14 +25,14 @@ internal static partial class NativeFile
             return;
         }
 
-        bool added = false;
+        var added = false;
         handle.DangerousAddRef(ref added);
         try
         {
-            int fd = (int)handle.DangerousGetHandle();
+            var fd = (int)handle.DangerousGetHandle();
             while (fdatasync(fd) != 0)
             {
-                int errno = Marshal.GetLastPInvokeError();
+                var errno = Marshal.GetLastPInvokeError();
                 if (errno != Interrupted)
                 {
                     DiskErrors.ThrowForErrno(errno, "fdatasync", path);
@@ -56,7 +56,7 @@ internal static partial class NativeFile
             return; // Windows and macOS have no portable directory fsync; NTFS journals metadata itself.
         }
 
-        int fd = open(directory, OpenReadOnly | OpenDirectory);
+        var fd = open(directory, OpenReadOnly | OpenDirectory);
         if (fd < 0)
         {
             DiskErrors.ThrowForErrno(Marshal.GetLastPInvokeError(), "open directory", directory);
@@ -66,7 +66,7 @@ internal static partial class NativeFile
         {
             while (fsync(fd) != 0)
             {
-                int errno = Marshal.GetLastPInvokeError();
+                var errno = Marshal.GetLastPInvokeError();
                 if (errno != Interrupted)
                 {
                     DiskErrors.ThrowForErrno(errno, "fsync directory", directory);
@@ -90,10 +90,10 @@ internal static partial class NativeFile
             return true; // FileShare.None already excludes other openers on Windows.
         }
 
-        int fd = (int)handle.DangerousGetHandle();
+        var fd = (int)handle.DangerousGetHandle();
         while (flock(fd, LockExclusive | LockNonBlocking) != 0)
         {
-            int errno = Marshal.GetLastPInvokeError();
+            var errno = Marshal.GetLastPInvokeError();
             if (errno == WouldBlock)
             {
                 return false;

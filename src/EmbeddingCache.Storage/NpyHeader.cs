@@ -40,7 +40,7 @@ public sealed partial record NpyHeader(string Descr, bool FortranOrder, long[] S
     public static NpyHeader Read(Stream file, string path)
     {
         var prefix = new byte[12];
-        int read = file.ReadAtLeast(prefix, prefix.Length, throwOnEndOfStream: false);
+        var read = file.ReadAtLeast(prefix, prefix.Length, throwOnEndOfStream: false);
         if (read < 10 || !prefix.AsSpan(0, 6).SequenceEqual(Magic))
         {
             throw new InvalidDataException($"{path} is not a .npy file (no \\x93NUMPY magic)");
@@ -63,7 +63,7 @@ public sealed partial record NpyHeader(string Descr, bool FortranOrder, long[] S
             throw new InvalidDataException($"{path}: .npy format version {major}.{prefix[7]} is not supported");
         }
         if (headerLength > 1 << 20) throw new InvalidDataException($"{path}: a .npy header of {headerLength} bytes is not plausible");
-        int dataOffset = 8 + lengthBytes + headerLength;
+        var dataOffset = 8 + lengthBytes + headerLength;
         var header = new byte[headerLength];
         file.Position = 8 + lengthBytes;
         if (file.ReadAtLeast(header, headerLength, throwOnEndOfStream: false) < headerLength)
@@ -76,10 +76,10 @@ public sealed partial record NpyHeader(string Descr, bool FortranOrder, long[] S
     /// <summary>A format 1.0 header for a C-order (rows, columns) array, padded to 64 bytes as numpy does.</summary>
     public static byte[] Format(VectorDType dtype, long rows, int columns)
     {
-        string dict = string.Create(CultureInfo.InvariantCulture,
+        var dict = string.Create(CultureInfo.InvariantCulture,
             $"{{'descr': '{dtype.NpyDescr()}', 'fortran_order': False, 'shape': ({rows}, {columns}), }}");
-        int unpadded = 10 + dict.Length + 1;
-        int total = (unpadded + 63) / 64 * 64;
+        var unpadded = 10 + dict.Length + 1;
+        var total = (unpadded + 63) / 64 * 64;
         var bytes = new byte[total];
         Magic.CopyTo(bytes);
         bytes[6] = 1;
@@ -100,7 +100,7 @@ public sealed partial record NpyHeader(string Descr, bool FortranOrder, long[] S
             throw new InvalidDataException($"{path}: cannot read the .npy header {header.Trim()}");
         }
         var dims = shape.Groups[1].Value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-            .Select(d => long.TryParse(d, NumberStyles.None, CultureInfo.InvariantCulture, out long n) && n <= int.MaxValue ? n
+            .Select(d => long.TryParse(d, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n <= int.MaxValue ? n
                 : throw new InvalidDataException($"{path}: shape ({shape.Groups[1].Value}) is not a tuple of sizes"))
             .ToArray();
         return new NpyHeader(descr.Groups[1].Value, fortran.Groups[1].Value == "True", dims, dataOffset);

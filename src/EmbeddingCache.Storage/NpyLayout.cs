@@ -27,12 +27,12 @@ internal sealed class NpyLayout
         ElementSize = dtype.BytesPerElement();
         RowBytes = dims * ElementSize;
 
-        string prefix = $"{{'descr': '{dtype.NpyDescr()}', 'fortran_order': False, 'shape': (";
-        int countOffset = PreambleLength + prefix.Length;
-        int pad = (CountWidth - (countOffset % CountWidth)) % CountWidth;
+        var prefix = $"{{'descr': '{dtype.NpyDescr()}', 'fortran_order': False, 'shape': (";
+        var countOffset = PreambleLength + prefix.Length;
+        var pad = (CountWidth - (countOffset % CountWidth)) % CountWidth;
         CountOffset = countOffset + pad;
-        string suffix = $", {dims}), }}";
-        int unpadded = CountOffset + CountWidth + suffix.Length + 1; // + final newline
+        var suffix = $", {dims}), }}";
+        var unpadded = CountOffset + CountWidth + suffix.Length + 1; // + final newline
         HeaderLength = (unpadded + Alignment - 1) / Alignment * Alignment;
 
         var text = new StringBuilder(HeaderLength - PreambleLength)
@@ -90,7 +90,7 @@ internal sealed class NpyLayout
         }
 
         Span<byte> digits = stackalloc byte[CountWidth];
-        Utf8Formatter.TryFormat(rows, digits, out int written);
+        Utf8Formatter.TryFormat(rows, digits, out var written);
         word[..(CountWidth - written)].Fill((byte)' ');
         digits[..written].CopyTo(word[(CountWidth - written)..]);
     }
@@ -113,7 +113,7 @@ internal sealed class NpyLayout
         }
 
         ReadOnlySpan<byte> word = header.Slice(CountOffset, CountWidth).TrimStart((byte)' ');
-        if (word.IsEmpty || !Utf8Parser.TryParse(word, out int rows, out int consumed) || consumed != word.Length || rows < 0)
+        if (word.IsEmpty || !Utf8Parser.TryParse(word, out int rows, out var consumed) || consumed != word.Length || rows < 0)
         {
             return null;
         }
@@ -129,8 +129,8 @@ internal sealed class NpyLayout
             return "not a .npy file";
         }
 
-        int length = header[8] | (header[9] << 8);
-        int available = Math.Min(length, header.Length - PreambleLength);
+        var length = header[8] | (header[9] << 8);
+        var available = Math.Min(length, header.Length - PreambleLength);
         return $"header {Encoding.Latin1.GetString(header.Slice(PreambleLength, available)).Trim()}";
     }
 }

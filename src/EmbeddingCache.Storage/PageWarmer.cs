@@ -42,12 +42,12 @@ internal sealed class PageWarmer
 
     private void Run()
     {
-        long total = _kinds.Sum(kind => kind.Current.WarmableBytes);
+        var total = _kinds.Sum(kind => kind.Current.WarmableBytes);
         StorageLog.CacheWarmingStarted(_logger, _model, total, _bytesPerSecond);
-        long started = Stopwatch.GetTimestamp();
+        var started = Stopwatch.GetTimestamp();
 
         // Chunks of at most a sixteenth of a second's budget, so that the throttle sleeps briefly and Stop is prompt.
-        int chunkBytes = (int)Math.Clamp(_bytesPerSecond / 16, 4096, 1 << 20);
+        var chunkBytes = (int)Math.Clamp(_bytesPerSecond / 16, 4096, 1 << 20);
         long done = 0;
         foreach (GenerationGuard kind in _kinds)
         {
@@ -70,13 +70,13 @@ internal sealed class PageWarmer
     private long Warm(StoreGeneration generation, int chunkBytes, long before, long started)
     {
         long touched = 0;
-        int sink = 0;
+        var sink = 0;
         foreach (Segment segment in generation.Segments)
         {
-            long end = segment.Layout.FileLength(segment.Rows);
+            var end = segment.Layout.FileLength(segment.Rows);
             for (long offset = 0; offset < end; offset += chunkBytes)
             {
-                int length = (int)Math.Min(chunkBytes, end - offset);
+                var length = (int)Math.Min(chunkBytes, end - offset);
                 if (!generation.TryEnter())
                 {
                     return touched;

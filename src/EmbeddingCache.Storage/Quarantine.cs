@@ -16,12 +16,12 @@ internal static class Quarantine
     public static void Move(string modelDirectory, string model, string area, string path, string reason, ILogger logger)
     {
         // modelDirectory is <root>/embeddings/<model>.
-        string root = Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(modelDirectory)))!;
-        string folder = Path.Combine(root, FolderName, model);
+        var root = Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(modelDirectory)))!;
+        var folder = Path.Combine(root, FolderName, model);
         Directory.CreateDirectory(folder);
-        string name = Path.GetFileName(path);
-        string destination = Path.Combine(folder, $"{area}-{name}");
-        for (int attempt = 1; File.Exists(destination) || Directory.Exists(destination); attempt++)
+        var name = Path.GetFileName(path);
+        var destination = Path.Combine(folder, $"{area}-{name}");
+        for (var attempt = 1; File.Exists(destination) || Directory.Exists(destination); attempt++)
         {
             destination = Path.Combine(folder, $"{area}-{name}.{attempt.ToString(CultureInfo.InvariantCulture)}");
         }

@@ -27,8 +27,8 @@ internal sealed class RootLock : IDisposable
 
     public static RootLock Acquire(string root)
     {
-        string lockPath = Path.Combine(root, LockFileName);
-        string holderPath = Path.Combine(root, HolderFileName);
+        var lockPath = Path.Combine(root, LockFileName);
+        var holderPath = Path.Combine(root, HolderFileName);
         FileStream stream;
         try
         {
@@ -128,10 +128,10 @@ internal sealed class RootLock : IDisposable
             // The holder may not have written its record yet; the message says so.
         }
 
-        string who = pid is null
+        var who = pid is null
             ? "a process that has not recorded itself in .lock.json"
             : $"pid {pid} ({commandLine ?? "command line unknown"}), started {(startedAt is { } s ? CacheManifest.FormatTime(s) : "at an unknown time")}";
-        string message = $"The artifacts directory '{root}' is in use by another writer: {who}. Stop it, or point this one at another artifacts directory.";
+        var message = $"The artifacts directory '{root}' is in use by another writer: {who}. Stop it, or point this one at another artifacts directory.";
         return inner is null
             ? new ArtifactsLockedException(message) { HolderProcessId = pid, HolderCommandLine = commandLine, HolderStartedAt = startedAt }
             : new ArtifactsLockedException(message, inner) { HolderProcessId = pid, HolderCommandLine = commandLine, HolderStartedAt = startedAt };

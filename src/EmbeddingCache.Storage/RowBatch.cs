@@ -83,7 +83,7 @@ public sealed class RowBatch
 
     private void Grow()
     {
-        int capacity = checked(_keys.Length * 2);
+        var capacity = checked(_keys.Length * 2);
         Array.Resize(ref _vectors, checked(capacity * Dims));
         Array.Resize(ref _keys, capacity);
         Array.Resize(ref _hasKey, capacity);

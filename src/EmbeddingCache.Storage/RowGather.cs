@@ -19,7 +19,7 @@ internal static class RowGather
     public static int Gather(
         StoreGeneration generation, KeyIndex index, ReadOnlySpan<ContentKey> keys, VectorDType outputType, Span<byte> destination, Span<bool> found)
     {
-        int rowBytes = CheckDestination(generation, keys.Length, outputType, destination, found);
+        var rowBytes = CheckDestination(generation, keys.Length, outputType, destination, found);
         return GatherRows(generation, index, keys, outputType, rowBytes, destination, found);
     }
 
@@ -33,11 +33,11 @@ internal static class RowGather
     {
         const int SlotsAhead = 16;
         const int RowsAhead = 4;
-        uint[] locations = ArrayPool<uint>.Shared.Rent(keys.Length);
+        var locations = ArrayPool<uint>.Shared.Rent(keys.Length);
         try
         {
-            int hits = 0;
-            for (int i = 0; i < keys.Length; i++)
+            var hits = 0;
+            for (var i = 0; i < keys.Length; i++)
             {
                 if (i + SlotsAhead < keys.Length)
                 {
@@ -48,7 +48,7 @@ internal static class RowGather
                 hits += found[i] ? 1 : 0;
             }
 
-            for (int i = 0; i < keys.Length; i++)
+            for (var i = 0; i < keys.Length; i++)
             {
                 if (i + RowsAhead < keys.Length && found[i + RowsAhead])
                 {
@@ -81,7 +81,7 @@ internal static class RowGather
             DiskErrors.ThrowDisposed(nameof(VectorStore));
         }
 
-        int rowBytes = generation.Layout.Dims * outputType.BytesPerElement();
+        var rowBytes = generation.Layout.Dims * outputType.BytesPerElement();
         if ((long)count * rowBytes > destination.Length)
         {
             DiskErrors.ThrowDestinationTooSmall(nameof(destination), (long)count * rowBytes, destination.Length);

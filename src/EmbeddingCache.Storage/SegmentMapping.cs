@@ -36,7 +36,7 @@ internal sealed unsafe class SegmentMapping : IDisposable
         MemoryMappedFile? file = null;
         try
         {
-            long length = stream.Length;
+            var length = stream.Length;
             file = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
             MemoryMappedViewAccessor view = file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
             return new SegmentMapping(file, view, length);
@@ -88,8 +88,8 @@ internal sealed unsafe class SegmentMapping : IDisposable
     public int Touch(long offset, int length)
     {
         ReadOnlySpan<byte> bytes = Slice(offset, length);
-        int sum = 0;
-        for (int i = 0; i < bytes.Length; i += PageSize)
+        var sum = 0;
+        for (var i = 0; i < bytes.Length; i += PageSize)
         {
             sum += bytes[i];
         }

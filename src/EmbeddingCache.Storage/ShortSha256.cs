@@ -6,10 +6,10 @@ namespace EmbeddingCache.Storage;
 
 /// <summary>
 /// SHA-256 of short inputs (ids, short texts) computed in managed code. The platform's one-shot hash
-/// (OpenSSL on Linux) costs about 1-2 µs a call on the reference VM whatever the length, which dominated
-/// GatherByIds and the hashing of ids on open; one block in managed code costs about 0.6 µs. Longer inputs
-/// go to the platform, which uses the CPU's SHA instructions and wins from the second block on. Tests
-/// check both agree byte for byte.
+/// (OpenSSL on Linux) has a fixed cost per call, whatever the length, that is larger than hashing one block
+/// here, and it would dominate GatherByIds and the hashing of ids on open (benchmarks/results/lab-notes.md).
+/// Longer inputs go to the platform, which uses the CPU's SHA instructions and wins from the second block on.
+/// Tests check both agree byte for byte.
 /// </summary>
 internal static class ShortSha256
 {
@@ -37,14 +37,14 @@ internal static class ShortSha256
             throw new ArgumentOutOfRangeException(nameof(data), data.Length, "Input too long for the short-message path.");
         }
 
-        uint* state = stackalloc uint[8] { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 };
-        byte* block = stackalloc byte[64];
+        var state = stackalloc uint[8] { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 };
+        var block = stackalloc byte[64];
         var padded = new Span<byte>(block, 64);
         padded.Clear();
         data.CopyTo(padded);
         block[data.Length] = 0x80;
         BinaryPrimitives.WriteUInt64BigEndian(padded[56..], (ulong)data.Length * 8);
-        uint* schedule = stackalloc uint[64];
+        var schedule = stackalloc uint[64];
         fixed (uint* constants = RoundConstants)
         {
             Compress(state, block, schedule, constants);
@@ -57,26 +57,26 @@ internal static class ShortSha256
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Compress(uint* state, byte* block, uint* w, uint* k)
     {
-        for (int i = 0; i < 16; i++)
+        for (var i = 0; i < 16; i++)
         {
             w[i] = BinaryPrimitives.ReverseEndianness(*(uint*)(block + (i * 4)));
         }
 
-        for (int i = 16; i < 64; i++)
+        for (var i = 16; i < 64; i++)
         {
-            uint s0 = BitOperations.RotateRight(w[i - 15], 7) ^ BitOperations.RotateRight(w[i - 15], 18) ^ (w[i - 15] >> 3);
-            uint s1 = BitOperations.RotateRight(w[i - 2], 17) ^ BitOperations.RotateRight(w[i - 2], 19) ^ (w[i - 2] >> 10);
+            var s0 = BitOperations.RotateRight(w[i - 15], 7) ^ BitOperations.RotateRight(w[i - 15], 18) ^ (w[i - 15] >> 3);
+            var s1 = BitOperations.RotateRight(w[i - 2], 17) ^ BitOperations.RotateRight(w[i - 2], 19) ^ (w[i - 2] >> 10);
             w[i] = w[i - 16] + s0 + w[i - 7] + s1;
         }
 
         uint a = state[0], b = state[1], c = state[2], d = state[3], e = state[4], f = state[5], g = state[6], h = state[7];
-        for (int i = 0; i < 64; i++)
+        for (var i = 0; i < 64; i++)
         {
-            uint s1 = BitOperations.RotateRight(e, 6) ^ BitOperations.RotateRight(e, 11) ^ BitOperations.RotateRight(e, 25);
-            uint choice = (e & f) ^ (~e & g);
-            uint t1 = h + s1 + choice + k[i] + w[i];
-            uint s0 = BitOperations.RotateRight(a, 2) ^ BitOperations.RotateRight(a, 13) ^ BitOperations.RotateRight(a, 22);
-            uint majority = (a & b) ^ (a & c) ^ (b & c);
+            var s1 = BitOperations.RotateRight(e, 6) ^ BitOperations.RotateRight(e, 11) ^ BitOperations.RotateRight(e, 25);
+            var choice = (e & f) ^ (~e & g);
+            var t1 = h + s1 + choice + k[i] + w[i];
+            var s0 = BitOperations.RotateRight(a, 2) ^ BitOperations.RotateRight(a, 13) ^ BitOperations.RotateRight(a, 22);
+            var majority = (a & b) ^ (a & c) ^ (b & c);
             h = g;
             g = f;
             f = e;

@@ -5,8 +5,8 @@ namespace EmbeddingCache.Storage;
 /// <summary>
 /// Zeroed native memory for a <see cref="KeyIndex"/> table, freed by the finalizer once no reader holds the owner.
 /// Large tables are anonymous mappings advised to use 2 MiB pages: the index is written and read at random, and
-/// on 4 KiB pages every first write is a page fault (about 12 µs each on the machines this runs on) and every
-/// lookup a TLB miss. Filling the index of 2,000,000 ids took 0.5 s on 4 KiB pages, 0.2 s on 2 MiB pages.
+/// on 4 KiB pages every first write is a page fault and every lookup a TLB miss, which make filling the index of
+/// a large cache most of its open (benchmarks/results/lab-notes.md).
 /// Small tables come from the native heap.
 /// </summary>
 internal sealed unsafe partial class SlotMemory
@@ -23,7 +23,7 @@ internal sealed unsafe partial class SlotMemory
         Bytes = Math.Max(bytes, 1);
         if (OperatingSystem.IsLinux() && Bytes >= HugePageBytes)
         {
-            void* address = mmap(null, Bytes, ProtectReadWrite, MapPrivateAnonymous, -1, 0);
+            var address = mmap(null, Bytes, ProtectReadWrite, MapPrivateAnonymous, -1, 0);
             if (address == (void*)-1)
             {
                 throw new OutOfMemoryException($"cannot map {Bytes} bytes for a key index (errno {Marshal.GetLastPInvokeError()})");

@@ -2,11 +2,11 @@ namespace EmbeddingCache.Storage;
 
 /// <summary>
 /// Settings of the storage engine. Defaults suit a research workstation; <see cref="Validate"/> is called
-/// by <see cref="ArtifactsRoot.Open"/>.
+/// by <see cref="ArtifactsRoot.Open"/>, and the server reports every one of <see cref="Problems"/> at start-up.
 /// </summary>
 /// <remarks>
 /// Adding a setting: give it a default on the property, explain the default in its doc comment, check it
-/// in <see cref="Validate"/>, and record it in the cache manifest if it shapes files on disk.
+/// in <see cref="Problems"/>, and record it in the cache manifest if it shapes files on disk.
 /// </remarks>
 public sealed class StorageOptions
 {
@@ -33,15 +33,32 @@ public sealed class StorageOptions
     /// </summary>
     public long WarmBytesPerSecond { get; set; } = 256L << 20;
 
-    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> for a setting out of range.</summary>
-    public void Validate()
+    /// <summary>
+    /// Every setting out of range, each as "<c>Setting is value; it must be …</c>", so that a person reading it
+    /// knows which setting to change and to what. Empty when the options are usable.
+    /// </summary>
+    public IEnumerable<string> Problems()
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(SegmentRows, 1, nameof(SegmentRows));
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(SegmentRows, MaxSegmentRows, nameof(SegmentRows));
-        ArgumentOutOfRangeException.ThrowIfNegative(WarmBytesPerSecond, nameof(WarmBytesPerSecond));
+        if (SegmentRows is < 1 or > MaxSegmentRows)
+        {
+            yield return $"{nameof(SegmentRows)} is {SegmentRows}; it must be from 1 to {MaxSegmentRows}";
+        }
+        if (WarmBytesPerSecond < 0)
+        {
+            yield return $"{nameof(WarmBytesPerSecond)} is {WarmBytesPerSecond}; it must be 0 (no warming) or more";
+        }
         if (!Enum.IsDefined(Durability))
         {
-            throw new ArgumentOutOfRangeException(nameof(Durability), Durability, "Unknown durability mode.");
+            yield return $"{nameof(Durability)} is {Durability}; it must be one of {string.Join(", ", Enum.GetNames<DurabilityMode>())}";
+        }
+    }
+
+    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> with the first of <see cref="Problems"/>.</summary>
+    public void Validate()
+    {
+        if (Problems().FirstOrDefault() is { } problem)
+        {
+            throw new ArgumentOutOfRangeException(paramName: null, problem);
         }
     }
 }

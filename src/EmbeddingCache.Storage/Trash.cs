@@ -36,7 +36,7 @@ internal static class Trash
     /// <summary>Deletes the trash folders an earlier process left in <paramref name="modelDirectory"/>.</summary>
     public static void DeleteLeftovers(string modelDirectory, ILogger logger)
     {
-        foreach (string trash in Directory.EnumerateDirectories(modelDirectory, Prefix + "*"))
+        foreach (var trash in Directory.EnumerateDirectories(modelDirectory, Prefix + "*"))
         {
             Delete(trash, logger);
         }

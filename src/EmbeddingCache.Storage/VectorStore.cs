@@ -115,7 +115,7 @@ public sealed class VectorStore
         ContentKey[] keys = ArrayPool<ContentKey>.Shared.Rent(ids.Count);
         try
         {
-            for (int i = 0; i < ids.Count; i++)
+            for (var i = 0; i < ids.Count; i++)
             {
                 keys[i] = IdKey.FromId(ids[i]);
             }

@@ -1,5 +1,6 @@
 using CsCheck;
 using EmbeddingCache.Engine;
+using EmbeddingCache.Storage;
 using Xunit.Abstractions;
 
 namespace EmbeddingCache.FunctionalTests;
@@ -27,5 +28,14 @@ public sealed class ModelNameFuzzTests(ITestOutputHelper output)
         }, iter: Inputs);
         output.WriteLine($"{Inputs} names tried, {accepted} accepted, none outside the root");
         Assert.True(accepted > 0);
+    }
+
+    [Fact]
+    public void The_artifacts_root_takes_exactly_the_names_a_request_may_use()
+    {
+        // A trailing newline passed the root's former pattern ('$' matches before a final '\n').
+        Assert.False(ArtifactsRoot.IsValidModelName("all-MiniLM-L6-v2\n"));
+        Gen.OneOf(Gen.String, Gen.String[Gen.Char["./\\\0-_aZ09\n"], 0, 12], Gen.String[Gen.Char.AlphaNumeric, 120, 136]).Sample(name =>
+            Assert.Equal(ModelName.Problem(name) is null, ArtifactsRoot.IsValidModelName(name)), iter: Inputs);
     }
 }

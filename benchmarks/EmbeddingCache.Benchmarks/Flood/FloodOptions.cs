@@ -1,4 +1,3 @@
-using System.Globalization;
 using EmbeddingCache.Benchmarks.Infrastructure;
 
 namespace EmbeddingCache.Benchmarks.Flood;

@@ -169,13 +169,10 @@ public static class MissPathBenchmark
         long padded = 0;
         for (var first = 0; first < tokenCounts.Count; first += textsPerCall)
         {
-            var lengths = tokenCounts.Skip(first).Take(textsPerCall).Order().ToArray();
-            for (var start = 0; start < lengths.Length;)
+            var lengths = tokenCounts.Skip(first).Take(textsPerCall).ToArray();
+            foreach (var batch in BatchPlanner.Plan(lengths, tokenBudget, maxBatchSize))
             {
-                var size = BatchPlanner.NextBatchSize(lengths.AsSpan(start), tokenBudget, maxBatchSize);
-
-                padded += (long)size * lengths[start + size - 1];
-                start += size;
+                padded += (long)batch.Length * lengths[batch[^1]];
             }
         }
 

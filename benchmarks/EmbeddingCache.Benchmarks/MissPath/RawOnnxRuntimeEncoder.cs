@@ -121,30 +121,25 @@ public sealed class RawOnnxRuntimeEncoder : IDisposable
             var count = Math.Min(windowTexts, texts.Count - first);
             var tokenized = new long[count][];
             var lengths = new int[count];
-            var order = new int[count];
             for (var i = 0; i < count; i++)
             {
                 var length = _tokenizer.Encode(texts[first + i], ids, mask);
                 tokenized[i] = ids[..length].ToArray();
                 lengths[i] = length;
-                order[i] = i;
             }
 
-            Array.Sort(lengths, order);
             var window = output.Slice(first * Dims, count * Dims);
-            for (var start = 0; start < count;)
+            foreach (var batch in BatchPlanner.Plan(lengths, tokenBudget, maxBatchSize))
             {
-                var size = BatchPlanner.NextBatchSize(lengths.AsSpan(start, count - start), tokenBudget, maxBatchSize);
-                var width = lengths[start + size - 1];
-                RunBatch(tokenized, order.AsSpan(start, size), width, window);
-                for (var r = 0; r < size; r++)
+                var width = lengths[batch[^1]];
+                RunBatch(tokenized, batch, width, window);
+                foreach (var member in batch)
                 {
-                    tokens += lengths[start + r];
+                    tokens += lengths[member];
                 }
 
-                padded += (long)size * width;
+                padded += (long)batch.Length * width;
                 batches++;
-                start += size;
             }
         }
 

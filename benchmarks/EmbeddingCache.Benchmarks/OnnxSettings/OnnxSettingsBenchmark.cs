@@ -98,17 +98,10 @@ public static class OnnxSettingsBenchmark
     private static List<TokenizedText[]> PlanBatches(ModelDefinition model, EncoderOptions encoderOptions, string[] texts)
     {
         using var encoder = TextEncoder.Load(model, encoderOptions, NullLoggerFactory.Instance);
-        var sorted = texts.Select(encoder.Tokenize).OrderBy(text => text.Length).ToArray();
-        var lengths = sorted.Select(text => text.Length).ToArray();
-        var batches = new List<TokenizedText[]>();
-        for (var start = 0; start < sorted.Length;)
-        {
-            var size = BatchPlanner.NextBatchSize(lengths.AsSpan(start), encoderOptions.TokenBudget, encoderOptions.MaxBatchSize);
-            batches.Add(sorted[start..(start + size)]);
-            start += size;
-        }
-
-        return batches;
+        var tokenized = texts.Select(encoder.Tokenize).ToArray();
+        var lengths = tokenized.Select(text => text.Length).ToArray();
+        return [.. BatchPlanner.Plan(lengths, encoderOptions.TokenBudget, encoderOptions.MaxBatchSize)
+            .Select(batch => batch.Select(index => tokenized[index]).ToArray())];
     }
 
     private static (PhaseResult Result, float[] Rows) Run(TextEncoder encoder, List<TokenizedText[]> batches, int texts, string[]? neighbour)

@@ -1,4 +1,3 @@
-using System.Globalization;
 using EmbeddingCache.Benchmarks.Corpus;
 using EmbeddingCache.Benchmarks.Infrastructure;
 

@@ -32,10 +32,10 @@ public static class OpenTimeBenchmark
     {
         int[] sizes = [1_000_000, 2_000_000];
         int dims = 384, opens = 3;
-        string workDirectory = Path.GetTempPath();
-        for (int i = 0; i < args.Count; i++)
+        var workDirectory = Path.GetTempPath();
+        for (var i = 0; i < args.Count; i++)
         {
-            string value = i + 1 < args.Count ? args[i + 1] : throw new ArgumentException($"{args[i]} needs a value.\n{Usage}");
+            var value = i + 1 < args.Count ? args[i + 1] : throw new ArgumentException($"{args[i]} needs a value.\n{Usage}");
             switch (args[i])
             {
                 case "--rows": sizes = [.. value.Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture))]; break;
@@ -50,17 +50,17 @@ public static class OpenTimeBenchmark
         Console.WriteLine($"open: {Environment.ProcessorCount} cores, load average {MachineLoad.LoadAverage()} (1/5/15 min)");
         // CPU time is the figure a busy machine distorts least: wall time there includes waiting for a core.
         Console.WriteLine("rows       open  ms to first hit  cpu ms  index bytes  bytes/entry  after growth  keys      ids");
-        foreach (int rows in sizes)
+        foreach (var rows in sizes)
         {
-            string root = Path.Combine(workDirectory, "embcache-open-bench-" + Guid.NewGuid().ToString("N"));
+            var root = Path.Combine(workDirectory, "embcache-open-bench-" + Guid.NewGuid().ToString("N"));
             try
             {
                 Write(root, rows, dims);
-                for (int open = 1; open <= opens; open++)
+                for (var open = 1; open <= opens; open++)
                 {
                     var cpuBefore = Process.GetCurrentProcess().TotalProcessorTime;
                     var (elapsed, cpu, indexBytes, grownBytes, keys, ids) = OpenToFirstHit(root, rows + open);
-                    int entries = Math.Max(keys, ids);
+                    var entries = Math.Max(keys, ids);
                     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                         $"{rows,-9}  {open,4}  {elapsed.TotalMilliseconds,15:F0}  {(cpu - cpuBefore).TotalMilliseconds,6:F0}  {indexBytes,11}  {(double)indexBytes / entries,11:F1}  {(double)grownBytes / (entries + 1),12:F1}  {keys,-8}  {ids}"));
                 }
@@ -83,10 +83,10 @@ public static class OpenTimeBenchmark
         var vector = new float[dims];
         const int BatchRows = 65536;
         var batch = new RowBatch(dims, BatchRows);
-        for (int first = 0; first < rows; first += BatchRows)
+        for (var first = 0; first < rows; first += BatchRows)
         {
             batch.Clear();
-            for (int n = first; n < Math.Min(rows, first + BatchRows); n++)
+            for (var n = first; n < Math.Min(rows, first + BatchRows); n++)
             {
                 vector[0] = n;
                 batch.Add(ContentKey.FromText("text " + n.ToString(CultureInfo.InvariantCulture)), Id(n), vector);
@@ -109,7 +109,7 @@ public static class OpenTimeBenchmark
         var elapsed = Stopwatch.GetElapsedTime(started);
         var cpu = Process.GetCurrentProcess().TotalProcessorTime;
         if (!found[0]) throw new InvalidOperationException("the first row was not found after open");
-        long indexBytes = store.IndexBytes;
+        var indexBytes = store.IndexBytes;
         int keys = store.KeyCount, ids = store.IdCount;
         var batch = new RowBatch(store.Dims, 1);
         batch.Add(ContentKey.FromText("text " + newRow.ToString(CultureInfo.InvariantCulture)), Id(newRow), new float[store.Dims]);

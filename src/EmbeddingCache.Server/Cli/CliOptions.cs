@@ -1,5 +1,7 @@
 using System.CommandLine;
+using EmbeddingCache.Engine;
 using EmbeddingCache.Protocol.V1;
+using EmbeddingCache.Server.Hosting;
 using EmbeddingCache.Storage;
 
 namespace EmbeddingCache.Server.Cli;
@@ -11,8 +13,8 @@ namespace EmbeddingCache.Server.Cli;
 /// </summary>
 internal static class CliOptions
 {
-    /// <summary>Where <c>--server</c> points when it is not given and <c>EMBCACHE_SERVER</c> is not set.</summary>
-    public const string DefaultServer = "http://127.0.0.1:50051";
+    /// <summary>The artifacts root the server uses when none is configured, defined once on <see cref="EngineOptions"/>.</summary>
+    public static string DefaultArtifactsDirectory { get; } = new EngineOptions().ArtifactsDirectory;
 
     /// <summary>The environment variable that sets <c>--server</c>'s default, e.g. for every verb of a session on a cluster.</summary>
     public const string ServerVariable = "EMBCACHE_SERVER";
@@ -21,8 +23,8 @@ internal static class CliOptions
 
     public static Option<string> Server() => new("--server")
     {
-        Description = $"The running server to talk to (default ${ServerVariable}, else {DefaultServer}).",
-        DefaultValueFactory = _ => Environment.GetEnvironmentVariable(ServerVariable) is { Length: > 0 } address ? address : DefaultServer,
+        Description = $"The running server to talk to (default ${ServerVariable}, else {ServerHost.DefaultUrl}).",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable(ServerVariable) is { Length: > 0 } address ? address : ServerHost.DefaultUrl,
     };
 
     /// <summary><c>--artifacts</c> for the verbs that work through a server unless it is given.</summary>
@@ -35,13 +37,13 @@ internal static class CliOptions
     public static Option<string> ArtifactsRoot() => new("--artifacts")
     {
         Description = "The artifacts root, read directly (a running server may hold it).",
-        DefaultValueFactory = _ => "artifacts",
+        DefaultValueFactory = _ => DefaultArtifactsDirectory,
     };
 
     /// <summary>The root to work on directly, or null to go through <paramref name="server"/>; null and an error when both are given.</summary>
     public static string? DirectRoot(ParseResult parse, Option<string> server, Option<string?> artifacts, out string? error)
     {
-        string? root = parse.GetValue(artifacts);
+        var root = parse.GetValue(artifacts);
         error = root is not null && parse.GetResult(server) is { Implicit: false }
             ? "give --server (work through a running server) or --artifacts (work on the root directly), not both"
             : null;

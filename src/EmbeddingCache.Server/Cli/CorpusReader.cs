@@ -94,7 +94,7 @@ internal sealed class CorpusReader
                 throw new InvalidDataException($"{path}: starts like gzip but does not decompress ({e.Message})");
             }
         }
-        bool parquetMagic = head.AsSpan(0, length).StartsWith("PAR1"u8);
+        var parquetMagic = head.AsSpan(0, length).StartsWith("PAR1"u8);
         if (compressed && (parquetMagic || format == CorpusFormat.Parquet))
         {
             throw new InvalidDataException($"{path}: gzip-compressed Parquet is not read: gunzip it first (Parquet compresses its own pages)");
@@ -103,7 +103,7 @@ internal sealed class CorpusReader
         {
             var text = head.AsSpan(0, length);
             if (text.StartsWith(Encoding.UTF8.Preamble)) text = text[Encoding.UTF8.Preamble.Length..];
-            int first = text.IndexOfAnyExcept(" \t\r\n"u8);
+            var first = text.IndexOfAnyExcept(" \t\r\n"u8);
             format = parquetMagic ? CorpusFormat.Parquet
                 : first >= 0 && text[first] == (byte)'{' ? CorpusFormat.Jsonl
                 : CorpusFormat.Tsv;
@@ -115,7 +115,7 @@ internal sealed class CorpusReader
     public async Task<CorpusSummary> ValidateAsync(CancellationToken cancel)
     {
         long rows = 0;
-        bool hasIds = false;
+        var hasIds = false;
         await foreach (var row in RowsAsync(cancel))
         {
             rows++;
@@ -152,8 +152,8 @@ internal sealed class CorpusReader
         {
             var root = document.RootElement;
             if (root.ValueKind != JsonValueKind.Object) throw Problem(number, $"a JSON {root.ValueKind}, not an object");
-            string idField = ids.Field ??= fields.Id ?? (root.TryGetProperty("_id", out _) ? "_id" : "id");
-            string? id = root.TryGetProperty(idField, out var idValue) ? idValue.ValueKind switch
+            var idField = ids.Field ??= fields.Id ?? (root.TryGetProperty("_id", out _) ? "_id" : "id");
+            var id = root.TryGetProperty(idField, out var idValue) ? idValue.ValueKind switch
             {
                 JsonValueKind.String => idValue.GetString(),
                 JsonValueKind.Number => idValue.GetRawText(),
@@ -164,7 +164,7 @@ internal sealed class CorpusReader
             {
                 throw Problem(number, $"no string field \"{fields.Text}\" (name the text field with --text-field)");
             }
-            string? title = root.TryGetProperty(fields.Title, out var titleValue) ? titleValue.ValueKind switch
+            var title = root.TryGetProperty(fields.Title, out var titleValue) ? titleValue.ValueKind switch
             {
                 JsonValueKind.String => titleValue.GetString(),
                 JsonValueKind.Null => null,
@@ -177,7 +177,7 @@ internal sealed class CorpusReader
     private CorpusRow ParseTsv(string line, long number, IdRule ids)
     {
         ids.Field ??= "id TAB text";
-        int tab = line.IndexOf('\t');
+        var tab = line.IndexOf('\t');
         return tab < 0 ? Row(ids.Check(null, number), line, title: null) : Row(ids.Check(line[..tab], number), line[(tab + 1)..], title: null);
     }
 
@@ -245,9 +245,9 @@ internal sealed class CorpusReader
     {
         using var file = File.OpenHandle(path);
         Span<byte> trailer = stackalloc byte[4];
-        long size = RandomAccess.GetLength(file);
-        int read = size < trailer.Length ? 0 : RandomAccess.Read(file, trailer, size - trailer.Length);
-        uint length = read == trailer.Length ? BinaryPrimitives.ReadUInt32LittleEndian(trailer) : 0;
+        var size = RandomAccess.GetLength(file);
+        var read = size < trailer.Length ? 0 : RandomAccess.Read(file, trailer, size - trailer.Length);
+        var length = read == trailer.Length ? BinaryPrimitives.ReadUInt32LittleEndian(trailer) : 0;
         if (length != (uint)decompressed)
         {
             throw new InvalidDataException($"{path}: the gzip data ends early ({decompressed} bytes came out, its trailer says {length} mod 2^32): " +
@@ -261,7 +261,7 @@ internal sealed class CorpusReader
         if (number == 1 && span.StartsWith(Encoding.UTF8.Preamble)) span = span[Encoding.UTF8.Preamble.Length..];
         if (span.EndsWith("\r"u8)) span = span[..^1];
         if (span.IsEmpty) return;
-        int zero = span.IndexOf((byte)0);
+        var zero = span.IndexOf((byte)0);
         if (zero >= 0) throw Problem(number, $"binary data (a NUL byte at column {zero + 1}): not a JSONL, TSV or Parquet corpus");
         try
         {
@@ -297,10 +297,10 @@ internal sealed class CorpusReader
         var titleColumn = Column(fields.Title, requiredBy: null);
         var ids = new IdRule(this, "row") { Field = idColumn?.Name ?? "id" };
         long number = 0;
-        for (int group = 0; group < reader.RowGroupCount; group++)
+        for (var group = 0; group < reader.RowGroupCount; group++)
         {
             var (idValues, texts, titles) = await ReadRowGroupAsync(reader, group, idColumn, textColumn, titleColumn, cancel);
-            for (int i = 0; i < texts.Length; i++)
+            for (var i = 0; i < texts.Length; i++)
             {
                 number++;
                 if (texts[i] is not { } text) throw Problem(number, $"\"{textColumn.Name}\" is null", "row");
@@ -360,7 +360,7 @@ internal sealed class CorpusReader
             else firstWithId ??= number;
             if (firstWithId is { } with && firstWithout is { } without)
             {
-                string message = id is null
+                var message = id is null
                     ? $"no id (\"{Field}\"), but {unit} {with} has one"
                     : $"an id (\"{Field}\"), but {unit} {without} has none";
                 throw reader.Problem(number, message + ": give every row an id, or none (rows are stored under their ids)", unit);

@@ -53,7 +53,7 @@ public static class EmbcacheCommandLine
             TreatUnmatchedTokensAsErrors = false,
         };
         serve.Options.Add(new Option<string>("--urls") { Description = $"Where to listen (default {ServerHost.DefaultUrl}; loopback only unless you say otherwise)." });
-        serve.Options.Add(new Option<string>("--artifacts") { Description = "The artifacts root (default ./artifacts)." });
+        serve.Options.Add(new Option<string>("--artifacts") { Description = $"The artifacts root (default ./{CliOptions.DefaultArtifactsDirectory})." });
         serve.SetAction((parse, _) => ServerHost.RunAsync([.. parse.Tokens.Select(t => t.Value).Skip(1)]));
         return serve;
     }

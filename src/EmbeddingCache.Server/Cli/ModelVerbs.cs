@@ -53,8 +53,8 @@ internal static class ModelVerbs
             var table = new Table().AddColumns("model", "hits", "misses", "hit rate", "rows", "bytes");
             foreach (var m in await client.ListModelsAsync(cancel))
             {
-                ulong lookups = m.Hits + m.Misses;
-                string rate = lookups == 0 ? "-" : (m.Hits / (double)lookups).ToString("P1", CultureInfo.InvariantCulture);
+                var lookups = m.Hits + m.Misses;
+                var rate = lookups == 0 ? "-" : (m.Hits / (double)lookups).ToString("P1", CultureInfo.InvariantCulture);
                 table.AddRow(Markup.Escape(m.Name), N(m.Hits), N(m.Misses), rate, N(m.QueryRows + m.DocumentRows), N(m.Bytes));
             }
             AnsiConsole.Write(table);
@@ -74,10 +74,10 @@ internal static class ModelVerbs
         };
         command.SetAction(async (parse, cancel) =>
         {
-            string? root = CliOptions.DirectRoot(parse, server, artifacts, out string? conflict);
+            var root = CliOptions.DirectRoot(parse, server, artifacts, out var conflict);
             if (conflict is not null) return CliOptions.Fail(conflict);
-            string name = parse.GetValue(model)!;
-            string? which = parse.GetValue(kind);
+            var name = parse.GetValue(model)!;
+            var which = parse.GetValue(kind);
             void Report(long rows, long bytes) => Console.WriteLine($"invalidated {name} ({which ?? "all kinds"}): {rows} rows, {bytes} bytes removed");
             if (root is null)
             {

@@ -38,9 +38,9 @@ internal static class WarmVerb
         {
             var file = parse.GetValue(corpus)!;
             if (!file.Exists) return CliOptions.Fail($"no corpus file {file.FullName}");
-            int batchSize = parse.GetValue(batch);
+            var batchSize = parse.GetValue(batch);
             if (batchSize < 1) return CliOptions.Fail("--batch must be at least 1");
-            string? root = CliOptions.DirectRoot(parse, server, artifacts, out string? conflict);
+            var root = CliOptions.DirectRoot(parse, server, artifacts, out var conflict);
             if (conflict is not null) return CliOptions.Fail(conflict);
             var kind = reading.KindOf(parse, file);
             CorpusReader reader;
@@ -61,7 +61,7 @@ internal static class WarmVerb
                 Console.WriteLine($"{file.Name}: interrupted while checking: nothing stored");
                 return Interrupted;
             }
-            string what = $"{reader.Description}, {summary.Rows:N0} rows as {(kind == VectorKind.Query ? "queries" : "documents")}, " +
+            var what = $"{reader.Description}, {summary.Rows:N0} rows as {(kind == VectorKind.Query ? "queries" : "documents")}, " +
                           (summary.HasIds ? "stored under their ids" : "no ids (stored by text alone)");
             var request = new WarmRequest(parse.GetValue(model)!, kind, reader, batchSize);
             using var progress = new WarmProgress(file.Name, what, summary.Rows, root is null ? null : Path.Combine(root, "logs"));
@@ -128,7 +128,7 @@ internal static class WarmVerb
         await foreach (var (ids, texts) in request.Batches(cancel))
         {
             inFlight.Enqueue(engine.EmbedAsync(new EmbedCommand(request.Model, request.Kind, texts, ids ?? [], VectorDType.Float32, CacheOnly: false), cancel));
-            if (inFlight.Count >= 4) counts = Count(await inFlight.Dequeue());
+            if (inFlight.Count >= EmbeddingCacheEngine.StreamWindow) counts = Count(await inFlight.Dequeue());
         }
         while (inFlight.Count > 0) counts = Count(await inFlight.Dequeue());
         return counts;
@@ -177,6 +177,9 @@ internal sealed class WarmProgress : IDisposable
     private TimeSpan? lastReport;
     private WarmCounts latest;
 
+    /// <param name="corpus">The corpus file's name, which begins every progress line.</param>
+    /// <param name="what">What the corpus holds and how it is stored, the first line written.</param>
+    /// <param name="total">Rows in the corpus, which the percentage and ETA count against.</param>
     /// <param name="logDirectory">Where the log file goes; null (a run through a server) writes none on this side.</param>
     public WarmProgress(string corpus, string what, long total, string? logDirectory)
     {
@@ -185,7 +188,7 @@ internal sealed class WarmProgress : IDisposable
         if (logDirectory is not null)
         {
             Directory.CreateDirectory(logDirectory);
-            string logPath = Path.Combine(logDirectory, $"warm-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Environment.ProcessId}.log");
+            var logPath = Path.Combine(logDirectory, $"warm-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Environment.ProcessId}.log");
             log = new StreamWriter(logPath, append: false) { AutoFlush = true };
         }
         Write(what);
@@ -196,9 +199,9 @@ internal sealed class WarmProgress : IDisposable
         latest = counts;
         if (lastReport is { } last && clock.Elapsed - last < Interval) return;
         lastReport = clock.Elapsed;
-        double rate = counts.Rows / Math.Max(clock.Elapsed.TotalSeconds, 1e-3);
-        double percent = total == 0 ? 100 : 100.0 * counts.Rows / total;
-        string eta = rate > 0 ? TimeSpan.FromSeconds(Math.Max(0, total - counts.Rows) / rate).ToString(@"hh\:mm\:ss", CultureInfo.InvariantCulture) : "?";
+        var rate = counts.Rows / Math.Max(clock.Elapsed.TotalSeconds, 1e-3);
+        var percent = total == 0 ? 100 : 100.0 * counts.Rows / total;
+        var eta = rate > 0 ? TimeSpan.FromSeconds(Math.Max(0, total - counts.Rows) / rate).ToString(@"hh\:mm\:ss", CultureInfo.InvariantCulture) : "?";
         Write($"[{Bar(percent)}] {percent,5:F1}% {counts.Rows:N0}/{total:N0} rows, {rate:N0} rows/s, ETA {eta} ({counts.Computed:N0} computed, {counts.Cached:N0} cached)");
     }
 
@@ -218,7 +221,7 @@ internal sealed class WarmProgress : IDisposable
 
     private static string Bar(double percent)
     {
-        int filled = (int)Math.Round(percent / 5);
+        var filled = (int)Math.Round(percent / 5);
         return new string('#', filled) + new string('.', 20 - filled);
     }
 

@@ -15,7 +15,7 @@ internal sealed class EventNameConsoleFormatter() : ConsoleFormatter(FormatterNa
 
     public override void Write<TState>(in LogEntry<TState> logEntry, IExternalScopeProvider? scopeProvider, TextWriter textWriter)
     {
-        string? message = logEntry.Formatter?.Invoke(logEntry.State, logEntry.Exception);
+        var message = logEntry.Formatter?.Invoke(logEntry.State, logEntry.Exception);
         if (message is null && logEntry.Exception is null) return;
         textWriter.Write(DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z' ", CultureInfo.InvariantCulture));
         textWriter.Write(LevelName(logEntry.LogLevel));

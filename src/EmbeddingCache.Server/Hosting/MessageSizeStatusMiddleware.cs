@@ -36,7 +36,7 @@ internal sealed class MessageSizeStatusMiddleware(RequestDelegate next, IOptions
     {
         if (!headers.TryGetValue(MessageKey, out var value) || value.Count != 1) return;
         // grpc-message is percent-encoded on the wire (gRPC's HTTP/2 spec).
-        string text = Uri.UnescapeDataString(value.ToString());
+        var text = Uri.UnescapeDataString(value.ToString());
         if (text == ReceivedTooLarge) headers[MessageKey] = receivedText;
         else if (text == SendingTooLarge) headers[MessageKey] = sendingText;
     }

@@ -97,7 +97,7 @@ internal sealed partial class RefusalBrakeMiddleware(RequestDelegate next, IOpti
         {
             lock (_gate)
             {
-                long now = Stopwatch.GetTimestamp();
+                var now = Stopwatch.GetTimestamp();
                 _tokens = Math.Min(perSecond, _tokens + (Stopwatch.GetElapsedTime(_refilledAt, now).TotalSeconds * perSecond));
                 _refilledAt = now;
                 if (_tokens < 1)
@@ -115,7 +115,7 @@ internal sealed partial class RefusalBrakeMiddleware(RequestDelegate next, IOpti
         {
             lock (_gate)
             {
-                bool first = !_braked;
+                var first = !_braked;
                 _braked = true;
                 return first;
             }

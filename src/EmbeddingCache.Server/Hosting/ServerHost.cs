@@ -3,6 +3,7 @@ using EmbeddingCache.Server.Services;
 using Grpc.HealthCheck;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Logging.Console;
+using Microsoft.Extensions.Options;
 
 namespace EmbeddingCache.Server.Hosting;
 
@@ -35,6 +36,15 @@ public static partial class ServerHost
             await Console.Error.WriteLineAsync($"embcache: {e.Message}").ConfigureAwait(false);
             return 1;
         }
+        catch (OptionsValidationException e)
+        {
+            // Bad settings: each one on its own line, naming the setting, its value and what it must be.
+            foreach (var problem in e.Failures)
+            {
+                await Console.Error.WriteLineAsync($"embcache: {problem}").ConfigureAwait(false);
+            }
+            return 1;
+        }
         await app.RunAsync().ConfigureAwait(false);
         return 0;
     }
@@ -45,7 +55,7 @@ public static partial class ServerHost
     /// </summary>
     private static void WarnIfExposed(WebApplication app)
     {
-        var options = app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<ServerOptions>>().Value;
+        var options = app.Services.GetRequiredService<IOptions<ServerOptions>>().Value;
         if (!string.IsNullOrEmpty(options.ApiKey)) return;
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("EmbeddingCache.Server");
         foreach (var url in app.Urls.Where(url => !IsLoopback(url)))
@@ -81,13 +91,16 @@ public static partial class ServerHost
         {
             builder.WebHost.UseUrls(DefaultUrl);
         }
+        var section = builder.Configuration.GetSection(ServerOptions.Section);
+        var serverOptions = section.Get<ServerOptions>() ?? new ServerOptions();
+        // Every bad setting is reported at once, before Kestrel takes any of them or the engine locks the artifacts root.
+        SettingsValidator.ThrowIfInvalid(section.Get<EngineOptions>() ?? new EngineOptions(), serverOptions);
         // gRPC without TLS needs HTTP/2 without the upgrade dance (h2c) on every endpoint.
-        var serverOptions = builder.Configuration.GetSection(ServerOptions.Section).Get<ServerOptions>() ?? new ServerOptions();
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.ConfigureEndpointDefaults(endpoint => endpoint.Protocols = HttpProtocols.Http2);
             // An oversize message is refused from its 5-byte header, but what the client already sent is still read
-            // and dropped: Kestrel's default 768 KiB window let each refused message cost the server ~3 ms (flood benchmark).
+            // and dropped: a small window keeps a flood of oversize messages cheap (benchmarks/results/lab-notes.md).
             kestrel.Limits.Http2.InitialStreamWindowSize = serverOptions.Http2StreamWindowBytes;
             // Kestrel's own 30,000,000-byte body limit would cut a unary call below MaxReceiveMessageBytes with an
             // UNKNOWN; a unary body is one message and its 5-byte gRPC prefix. (gRPC lifts the limit on streaming calls,

@@ -9,7 +9,10 @@ namespace EmbeddingCache.Server.Hosting;
 public sealed class ServerOptions
 {
     /// <summary>The configuration section both these options and <see cref="EngineOptions"/> are read from.</summary>
-    public const string Section = "EmbeddingCache";
+    public const string Section = EngineOptions.Section;
+
+    /// <summary>HTTP/2's initial stream window, the smallest a peer may announce.</summary>
+    public const int MinHttp2StreamWindowBytes = 65_535;
 
     /// <summary>Largest request message accepted, in bytes (a Put of 10,000 x 384 float32 is about 15 MiB).</summary>
     public int MaxReceiveMessageBytes { get; set; } = 256 * 1024 * 1024;
@@ -20,7 +23,7 @@ public sealed class ServerOptions
     /// header, yet what is already in flight must still be read and dropped, so a small window keeps a flood of
     /// oversize messages cheap. Raise it (Kestrel's default is 786,432) for large Puts over long-latency links.
     /// </summary>
-    public int Http2StreamWindowBytes { get; set; } = 65_535;
+    public int Http2StreamWindowBytes { get; set; } = MinHttp2StreamWindowBytes;
 
     /// <summary>
     /// Port of the Prometheus endpoint (http://127.0.0.1:PORT/metrics), apart from gRPC, e.g. 9464. Default 0: off,
@@ -51,4 +54,32 @@ public sealed class ServerOptions
 
     /// <summary>How long a braked refusal waits before it is sent: 100 ms by default. It holds no thread.</summary>
     public TimeSpan RefusalBrake { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// Every setting out of range, each as "<c>EmbeddingCache:Setting is value; it must be …</c>", so that a person
+    /// reading it knows which setting to change and to what. Empty when the options are usable.
+    /// </summary>
+    public IEnumerable<string> Problems()
+    {
+        if (MaxReceiveMessageBytes < 1)
+        {
+            yield return $"{EngineOptions.SettingName(nameof(MaxReceiveMessageBytes))} is {MaxReceiveMessageBytes}; it must be at least 1";
+        }
+        if (Http2StreamWindowBytes < MinHttp2StreamWindowBytes)
+        {
+            yield return $"{EngineOptions.SettingName(nameof(Http2StreamWindowBytes))} is {Http2StreamWindowBytes}; it must be at least {MinHttp2StreamWindowBytes} (HTTP/2's minimum)";
+        }
+        if (MetricsPort is < 0 or > ushort.MaxValue)
+        {
+            yield return $"{EngineOptions.SettingName(nameof(MetricsPort))} is {MetricsPort}; it must be a port number, 1 to {ushort.MaxValue}, or 0 (off)";
+        }
+        if (OpenAiPort is < 0 or > ushort.MaxValue)
+        {
+            yield return $"{EngineOptions.SettingName(nameof(OpenAiPort))} is {OpenAiPort}; it must be a port number, 1 to {ushort.MaxValue}, or 0 (off)";
+        }
+        if (RefusalBrake < TimeSpan.Zero)
+        {
+            yield return $"{EngineOptions.SettingName(nameof(RefusalBrake))} is {RefusalBrake}; it must not be negative";
+        }
+    }
 }

@@ -14,14 +14,10 @@ public static class ServiceCollectionExtensions
     public static IServiceCollection AddEmbeddingCache(this IServiceCollection services, IConfiguration configuration)
     {
         var section = configuration.GetSection(ServerOptions.Section);
-        services.AddOptions<EngineOptions>().Bind(section)
-            .Validate(o => o.Validate() is null, "invalid EmbeddingCache settings")
-            .ValidateOnStart();
-        services.AddOptions<ServerOptions>().Bind(section)
-            .Validate(o => o.MaxReceiveMessageBytes > 0, "EmbeddingCache:MaxReceiveMessageBytes must be positive")
-            .Validate(o => o.Http2StreamWindowBytes >= 65_535, "EmbeddingCache:Http2StreamWindowBytes must be at least 65535 (HTTP/2's minimum)")
-            .Validate(o => o.OpenAiPort is >= 0 and <= ushort.MaxValue, "EmbeddingCache:OpenAiPort must be a port number (0: off)")
-            .ValidateOnStart();
+        services.AddOptions<EngineOptions>().Bind(section).ValidateOnStart();
+        services.AddOptions<ServerOptions>().Bind(section).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<EngineOptions>, SettingsValidator>();
+        services.AddSingleton<IValidateOptions<ServerOptions>, SettingsValidator>();
 
         // Opening the engine takes the artifacts root's writer lock: a second server fails here, before it listens.
         services.AddSingleton(provider => EmbeddingCacheEngine.Open(

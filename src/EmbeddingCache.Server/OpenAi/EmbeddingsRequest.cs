@@ -38,7 +38,7 @@ internal sealed record EmbeddingsRequest(string Model, string[] Input, bool Base
         if (input.ValueKind != JsonValueKind.Array) throw OpenAiException.Invalid("input", "'input' must be a string or a list of strings");
         if (input.GetArrayLength() == 0) throw OpenAiException.Invalid("input", "'input' is an empty list: send at least one text");
         var texts = new string[input.GetArrayLength()];
-        int i = 0;
+        var i = 0;
         foreach (var item in input.EnumerateArray())
         {
             texts[i] = item.ValueKind switch
@@ -64,7 +64,7 @@ internal sealed record EmbeddingsRequest(string Model, string[] Input, bool Base
     private static int? ReadDimensions(JsonElement body)
     {
         if (!body.TryGetProperty("dimensions", out var value) || value.ValueKind == JsonValueKind.Null) return null;
-        return value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out int dimensions) && dimensions > 0
+        return value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out var dimensions) && dimensions > 0
             ? dimensions
             : throw OpenAiException.Invalid("dimensions", $"'dimensions' is {value.GetRawText()}; it must be a positive integer");
     }

@@ -37,7 +37,7 @@ internal static class OpenAiErrors
     /// <summary>The engine's refusal as OpenAI's clients expect it; over-limit requests are 413, a saturated encoder 429 (retry later).</summary>
     public static OpenAiException From(CacheRequestException e)
     {
-        string? param = e.Field == "texts" ? "input" : e.Field;
+        var param = e.Field == "texts" ? "input" : e.Field;
         return e.Kind switch
         {
             CacheErrorKind.InvalidArgument => new(400, "invalid_request_error", param, null, e.Message),

@@ -85,8 +85,8 @@ internal sealed class OpenAiHandlers(EmbeddingCacheEngine engine)
         json.WriteStartObject();
         json.WriteString("object", "list");
         json.WriteStartArray("data");
-        int rowBytes = vectors.Dims * sizeof(float);
-        for (int row = 0; row < vectors.Count; row++)
+        var rowBytes = vectors.Dims * sizeof(float);
+        for (var row = 0; row < vectors.Count; row++)
         {
             var bytes = vectors.Data.Span.Slice(row * rowBytes, rowBytes);
             json.WriteStartObject();
@@ -99,7 +99,7 @@ internal sealed class OpenAiHandlers(EmbeddingCacheEngine engine)
             else
             {
                 json.WriteStartArray("embedding");
-                foreach (float value in System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes)) json.WriteNumberValue(value);
+                foreach (var value in System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes)) json.WriteNumberValue(value);
                 json.WriteEndArray();
             }
             json.WriteEndObject();

@@ -71,7 +71,7 @@ internal sealed class CacheMetrics : IDisposable
 
     private static void ObserveBatch(Instrument instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
-        string model = "";
+        var model = "";
         foreach (var tag in tags)
         {
             if (tag.Key == "model") model = tag.Value as string ?? "";
@@ -81,10 +81,10 @@ internal sealed class CacheMetrics : IDisposable
 
     public static void Answered(string model, Storage.VectorKind kind, LookupResult result)
     {
-        string kindLabel = Storage.VectorKindNames.Name(kind);
+        var kindLabel = Storage.VectorKindNames.Name(kind);
         foreach (var source in new[] { Engine.RowSource.Cached, Engine.RowSource.Computed, Engine.RowSource.Missing })
         {
-            int count = result.CountOf(source);
+            var count = result.CountOf(source);
             if (count > 0) Rows.WithLabels(model, kindLabel, source.ToString().ToLowerInvariant()).Inc(count);
         }
         BytesServed.WithLabels(model).Inc(result.Vectors.Data.Length);

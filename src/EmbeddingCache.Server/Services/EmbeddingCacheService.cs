@@ -45,7 +45,7 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
     }
 
     /// <summary>
-    /// Requests are read ahead up to <see cref="StreamWindow"/> in flight; responses go back in request order.
+    /// Requests are read ahead up to <see cref="EmbeddingCacheEngine.StreamWindow"/> in flight; responses go back in request order.
     /// Writing waits for the client to read (HTTP/2 flow control), and reading waits for a free slot, so
     /// neither side buffers without bound.
     /// </summary>
@@ -56,7 +56,7 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
         while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
         {
             inFlight.Enqueue(EmbedOneAsync(requestStream.Current, context));
-            if (inFlight.Count >= StreamWindow)
+            if (inFlight.Count >= EmbeddingCacheEngine.StreamWindow)
             {
                 await WriteAsync(responseStream, await inFlight.Dequeue().ConfigureAwait(false)).ConfigureAwait(false);
             }
@@ -75,9 +75,6 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
             await responseStream.WriteAsync(ToResponse(result)).ConfigureAwait(false);
         }
     }
-
-    /// <summary>Stream requests computed at once: enough to keep the batcher fed, few enough to bound memory.</summary>
-    private const int StreamWindow = 4;
 
     private async Task<LookupResult> EmbedOneAsync(EmbedRequest request, ServerCallContext context)
     {

@@ -18,7 +18,7 @@ internal sealed class GenerationGuard(StoreGeneration first)
     {
         while (true)
         {
-            StoreGeneration generation = Volatile.Read(ref _current);
+            var generation = Volatile.Read(ref _current);
             if (generation.TryEnter())
             {
                 return generation;
@@ -32,7 +32,7 @@ internal sealed class GenerationGuard(StoreGeneration first)
     /// </summary>
     public void Replace(StoreGeneration next)
     {
-        StoreGeneration old = _current;
+        var old = _current;
         Volatile.Write(ref _current, next);
         old.Retire();
         old.Release();

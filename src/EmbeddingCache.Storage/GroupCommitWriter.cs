@@ -130,11 +130,11 @@ internal sealed class GroupCommitWriter
 
     private async Task RunAsync()
     {
-        ChannelReader<PendingAppend> reader = _queue.Reader;
+        var reader = _queue.Reader;
         var group = new List<PendingAppend>();
         while (await reader.WaitToReadAsync().ConfigureAwait(false))
         {
-            while (reader.TryRead(out PendingAppend? pending))
+            while (reader.TryRead(out var pending))
             {
                 group.Add(pending);
             }
@@ -151,7 +151,7 @@ internal sealed class GroupCommitWriter
     private void CommitGroup(List<PendingAppend> group)
     {
         Interlocked.Increment(ref _commitGroups);
-        StoreGeneration generation = _generations.Current;
+        var generation = _generations.Current;
         Exception? failure = null;
         if (generation.Disposed)
         {
@@ -181,7 +181,7 @@ internal sealed class GroupCommitWriter
             }
         }
 
-        foreach (PendingAppend pending in group)
+        foreach (var pending in group)
         {
             if (pending.Error is not null)
             {
@@ -209,7 +209,7 @@ internal sealed class GroupCommitWriter
         _selected.Clear();
         _groupKeys.Clear();
         _groupIds.Clear();
-        foreach (PendingAppend pending in group)
+        foreach (var pending in group)
         {
             pending.Written = 0;
             if (pending.ExpectedGeneration != -1 && pending.ExpectedGeneration != generation.Number)
@@ -217,7 +217,7 @@ internal sealed class GroupCommitWriter
                 continue;
             }
 
-            RowBatch batch = pending.Batch;
+            var batch = pending.Batch;
             if (batch.Dims != generation.Layout.Dims)
             {
                 pending.Error = new ArgumentException($"The batch holds {batch.Dims}-dim vectors; {_model}/{_kindName} stores {generation.Layout.Dims}.", "batch");
@@ -226,7 +226,7 @@ internal sealed class GroupCommitWriter
 
             for (var i = 0; i < batch.Count; i++)
             {
-                ContentKey? key = batch.KeyAt(i);
+                var key = batch.KeyAt(i);
                 var id = batch.IdAt(i);
                 ContentKey? idKey = id is null ? null : IdKey.FromId(id);
                 if (pending.Mode == AppendMode.IfAbsent && IsStored(generation, key, idKey))
@@ -281,7 +281,7 @@ internal sealed class GroupCommitWriter
 
     private void WriteSelected(StoreGeneration generation)
     {
-        NpyLayout layout = generation.Layout;
+        var layout = generation.Layout;
         var position = 0;
         while (position < _selected.Count)
         {
@@ -290,7 +290,7 @@ internal sealed class GroupCommitWriter
                 Seal(generation);
             }
 
-            AppendableSegment segment = _appendable ?? StartSegment(generation);
+            var segment = _appendable ?? StartSegment(generation);
             var count = Math.Min(_selected.Count - position, segment.FreeRows);
             var firstRow = segment.Rows;
             try
@@ -350,9 +350,9 @@ internal sealed class GroupCommitWriter
                 var rows = Math.Min(rowsPerChunk, count - done);
                 for (var r = 0; r < rows; r++)
                 {
-                    SelectedRow row = _selected[position + done + r];
-                    ReadOnlySpan<float> vector = row.Batch.VectorAt(row.Row);
-                    Span<byte> target = buffer.AsSpan(r * rowBytes, rowBytes);
+                    var row = _selected[position + done + r];
+                    var vector = row.Batch.VectorAt(row.Row);
+                    var target = buffer.AsSpan(r * rowBytes, rowBytes);
                     if (layout.DType == VectorDType.Float32)
                     {
                         MemoryMarshal.AsBytes(vector).CopyTo(target);
@@ -377,7 +377,7 @@ internal sealed class GroupCommitWriter
     {
         for (var i = 0; i < count; i++)
         {
-            SelectedRow row = _selected[position + i];
+            var row = _selected[position + i];
             var location = generation.Addressing.Pack(_appendableSlot, firstRow + i);
             if (row.Key is { } key)
             {
@@ -400,7 +400,7 @@ internal sealed class GroupCommitWriter
         }
 
         var number = _nextNumber++;
-        AppendableSegment segment = AppendableSegment.Create(_directory, number, generation.Layout, _options.SegmentRows, Sync);
+        var segment = AppendableSegment.Create(_directory, number, generation.Layout, _options.SegmentRows, Sync);
         generation.Segments = [.. generation.Segments, segment];
         _appendable = segment;
         _appendableSlot = generation.Segments.Length - 1;
@@ -409,8 +409,8 @@ internal sealed class GroupCommitWriter
 
     private void Seal(StoreGeneration generation)
     {
-        AppendableSegment segment = _appendable!;
-        SealedSegment sealedSegment = segment.Seal(_directory);
+        var segment = _appendable!;
+        var sealedSegment = segment.Seal(_directory);
         Segment[] segments = [.. generation.Segments];
         segments[_appendableSlot] = sealedSegment; // same mapping: a read may use either object
         generation.Segments = segments;

@@ -66,9 +66,9 @@ public sealed class ModelCache
     public InvalidationResult Invalidate(VectorKind? kind)
     {
         InvalidationResult result = default;
-        foreach (VectorStore store in Stores(kind))
+        foreach (var store in Stores(kind))
         {
-            InvalidationResult removed = store.Invalidate();
+            var removed = store.Invalidate();
             result = new InvalidationResult(result.RowsRemoved + removed.RowsRemoved, result.BytesRemoved + removed.BytesRemoved);
         }
 
@@ -133,7 +133,7 @@ public sealed class ModelCache
     /// </summary>
     internal void Apply(CacheDescriptor descriptor)
     {
-        CacheDescriptor current = Descriptor;
+        var current = Descriptor;
         if (current.Fingerprint != descriptor.Fingerprint || current.Dims != descriptor.Dims || current.DType != descriptor.DType)
         {
             var layout = new NpyLayout(descriptor.Dims, descriptor.DType);

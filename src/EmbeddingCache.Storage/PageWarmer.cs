@@ -49,7 +49,7 @@ internal sealed class PageWarmer
         // Chunks of at most a sixteenth of a second's budget, so that the throttle sleeps briefly and Stop is prompt.
         var chunkBytes = (int)Math.Clamp(_bytesPerSecond / 16, 4096, 1 << 20);
         long done = 0;
-        foreach (GenerationGuard kind in _kinds)
+        foreach (var kind in _kinds)
         {
             done += Warm(kind.Current, chunkBytes, done, started);
             if (_stopped)
@@ -71,7 +71,7 @@ internal sealed class PageWarmer
     {
         long touched = 0;
         var sink = 0;
-        foreach (Segment segment in generation.Segments)
+        foreach (var segment in generation.Segments)
         {
             var end = segment.Layout.FileLength(segment.Rows);
             for (long offset = 0; offset < end; offset += chunkBytes)
@@ -105,7 +105,7 @@ internal sealed class PageWarmer
 
     private bool Pace(long touched, long started)
     {
-        TimeSpan ahead = TimeSpan.FromSeconds((double)touched / _bytesPerSecond) - Stopwatch.GetElapsedTime(started);
+        var ahead = TimeSpan.FromSeconds((double)touched / _bytesPerSecond) - Stopwatch.GetElapsedTime(started);
         if (ahead > TimeSpan.Zero && !_stopped)
         {
             Thread.Sleep(ahead);

@@ -55,7 +55,7 @@ internal static class RowGather
                     PrefetchRow(generation, locations[i + RowsAhead]);
                 }
 
-                Span<byte> target = destination.Slice(i * rowBytes, rowBytes);
+                var target = destination.Slice(i * rowBytes, rowBytes);
                 if (found[i])
                 {
                     CopyRow(generation, locations[i], outputType, target);
@@ -97,16 +97,16 @@ internal static class RowGather
 
     private static void PrefetchRow(StoreGeneration generation, uint location)
     {
-        RowAddressing addressing = generation.Addressing;
+        var addressing = generation.Addressing;
         generation.Segments[addressing.SegmentOf(location)].PrefetchRow(addressing.RowOf(location));
     }
 
     private static void CopyRow(StoreGeneration generation, uint location, VectorDType outputType, Span<byte> destination)
     {
         // Segments is read after the index: the writer publishes a new segment before any row in it.
-        RowAddressing addressing = generation.Addressing;
-        ReadOnlySpan<byte> source = generation.Segments[addressing.SegmentOf(location)].Row(addressing.RowOf(location));
-        VectorDType storage = generation.Layout.DType;
+        var addressing = generation.Addressing;
+        var source = generation.Segments[addressing.SegmentOf(location)].Row(addressing.RowOf(location));
+        var storage = generation.Layout.DType;
         if (storage == outputType)
         {
             source.CopyTo(destination);

@@ -39,7 +39,7 @@ internal sealed class StoreGeneration(long number, NpyLayout layout, RowAddressi
         get
         {
             long rows = 0;
-            foreach (Segment segment in Segments)
+            foreach (var segment in Segments)
             {
                 rows += segment.Rows;
             }
@@ -54,7 +54,7 @@ internal sealed class StoreGeneration(long number, NpyLayout layout, RowAddressi
         get
         {
             long bytes = 0;
-            foreach (Segment segment in Segments)
+            foreach (var segment in Segments)
             {
                 bytes += segment.ByteCount;
             }
@@ -102,7 +102,7 @@ internal sealed class StoreGeneration(long number, NpyLayout layout, RowAddressi
     /// <summary>Closes the segments' files and unmaps them; only after <see cref="Retire"/>.</summary>
     public void Release()
     {
-        foreach (Segment segment in Segments)
+        foreach (var segment in Segments)
         {
             if (segment is AppendableSegment appendable)
             {

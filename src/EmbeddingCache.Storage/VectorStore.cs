@@ -69,7 +69,7 @@ public sealed class VectorStore
     {
         get
         {
-            StoreGeneration generation = _generations.Current;
+            var generation = _generations.Current;
             return generation.Keys.TableBytes + generation.Ids.TableBytes;
         }
     }
@@ -97,7 +97,7 @@ public sealed class VectorStore
     /// <returns>How many keys were found.</returns>
     public int Gather(ReadOnlySpan<ContentKey> keys, VectorDType outputType, Span<byte> destination, Span<bool> found)
     {
-        StoreGeneration generation = _generations.Enter();
+        var generation = _generations.Enter();
         try
         {
             return RowGather.Gather(generation, generation.Keys, keys, outputType, destination, found);
@@ -112,7 +112,7 @@ public sealed class VectorStore
     public int GatherByIds(IReadOnlyList<string> ids, VectorDType outputType, Span<byte> destination, Span<bool> found)
     {
         ArgumentNullException.ThrowIfNull(ids);
-        ContentKey[] keys = ArrayPool<ContentKey>.Shared.Rent(ids.Count);
+        var keys = ArrayPool<ContentKey>.Shared.Rent(ids.Count);
         try
         {
             for (var i = 0; i < ids.Count; i++)
@@ -120,7 +120,7 @@ public sealed class VectorStore
                 keys[i] = IdKey.FromId(ids[i]);
             }
 
-            StoreGeneration generation = _generations.Enter();
+            var generation = _generations.Enter();
             try
             {
                 return RowGather.Gather(generation, generation.Ids, keys.AsSpan(0, ids.Count), outputType, destination, found);
@@ -165,7 +165,7 @@ public sealed class VectorStore
     /// </summary>
     internal static VectorStore Open(string model, VectorKind kind, string modelDirectory, NpyLayout layout, StorageOptions options, ILogger logger, Action checkpointed)
     {
-        RecoveredKind recovered = KindFolderRecovery.Recover(modelDirectory, model, kind, layout, options, logger);
+        var recovered = KindFolderRecovery.Recover(modelDirectory, model, kind, layout, options, logger);
         var store = new VectorStore(model, kind, modelDirectory, layout, options, logger, recovered, checkpointed);
         lock (store._writer.Gate)
         {
@@ -187,7 +187,7 @@ public sealed class VectorStore
         string trash;
         lock (_writer.Gate)
         {
-            StoreGeneration old = _generations.Current;
+            var old = _generations.Current;
             if (old.Disposed)
             {
                 DiskErrors.ThrowDisposed(nameof(VectorStore));
@@ -226,7 +226,7 @@ public sealed class VectorStore
         _writer.Stop();
         lock (_writer.Gate)
         {
-            StoreGeneration current = _generations.Current;
+            var current = _generations.Current;
             if (current.Disposed)
             {
                 return;

@@ -30,7 +30,7 @@ public sealed class PackedVectors : IDisposable
         Count = count;
         Dims = dims;
         DType = dtype;
-        length = checked(count * dims * ElementSize(dtype));
+        length = checked(count * dims * dtype.BytesPerElement());
         rented = length == 0 ? [] : ArrayPool<byte>.Shared.Rent(length);
     }
 
@@ -45,9 +45,6 @@ public sealed class PackedVectors : IDisposable
 
     /// <summary>The packed rows: <see cref="Count"/> x <see cref="Dims"/> elements of <see cref="DType"/>.</summary>
     public Memory<byte> Data => (rented ?? throw new ObjectDisposedException(nameof(PackedVectors))).AsMemory(0, length);
-
-    /// <summary>Bytes of one element of <paramref name="dtype"/>.</summary>
-    public static int ElementSize(VectorDType dtype) => dtype == VectorDType.Float16 ? 2 : 4;
 
     /// <summary>Returns the buffer to the pool; safe to call twice.</summary>
     public void Dispose()

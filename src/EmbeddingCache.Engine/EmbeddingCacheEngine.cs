@@ -516,7 +516,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     /// <summary>Response rows being filled in the requested dtype, in a pooled buffer the result owns.</summary>
     private sealed class RowWriter(int count, int dims, VectorDType dtype)
     {
-        private readonly int rowBytes = dims * PackedVectors.ElementSize(dtype);
+        private readonly int rowBytes = dims * dtype.BytesPerElement();
 
         public PackedVectors Rows { get; } = new(count, dims, dtype);
 

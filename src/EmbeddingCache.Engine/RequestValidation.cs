@@ -57,12 +57,12 @@ internal static class RequestValidation
         {
             CacheRequestException.ThrowInvalid("vectors.dims", $"vectors.dims is {command.Dims}; it must be between 1 and {options.MaxDims} ({EngineOptions.SettingName(nameof(EngineOptions.MaxDims))})");
         }
-        long expectedBytes = (long)command.Count * command.Dims * PackedVectors.ElementSize(command.DType);
+        long expectedBytes = (long)command.Count * command.Dims * command.DType.BytesPerElement();
         if (command.Data.Length != expectedBytes)
         {
             CacheRequestException.ThrowInvalid("vectors.data",
                 $"vectors.data has {command.Data.Length} bytes but count {command.Count} x dims {command.Dims} x " +
-                $"{PackedVectors.ElementSize(command.DType)} bytes ({command.DType}) is {expectedBytes}");
+                $"{command.DType.BytesPerElement()} bytes ({command.DType}) is {expectedBytes}");
         }
         return FiniteRows(command.Data.Span, command.Count, command.Dims, command.DType);
     }
@@ -170,10 +170,10 @@ internal static class RequestValidation
     /// </summary>
     public static void ReplyRows(int rows, int dims, VectorDType dtype, EngineOptions options)
     {
-        long bytes = (long)rows * dims * PackedVectors.ElementSize(dtype) + rows + ReplyOverheadBytes;
+        long bytes = (long)rows * dims * dtype.BytesPerElement() + rows + ReplyOverheadBytes;
         if (bytes > options.MaxSendMessageBytes)
         {
-            long fit = Math.Max(0, (options.MaxSendMessageBytes - ReplyOverheadBytes) / ((long)dims * PackedVectors.ElementSize(dtype) + 1));
+            long fit = Math.Max(0, (options.MaxSendMessageBytes - ReplyOverheadBytes) / ((long)dims * dtype.BytesPerElement() + 1));
             CacheRequestException.Throw(CacheErrorKind.ResourceExhausted,
                 $"the reply of {rows} rows x {dims} dims ({dtype}) would be about {bytes} bytes, over the {options.MaxSendMessageBytes} " +
                 $"bytes of {EngineOptions.SettingName(nameof(EngineOptions.MaxSendMessageBytes))}: ask for at most {fit} rows per call, or raise it " +

@@ -19,7 +19,7 @@ public sealed class VerifySamples(string embeddingsDirectory)
 
     /// <summary>The sample file of a model's kind.</summary>
     public static string PathOf(string embeddingsDirectory, string model, VectorKind kind) =>
-        Path.Combine(embeddingsDirectory, model, $"verify-samples.{(kind == VectorKind.Query ? "query" : "document")}.jsonl");
+        Path.Combine(embeddingsDirectory, model, $"verify-samples.{kind.Name()}.jsonl");
 
     /// <summary>The tokenizer inputs recorded for a model's kind (none when there is no file).</summary>
     public static IReadOnlyList<string> Read(string embeddingsDirectory, string model, VectorKind kind)

@@ -209,7 +209,7 @@ public sealed class ArtifactsRoot : IDisposable
     {
         foreach (VectorKind kind in (ReadOnlySpan<VectorKind>)[VectorKind.Query, VectorKind.Document])
         {
-            var kindDirectory = Path.Combine(directory, CacheManifest.KindFolderName(kind));
+            var kindDirectory = Path.Combine(directory, kind.Name());
             if (!Directory.Exists(kindDirectory))
             {
                 continue;

@@ -149,11 +149,11 @@ internal sealed class CacheManifest
         json["size_mb"] = Math.Round(bytes / (1024.0 * 1024.0), 3);
         json["bytes"] = bytes;
         json["dims"] = Dims;
-        json["dtype"] = NpyLayout.DescrOf(DType);
+        json["dtype"] = DType.NpyDescr();
         json["fingerprint"] = Fingerprint;
         json["store_only"] = StoreOnly;
         json["format_version"] = FormatVersion;
-        json["counts"] = new JsonObject { ["query"] = queryRows, ["document"] = documentRows };
+        json["counts"] = new JsonObject { [VectorKindNames.Query] = queryRows, [VectorKindNames.Document] = documentRows };
         json["segment_rows"] = segmentRows;
         _original = json;
         AtomicFile.Write(path, Encoding.UTF8.GetBytes(json.ToJsonString(Indented) + "\n"), sync);
@@ -181,9 +181,9 @@ internal sealed class CacheManifest
 
         var json = new JsonObject
         {
-            ["kind"] = KindFolderName(kind),
+            ["kind"] = kind.Name(),
             ["dims"] = layout.Dims,
-            ["dtype"] = NpyLayout.DescrOf(layout.DType),
+            ["dtype"] = layout.DType.NpyDescr(),
             ["rows"] = rows,
             ["format_version"] = FormatVersion,
             ["updated_at"] = FormatTime(DateTimeOffset.UtcNow),
@@ -204,11 +204,4 @@ internal sealed class CacheManifest
             return false;
         }
     }
-
-    public static string KindFolderName(VectorKind kind) => kind switch
-    {
-        VectorKind.Query => "query",
-        VectorKind.Document => "document",
-        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown vector kind."),
-    };
 }

@@ -55,8 +55,6 @@ internal sealed class KeyIndex
         }
     }
 
-    public bool ContainsKey(ContentKey key) => TryGetValue(key, out _);
-
     /// <summary>Asks the CPU to start loading the slot where a lookup of <paramref name="key"/> begins (a hint only).</summary>
     public unsafe void Prefetch(ContentKey key)
     {

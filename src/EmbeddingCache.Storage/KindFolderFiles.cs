@@ -62,7 +62,7 @@ internal static partial class KindFolderFiles
         long fitting = Math.Max(0, length - layout.HeaderLength) / layout.RowBytes;
         if (layout.TryReadCount(header.AsSpan(0, read)) is not { } count)
         {
-            string problem = $"{NpyLayout.Describe(header.AsSpan(0, read))} is not the expected '{NpyLayout.DescrOf(layout.DType)}' (rows, {layout.Dims}) header";
+            string problem = $"{NpyLayout.Describe(header.AsSpan(0, read))} is not the expected '{layout.DType.NpyDescr()}' (rows, {layout.Dims}) header";
             return new SegmentHeader(null, fitting, length, problem);
         }
 

@@ -87,7 +87,7 @@ public sealed class KindFolderReader : IDisposable
     public VectorDType DType => _layout.DType;
 
     /// <summary>numpy's name of <see cref="DType"/>: <c>&lt;f4</c> or <c>&lt;f2</c>.</summary>
-    public string Descr => NpyLayout.DescrOf(_layout.DType);
+    public string Descr => _layout.DType.NpyDescr();
 
     /// <summary>Bytes of one stored row.</summary>
     public int RowBytes => _layout.RowBytes;
@@ -127,7 +127,7 @@ public sealed class KindFolderReader : IDisposable
             throw new DirectoryNotFoundException($"no cache of '{model}': {manifestPath} does not exist");
         }
 
-        var reader = new KindFolderReader(model, kind, Path.Combine(modelDirectory, CacheManifest.KindFolderName(kind)), new NpyLayout(manifest.Dims, manifest.DType));
+        var reader = new KindFolderReader(model, kind, Path.Combine(modelDirectory, kind.Name()), new NpyLayout(manifest.Dims, manifest.DType));
         try
         {
             if (System.IO.Directory.Exists(reader.Directory))

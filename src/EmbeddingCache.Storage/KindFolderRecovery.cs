@@ -15,7 +15,7 @@ internal static class KindFolderRecovery
 {
     public static RecoveredKind Recover(string modelDirectory, string model, VectorKind kind, NpyLayout layout, StorageOptions options, ILogger logger)
     {
-        string kindName = CacheManifest.KindFolderName(kind);
+        string kindName = kind.Name();
         string directory = Path.Combine(modelDirectory, kindName);
         Directory.CreateDirectory(directory);
         SortedDictionary<int, string> npyFiles = SortEntries(modelDirectory, model, kindName, directory, logger);

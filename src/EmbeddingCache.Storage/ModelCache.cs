@@ -9,8 +9,6 @@ namespace EmbeddingCache.Storage;
 /// </summary>
 public sealed class ModelCache
 {
-    internal const string TrashPrefix = ".trash-";
-
     private readonly string _directory;
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
@@ -68,9 +66,9 @@ public sealed class ModelCache
     public InvalidationResult Invalidate(VectorKind? kind)
     {
         InvalidationResult result = default;
-        foreach (VectorStore store in Stores(kind))
+        foreach (var store in Stores(kind))
         {
-            InvalidationResult removed = store.Invalidate();
+            var removed = store.Invalidate();
             result = new InvalidationResult(result.RowsRemoved + removed.RowsRemoved, result.BytesRemoved + removed.BytesRemoved);
         }
 
@@ -80,19 +78,19 @@ public sealed class ModelCache
 
     internal static ModelCache Load(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger)
     {
-        long started = Stopwatch.GetTimestamp();
-        DeleteLeftoverTrash(directory, logger);
+        var started = Stopwatch.GetTimestamp();
+        DeleteLeftovers(directory, logger);
         var cache = new ModelCache(name, directory, manifest, options, logger);
         cache.OpenStores();
         cache.TryWriteManifest();
-        long elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-        long indexBytes = cache._query.IndexBytes + cache._document.IndexBytes;
+        var elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        var indexBytes = cache._query.IndexBytes + cache._document.IndexBytes;
         long entries = Math.Max(cache._query.KeyCount, cache._query.IdCount) + Math.Max(cache._document.KeyCount, cache._document.IdCount);
         StorageLog.CacheOpened(logger, name, cache._query.RowCount, cache._document.RowCount,
             cache._query.SegmentCount + cache._document.SegmentCount, elapsedMs, indexBytes, entries == 0 ? 0 : Math.Round((double)indexBytes / entries, 1));
         if (entries > 0)
         {
-            cache._warmer = PageWarmer.Start(name, [cache._document, cache._query], options.WarmBytesPerSecond, logger);
+            cache._warmer = PageWarmer.Start(name, [cache._document.Generations, cache._query.Generations], options.WarmBytesPerSecond, logger);
         }
         return cache;
     }
@@ -124,7 +122,7 @@ public sealed class ModelCache
             throw;
         }
         NativeFile.SyncDirectory(Path.GetDirectoryName(directory)!);
-        StorageLog.CacheCreated(logger, name, descriptor.Dims, NpyLayout.DescrOf(descriptor.DType), descriptor.Fingerprint);
+        StorageLog.CacheCreated(logger, name, descriptor.Dims, descriptor.DType.NpyDescr(), descriptor.Fingerprint);
         return cache;
     }
 
@@ -135,13 +133,13 @@ public sealed class ModelCache
     /// </summary>
     internal void Apply(CacheDescriptor descriptor)
     {
-        CacheDescriptor current = Descriptor;
+        var current = Descriptor;
         if (current.Fingerprint != descriptor.Fingerprint || current.Dims != descriptor.Dims || current.DType != descriptor.DType)
         {
             var layout = new NpyLayout(descriptor.Dims, descriptor.DType);
-            long rowsRemoved = _query.Reset(layout).RowsRemoved + _document.Reset(layout).RowsRemoved;
+            var rowsRemoved = _query.Reset(layout).RowsRemoved + _document.Reset(layout).RowsRemoved;
             StorageLog.FingerprintChanged(_logger, Name, current.Fingerprint, descriptor.Fingerprint, current.Dims, descriptor.Dims,
-                NpyLayout.DescrOf(current.DType), NpyLayout.DescrOf(descriptor.DType), rowsRemoved);
+                current.DType.NpyDescr(), descriptor.DType.NpyDescr(), rowsRemoved);
         }
         else if (current.StoreOnly == descriptor.StoreOnly && current.BaseModel == descriptor.BaseModel && current.HuggingFaceUrl == descriptor.HuggingFaceUrl)
         {
@@ -191,31 +189,10 @@ public sealed class ModelCache
         TryWriteManifest();
     }
 
-    internal static void DeleteTrash(string path, ILogger logger)
+    private static void DeleteLeftovers(string directory, ILogger logger)
     {
-        if (!Directory.Exists(path))
-        {
-            return;
-        }
-
-        try
-        {
-            Directory.Delete(path, recursive: true);
-        }
-        catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
-        {
-            StorageLog.TrashNotDeleted(logger, exception, path);
-        }
-    }
-
-    private static void DeleteLeftoverTrash(string directory, ILogger logger)
-    {
-        foreach (string trash in Directory.EnumerateDirectories(directory, TrashPrefix + "*"))
-        {
-            DeleteTrash(trash, logger);
-        }
-
-        string interruptedManifest = Path.Combine(directory, CacheManifest.FileName + AtomicFile.TemporarySuffix);
+        Trash.DeleteLeftovers(directory, logger);
+        var interruptedManifest = Path.Combine(directory, CacheManifest.FileName + AtomicFile.TemporarySuffix);
         if (File.Exists(interruptedManifest))
         {
             File.Delete(interruptedManifest); // a manifest write cut short; the previous manifest is intact
@@ -226,8 +203,9 @@ public sealed class ModelCache
     private void OpenStores()
     {
         var layout = new NpyLayout(_manifest.Dims, _manifest.DType);
-        _query = VectorStore.Open(this, VectorKind.Query, _directory, layout, _options, _logger);
-        _document = VectorStore.Open(this, VectorKind.Document, _directory, layout, _options, _logger);
+        // A store reports its checkpoints through this callback, so that calls run from the cache to its stores only.
+        _query = VectorStore.Open(Name, VectorKind.Query, _directory, layout, _options, _logger, TryWriteManifest);
+        _document = VectorStore.Open(Name, VectorKind.Document, _directory, layout, _options, _logger, TryWriteManifest);
     }
 
     private IEnumerable<VectorStore> Stores(VectorKind? kind) => kind switch

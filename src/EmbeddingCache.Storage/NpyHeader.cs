@@ -22,7 +22,7 @@ public sealed partial record NpyHeader(string Descr, bool FortranOrder, long[] S
     /// <summary>Bytes of one row of a 2-D float32 or float16 array.</summary>
     /// <exception cref="InvalidOperationException">The elements are not float32 or float16.</exception>
     public int RowBytes => VectorType is { } type
-        ? Columns * NpyLayout.ElementSizeOf(type)
+        ? Columns * type.BytesPerElement()
         : throw new InvalidOperationException($"'{Descr}' elements are not float32 or float16.");
 
     /// <summary>The storage dtype for '&lt;f4' and '&lt;f2' (and their '|'/'=' spellings on little-endian), otherwise null.</summary>
@@ -83,7 +83,7 @@ public sealed partial record NpyHeader(string Descr, bool FortranOrder, long[] S
     public static byte[] Format(VectorDType dtype, long rows, int columns)
     {
         var dict = string.Create(CultureInfo.InvariantCulture,
-            $"{{'descr': '{NpyLayout.DescrOf(dtype)}', 'fortran_order': False, 'shape': ({rows}, {columns}), }}");
+            $"{{'descr': '{dtype.NpyDescr()}', 'fortran_order': False, 'shape': ({rows}, {columns}), }}");
         var unpadded = 10 + dict.Length + 1;
         var total = (unpadded + 63) / 64 * 64;
         var bytes = new byte[total];

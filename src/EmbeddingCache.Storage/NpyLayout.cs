@@ -24,10 +24,10 @@ internal sealed class NpyLayout
     {
         Dims = dims;
         DType = dtype;
-        ElementSize = ElementSizeOf(dtype);
+        ElementSize = dtype.BytesPerElement();
         RowBytes = dims * ElementSize;
 
-        var prefix = $"{{'descr': '{DescrOf(dtype)}', 'fortran_order': False, 'shape': (";
+        var prefix = $"{{'descr': '{dtype.NpyDescr()}', 'fortran_order': False, 'shape': (";
         var countOffset = PreambleLength + prefix.Length;
         var pad = (CountWidth - (countOffset % CountWidth)) % CountWidth;
         CountOffset = countOffset + pad;
@@ -64,11 +64,6 @@ internal sealed class NpyLayout
 
     /// <summary>File offset of the row-count field; a multiple of 8.</summary>
     public int CountOffset { get; }
-
-    public static int ElementSizeOf(VectorDType dtype) => dtype == VectorDType.Float16 ? 2 : 4;
-
-    /// <summary>numpy's name for the element type.</summary>
-    public static string DescrOf(VectorDType dtype) => dtype == VectorDType.Float16 ? "<f2" : "<f4";
 
     public static VectorDType? ParseDescr(string? descr) => descr switch
     {

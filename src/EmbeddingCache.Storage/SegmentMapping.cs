@@ -6,7 +6,7 @@ namespace EmbeddingCache.Storage;
 /// <summary>
 /// A read-only memory map of a whole segment file. The pointer is acquired once here and released
 /// exactly once in <see cref="Dispose"/>; callers get spans, never the pointer. The owning
-/// <see cref="VectorStore"/> disposes a mapping only when no Gather can still be reading it.
+/// <see cref="StoreGeneration"/> disposes a mapping only once it is retired and no Gather can still be reading it.
 /// </summary>
 internal sealed unsafe class SegmentMapping : IDisposable
 {

@@ -33,7 +33,7 @@ public sealed class DiskFullTests : IDisposable
 
             Assert.Equal(100, store.RowCount);
             Assert.Equal(bytesBefore, store.ByteCount);
-            Assert.False(store.ContainsKey(Rows.Key(100)));
+            Assert.Null(Rows.One(store, 100));
             Assert.Equal(Rows.Vector(99, Dims), Rows.One(store, 99));
             Assert.Equal(1, _artifacts.Logs.Count("StorageFull"));
 

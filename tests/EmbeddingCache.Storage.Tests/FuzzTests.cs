@@ -156,7 +156,7 @@ public sealed class FuzzTests(ITestOutputHelper output)
             Interlocked.Increment(ref accepted);
             Assert.Null(problem);
             Assert.Equal(Expected<int>(fields, "dims"), manifest.Dims);
-            Assert.Equal(Expected<string>(fields, "dtype"), NpyLayout.DescrOf(manifest.DType));
+            Assert.Equal(Expected<string>(fields, "dtype"), manifest.DType.NpyDescr());
             Assert.Equal(Expected<string>(fields, "fingerprint"), manifest.Fingerprint);
             Assert.Equal(Expected<bool?>(fields, "store_only") ?? false, manifest.StoreOnly);
             Assert.Equal(Expected<string?>(fields, "base_model"), manifest.BaseModel);

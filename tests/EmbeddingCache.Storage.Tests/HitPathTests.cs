@@ -107,7 +107,7 @@ public sealed class HitPathTests(ITestOutputHelper output) : IDisposable
             await Wait.UntilAsync(() => _artifacts.Logs.Count("CacheWarmed") > 0, "the reopened cache to log CacheWarmed");
 
             LogEntry warmed = Assert.Single(_artifacts.Logs.Events("CacheWarmed"));
-            Assert.Contains($"{store.WarmableBytes} bytes", warmed.Message, StringComparison.Ordinal);
+            Assert.Contains($"{store.Generations.Current.WarmableBytes} bytes", warmed.Message, StringComparison.Ordinal);
             string[] order = [.. _artifacts.Logs.Entries.Select(e => e.EventName ?? "").Where(n => n is "CacheOpened" or "CacheWarmingStarted" or "CacheWarmed")];
             Assert.Equal(["CacheOpened", "CacheWarmingStarted", "CacheWarmed"], order);
         }

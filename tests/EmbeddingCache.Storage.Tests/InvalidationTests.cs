@@ -64,7 +64,7 @@ public sealed class InvalidationTests(ITestOutputHelper output) : IDisposable
 
         Assert.Equal(0, await stale);
         Assert.Equal(0, store.RowCount);
-        Assert.False(store.ContainsKey(Rows.Key(1)));
+        Assert.Null(Rows.One(store, 1));
     }
 
     [Theory]

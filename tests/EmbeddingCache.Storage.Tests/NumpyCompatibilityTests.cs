@@ -49,7 +49,7 @@ public sealed class NumpyCompatibilityTests(ITestOutputHelper output) : IDisposa
         var layout = new NpyLayout(Dims, dtype);
         Assert.Equal([6, 6, 3], segments.Select(s => (int)s!["shape"]![0]!));
         Assert.All(segments, s => Assert.Equal(Dims, (int)s!["shape"]![1]!));
-        Assert.All(segments, s => Assert.Equal(NpyLayout.DescrOf(dtype), (string?)s!["dtype"]));
+        Assert.All(segments, s => Assert.Equal(dtype.NpyDescr(), (string?)s!["dtype"]));
         Assert.Equal(layout.FileLength(6), (long)segments[0]!["file_size"]!);
         Assert.Equal(layout.FileLength(6), (long)segments[1]!["file_size"]!);
         Assert.Equal(3, (int)segments[2]!["sidecar_records"]!);

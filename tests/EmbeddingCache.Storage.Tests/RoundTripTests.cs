@@ -45,8 +45,8 @@ public sealed class RoundTripTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(Rows.Vector(7, Dims), byId[0]);
         Assert.Null(byId[1]);
         Assert.Equal(Rows.Vector(0, Dims), byId[2]);
-        Assert.True(store.ContainsKey(Rows.Key(5)));
-        Assert.False(store.ContainsKey(Rows.Key(20)));
+        Assert.NotNull(Rows.One(store, 5));
+        Assert.Null(Rows.One(store, 20));
         Assert.Equal(0, cache[VectorKind.Query].RowCount);
         Assert.Same(cache, root.OpenCache("mini"));
         Assert.Equal(["mini"], root.ListCaches());

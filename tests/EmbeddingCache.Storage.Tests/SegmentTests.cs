@@ -25,7 +25,7 @@ public sealed class SegmentTests(ITestOutputHelper output) : IDisposable
                 Assert.Equal(0, layout.CountOffset % 8);
                 Assert.Equal("12345678", System.Text.Encoding.ASCII.GetString(header, layout.CountOffset, 8));
                 Assert.EndsWith("\n", text);
-                Assert.StartsWith($"{{'descr': '{NpyLayout.DescrOf(dtype)}', 'fortran_order': False, 'shape': (", text);
+                Assert.StartsWith($"{{'descr': '{dtype.NpyDescr()}', 'fortran_order': False, 'shape': (", text);
                 Assert.Contains($"12345678, {dims}), }}", text);
                 Assert.Equal(header.Length - 10, header[8] | (header[9] << 8));
                 Assert.Equal([0x93, .. "NUMPY"u8, 1, 0], header[..8]);

@@ -54,11 +54,11 @@ internal static class CliOptions
     {
         Description = "query or document.",
         DefaultValueFactory = _ => defaultKind,
-    }.AcceptOnlyFromAmong("query", "document");
+    }.AcceptOnlyFromAmong([.. VectorKindNames.All]);
 
-    public static Kind ToWire(string kind) => kind == "query" ? Protocol.V1.Kind.Query : Protocol.V1.Kind.Document;
+    public static Kind ToWire(string kind) => ToWire(ToKind(kind));
 
-    public static VectorKind ToKind(string kind) => kind == "query" ? VectorKind.Query : VectorKind.Document;
+    public static VectorKind ToKind(string kind) => VectorKindNames.Parse(kind);
 
     public static Kind ToWire(VectorKind kind) => kind == VectorKind.Query ? Protocol.V1.Kind.Query : Protocol.V1.Kind.Document;
 

@@ -29,17 +29,13 @@ internal sealed class CorpusOptions
     private readonly Option<string?> kind = new Option<string?>("--kind", "-k")
     {
         Description = "query or document (default: query for a file named queries.jsonl, *-queries.jsonl and the like, as BEIR names them; else document).",
-    }.AcceptOnlyFromAmong("query", "document");
+    }.AcceptOnlyFromAmong([.. VectorKindNames.All]);
 
     public IEnumerable<Option> All => [format, idField, textField, titleField, kind];
 
     /// <summary>The kind the corpus is embedded as: <c>--kind</c>, else told from a BEIR file name.</summary>
-    public VectorKind KindOf(ParseResult parse, FileInfo corpus) => parse.GetValue(kind) switch
-    {
-        "query" => VectorKind.Query,
-        "document" => VectorKind.Document,
-        _ => IsQueriesFile(corpus.Name) ? VectorKind.Query : VectorKind.Document,
-    };
+    public VectorKind KindOf(ParseResult parse, FileInfo corpus) =>
+        parse.GetValue(kind) is { } name ? VectorKindNames.Parse(name) : IsQueriesFile(corpus.Name) ? VectorKind.Query : VectorKind.Document;
 
     /// <summary>Opens the corpus as the options say; a file that cannot be opened throws <see cref="InvalidDataException"/> naming it.</summary>
     public CorpusReader Open(ParseResult parse, FileInfo corpus)

@@ -22,7 +22,7 @@ internal static class FileVerbs
     public static Command Export()
     {
         var model = CliOptions.Model("The model whose cache is exported.");
-        var kind = CliOptions.Kind("document");
+        var kind = CliOptions.Kind(VectorKindNames.Document);
         var output = new Option<FileInfo>("--out", "-o") { Description = "The .npy to write; the ids go beside it as <name>.ids.json.", Required = true };
         var root = CliOptions.ArtifactsRoot();
         var command = new Command("export", "Write a model's cached vectors as one contiguous .npy (newest row per id) plus its ids, for np.load.")
@@ -44,7 +44,7 @@ internal static class FileVerbs
         var model = CliOptions.Model("The model to store the vectors under (a new name becomes a store-only model).");
         var npy = new Argument<FileInfo>("npy") { Description = "A (rows, dims) '<f4' or '<f2' .npy, as np.save writes it." };
         var ids = new Option<FileInfo>("--ids") { Description = "The ids, one per row: a JSON array or a text file with one id a line.", Required = true };
-        var kind = CliOptions.Kind("document");
+        var kind = CliOptions.Kind(VectorKindNames.Document);
         var server = CliOptions.Server();
         var artifacts = CliOptions.Artifacts();
         var command = new Command("import", "Store an existing .npy plus ids in the cache without recomputing (byte for byte).")

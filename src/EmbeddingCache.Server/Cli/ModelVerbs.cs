@@ -65,7 +65,7 @@ internal static class ModelVerbs
     public static Command Invalidate()
     {
         var model = CliOptions.Model("The model whose cache is dropped.");
-        var kind = new Option<string?>("--kind", "-k") { Description = "query or document; all kinds when left out." }.AcceptOnlyFromAmong("query", "document");
+        var kind = new Option<string?>("--kind", "-k") { Description = "query or document; all kinds when left out." }.AcceptOnlyFromAmong([.. Storage.VectorKindNames.All]);
         var server = CliOptions.Server();
         var artifacts = CliOptions.Artifacts();
         var command = new Command("invalidate", "Drop a model's cache (or one kind of it) atomically; the server recomputes on the next miss.")

@@ -23,7 +23,7 @@ internal sealed record EmbeddingsRequest(string Model, string[] Input, bool Base
             ReadInput(body),
             Choice(body, "encoding_format", ["float", "base64"], "float") == "base64",
             ReadDimensions(body),
-            Choice(body, "input_type", ["document", "query"], "document") == "query" ? VectorKind.Query : VectorKind.Document);
+            VectorKindNames.Parse(Choice(body, "input_type", [VectorKindNames.Document, VectorKindNames.Query], VectorKindNames.Document)));
     }
 
     private static string RequiredString(JsonElement body, string name) =>

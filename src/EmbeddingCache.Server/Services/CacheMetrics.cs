@@ -81,7 +81,7 @@ internal sealed class CacheMetrics : IDisposable
 
     public static void Answered(string model, Storage.VectorKind kind, LookupResult result)
     {
-        var kindLabel = kind == Storage.VectorKind.Query ? "query" : "document";
+        var kindLabel = Storage.VectorKindNames.Name(kind);
         foreach (var source in new[] { Engine.RowSource.Cached, Engine.RowSource.Computed, Engine.RowSource.Missing })
         {
             var count = result.CountOf(source);

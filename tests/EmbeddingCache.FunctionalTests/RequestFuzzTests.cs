@@ -55,6 +55,12 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
     private const int SamplerThreads = 8;
 
     /// <summary>
+    /// Every call has one, far over any answer's time under load: a call the server never answers then fails the
+    /// run with its request printed, where without it the sampler waited for it forever (a long run stalled so).
+    /// </summary>
+    private static readonly TimeSpan CallDeadline = TimeSpan.FromSeconds(120);
+
+    /// <summary>
     /// Query texts and document ids stored in <see cref="StoreModel"/> before fuzzing: reranking against them is
     /// validated and scored without computing a vector.
     /// </summary>
@@ -387,19 +393,19 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
                     SendStreamAsync(client, stream).GetAwaiter().GetResult();
                     break;
                 case EmbedRequest embed:
-                    CheckEmbedded(embed, client.Embed(embed));
+                    CheckEmbedded(embed, client.Embed(embed, deadline: Deadline()));
                     break;
                 case GetRequest get:
-                    var got = client.Get(get);
+                    var got = client.Get(get, deadline: Deadline());
                     CheckVectors(got.Vectors, get.Ids.Count + get.Texts.Count, get.Dtype);
                     Assert.Equal((uint)(get.Ids.Count + get.Texts.Count), got.FoundCount + got.MissingCount);
                     break;
                 case PutRequest put:
-                    var stored = client.Put(put).Stored;
+                    var stored = client.Put(put, deadline: Deadline()).Stored;
                     Assert.Equal(put.Vectors?.Count, stored);
                     break;
                 case ScoreRequest { Candidates.Count: > 0 } rerank:
-                    var reranked = client.Score(rerank);
+                    var reranked = client.Score(rerank, deadline: Deadline());
                     int pairs = rerank.Candidates.Sum(c => c.Ids.Count);
                     Assert.Equal((uint)rerank.Queries.Count, reranked.QueryCount);
                     Assert.Equal(rerank.Candidates.Select(c => (uint)c.Ids.Count), reranked.CandidateCounts);
@@ -408,16 +414,16 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
                     Assert.Equal(rerank.TopK > 0 ? rerank.Queries.Count : 0, reranked.Top.Count);
                     break;
                 case ScoreRequest score:
-                    var scored = client.Score(score);
+                    var scored = client.Score(score, deadline: Deadline());
                     Assert.Equal((uint)score.Queries.Count, scored.QueryCount);
                     Assert.Equal((uint)Math.Max(score.DocumentIds.Count, score.DocumentTexts.Count), scored.DocumentCount);
                     Assert.Equal(4 * (int)(scored.QueryCount * scored.DocumentCount), scored.Scores.Length);
                     break;
                 case InvalidateRequest invalidate:
-                    client.Invalidate(invalidate);
+                    client.Invalidate(invalidate, deadline: Deadline());
                     break;
                 case ListModelsRequest list:
-                    Assert.Contains(client.ListModels(list).Models, m => m.Name == KeptModel);
+                    Assert.Contains(client.ListModels(list, deadline: Deadline()).Models, m => m.Name == KeptModel);
                     break;
                 default:
                     throw new ArgumentOutOfRangeException(nameof(fuzzed), fuzzed.Request, "no such request");
@@ -453,7 +459,7 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
             }
             else
             {
-                method.OutputType.Parser.ParseFrom(invoker.BlockingUnaryCall(RawMethod(name, MethodType.Unary), null, default, messages[0]));
+                method.OutputType.Parser.ParseFrom(invoker.BlockingUnaryCall(RawMethod(name, MethodType.Unary), null, new CallOptions(deadline: Deadline()), messages[0]));
                 answered.Value = 1;
             }
         }
@@ -472,7 +478,7 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
 
     private static async Task SendRawStreamAsync(CallInvoker invoker, string name, byte[][] messages, MessageParser replies, StrongBox<int> answered)
     {
-        using var call = invoker.AsyncDuplexStreamingCall(RawMethod(name, MethodType.DuplexStreaming), null, default);
+        using var call = invoker.AsyncDuplexStreamingCall(RawMethod(name, MethodType.DuplexStreaming), null, new CallOptions(deadline: Deadline()));
         var sending = Task.Run(async () =>
         {
             try
@@ -480,7 +486,7 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
                 foreach (var message in messages) await call.RequestStream.WriteAsync(message);
                 await call.RequestStream.CompleteAsync();
             }
-            catch (Exception e) when (e is RpcException or InvalidOperationException)
+            catch (Exception e) when (e is RpcException or InvalidOperationException or OperationCanceledException)
             {
                 // The call ended early (a refused message): its status is read from the replies.
             }
@@ -498,6 +504,8 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
             await sending;
         }
     }
+
+    private static DateTime Deadline() => DateTime.UtcNow + CallDeadline;
 
     private static Method<byte[], byte[]> RawMethod(string name, MethodType type) => new(type, ServiceName, name, Bytes, Bytes);
 
@@ -547,7 +555,7 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
     /// </summary>
     private static async Task SendStreamAsync(CacheClient client, Fuzzed[] stream)
     {
-        using var call = client.EmbedStream();
+        using var call = client.EmbedStream(deadline: Deadline());
         var sending = Task.Run(async () =>
         {
             try
@@ -559,7 +567,7 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
             {
                 // The call ended early (a refused message): its status is read from the replies.
             }
-            catch (InvalidOperationException)
+            catch (Exception e) when (e is InvalidOperationException or OperationCanceledException)
             {
                 // Writing after the call completed: likewise.
             }

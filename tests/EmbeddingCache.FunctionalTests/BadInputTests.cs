@@ -33,6 +33,8 @@ public sealed class BadInputTests(ITestOutputHelper output) : ServerTest(output)
         { "id over the length limit", StatusCode.InvalidArgument, "at most 1024 are allowed" },
         { "too many scores", StatusCode.ResourceExhausted, "at most 100 are allowed" },
         { "more misses than the encoder queue holds", StatusCode.ResourceExhausted, "send at most 8 texts per call" },
+        { "request protobuf cannot parse", StatusCode.InvalidArgument, "Embed request (EmbedRequest) is not a valid protobuf message" },
+        { "stream message protobuf cannot parse", StatusCode.InvalidArgument, "EmbedStream request (EmbedRequest) is not a valid protobuf message" },
     };
 
     [Theory]
@@ -60,21 +62,22 @@ public sealed class BadInputTests(ITestOutputHelper output) : ServerTest(output)
             }
         });
 
-        var error = await Assert.ThrowsAsync<RpcException>(() => Send(client, name));
+        var error = await Assert.ThrowsAsync<RpcException>(() => Send(server, name));
         Output.WriteLine($"{name}: {error.StatusCode}: {error.Status.Detail}");
         Assert.Equal(expected, error.StatusCode);
         Assert.Contains(messagePart, error.Status.Detail, StringComparison.Ordinal);
 
         // The same bad request many times over while the good client runs: it keeps getting right answers.
-        for (int i = 0; i < 20; i++) await Assert.ThrowsAsync<RpcException>(() => Send(client, name));
+        for (int i = 0; i < 20; i++) await Assert.ThrowsAsync<RpcException>(() => Send(server, name));
         await stop.CancelAsync();
         await goodClient;
         Assert.True(good > 0);
         Assert.Empty(server.ErrorLines());
     }
 
-    private static Task Send(EmbeddingCache.Protocol.V1.EmbeddingCache.EmbeddingCacheClient client, string name)
+    private static Task Send(ServerProcess server, string name)
     {
+        var client = server.Client;
         var doc = Kind.Document;
         return name switch
         {
@@ -106,8 +109,36 @@ public sealed class BadInputTests(ITestOutputHelper output) : ServerTest(output)
             "id over the length limit" => client.GetAsync(new GetRequest { Model = "stored", Kind = doc, Ids = { new string('i', 1025) } }).ResponseAsync,
             "too many scores" => client.ScoreAsync(new ScoreRequest { Model = "stored", Queries = { Enumerable.Repeat("q", 11) }, DocumentIds = { Enumerable.Repeat("x", 10) } }).ResponseAsync,
             "more misses than the encoder queue holds" => client.EmbedAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = doc, Texts = { Wire.Texts(seed: Random.Shared.Next(), count: 9) } }).ResponseAsync,
+            "request protobuf cannot parse" => server.Channel.CreateCallInvoker().AsyncUnaryCall(Raw("Embed", MethodType.Unary), null, default,
+                new EmbedRequest { Model = Wire.MiniLM, Kind = doc, Texts = { "cut short" } }.ToByteArray()[..^1]).ResponseAsync,
+            // The model name's bytes are not UTF-8.
+            "stream message protobuf cannot parse" => RawStreamAsync(server, [0x0A, 0x02, 0xC3, 0x28]),
             _ => throw new ArgumentOutOfRangeException(nameof(name), name, "no such case"),
         };
+    }
+
+    private static Method<byte[], byte[]> Raw(string name, MethodType type)
+    {
+        var bytes = Marshallers.Create(b => b, b => b);
+        return new(type, EmbeddingCache.Protocol.V1.EmbeddingCache.Descriptor.FullName, name, bytes, bytes);
+    }
+
+    private static async Task RawStreamAsync(ServerProcess server, byte[] message)
+    {
+        using var call = server.Channel.CreateCallInvoker().AsyncDuplexStreamingCall(Raw("EmbedStream", MethodType.DuplexStreaming), null, default);
+        try
+        {
+            await call.RequestStream.WriteAsync(message);
+            await call.RequestStream.CompleteAsync();
+        }
+        catch (InvalidOperationException)
+        {
+            // The server ended the call first: its status is read below.
+        }
+        while (await call.ResponseStream.MoveNext(CancellationToken.None))
+        {
+            Assert.Fail("a reply to a message protobuf cannot parse");
+        }
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
 using CsCheck;
@@ -10,15 +11,19 @@ using Google.Protobuf;
 using Grpc.Core;
 using Xunit.Abstractions;
 using CacheClient = EmbeddingCache.Protocol.V1.EmbeddingCache.EmbeddingCacheClient;
+using QueryCandidates = EmbeddingCache.Protocol.V1.QueryCandidates;
 
 namespace EmbeddingCache.FunctionalTests;
 
 /// <summary>
-/// Property-based fuzzing of request validation against one real server: random Embed, Get, Put, Score and
-/// Invalidate requests (odd model names, unknown enum values, random unicode and NUL, lengths over the limits,
-/// mismatched ids, wrong byte counts, NaN, zero and huge dims). Each gets a well-formed reply or a documented
-/// status with a message, a request that breaks a rule is never accepted, and the server neither dies nor loses
-/// a row it stored before. EmbedStream gets sequences of such Embeds, ListModels is asked between them.
+/// Property-based fuzzing of request validation against one real server: random Embed, Get, Put, Score (document
+/// lists and per-query candidates) and Invalidate requests (odd model names, unknown enum values, random unicode and
+/// NUL, lengths over the limits, mismatched ids, wrong byte counts, NaN, zero and huge dims, too many pairs). Each
+/// gets a well-formed reply or a documented status with a message, a request that breaks a rule is never accepted,
+/// and the server neither dies nor loses a row it stored before. EmbedStream gets sequences of such Embeds,
+/// ListModels is asked between them. Every method also gets raw bytes: random ones, and requests truncated, with a
+/// byte changed, with unknown fields, wrong or invalid wire types, overlong lengths and invalid UTF-8; what protobuf
+/// cannot parse is INVALID_ARGUMENT.
 /// EMBCACHE_FUZZ_INPUTS sets the count for the long run (3,000 in the suite), EMBCACHE_FUZZ_MINUTES bounds it (60 by
 /// default); its report goes to the test output and, for a long run, to TestResults/request-fuzz.txt.
 /// </summary>
@@ -38,6 +43,39 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
     /// <summary>Holds the known good row; no generated request names it.</summary>
     private const string KeptModel = "kept-row";
 
+    /// <summary>Holds the reranking fixtures (8 dims); only Score names it, so no Invalidate takes them away.</summary>
+    private const string RerankModel = "fuzz-rerank";
+
+    private const int MaxScores = 1000;
+
+    /// <summary>
+    /// Calls in flight at once. 8 kept the server's cores busier (about 170 calls/s), but Kestrel then refused new
+    /// streams with ENHANCE_YOUR_CALM within 10,000 calls: each message refused for its size leaves a stream whose
+    /// body the client is still sending, and 8 threads sending them left too many such streams on the connection.
+    /// </summary>
+    private const int SamplerThreads = 2;
+
+    /// <summary>
+    /// Every call has one, far over any answer's time under load: a call the server never answers then fails the
+    /// run with its request printed, where without it the sampler waited for it forever (a long run stalled so).
+    /// </summary>
+    private static readonly TimeSpan CallDeadline = TimeSpan.FromSeconds(120);
+
+    /// <summary>
+    /// Query texts and document ids stored in <see cref="StoreModel"/> before fuzzing: reranking against them is
+    /// validated and scored without computing a vector.
+    /// </summary>
+    private static readonly string[] StoredQueries = [.. Enumerable.Range(0, 24).Select(i => $"query {i}")];
+
+    private static readonly string[] StoredDocuments = [.. Enumerable.Range(0, MaxRows).Select(i => $"doc{i}")];
+
+    /// <summary>Short texts most computing Embeds draw from, so that the model computes each about once.</summary>
+    private static readonly string[] ComputedTexts = [.. Enumerable.Range(0, 16).Select(i => $"computed {i} \u00e9\u6771")];
+
+    private static readonly string ServiceName = EmbeddingCache.Protocol.V1.EmbeddingCache.Descriptor.FullName;
+
+    private static readonly Marshaller<byte[]> Bytes = Marshallers.Create(b => b, b => b);
+
     private static readonly StatusCode[] Documented =
         [StatusCode.InvalidArgument, StatusCode.NotFound, StatusCode.FailedPrecondition, StatusCode.ResourceExhausted];
 
@@ -56,8 +94,9 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
     private static readonly Gen<string[]> TextLists = Gen.Frequency(
         (8, Texts.Array[0, 6]),
         (1, Gen.Int[MaxRows - 1, MaxRows + 2].Select(n => Enumerable.Range(0, n).Select(i => $"row {i}").ToArray())),
-        // Over the message size limit: refused by gRPC before the server reads it.
-        (1, Gen.Int[1, 3].Select(n => new[] { new string('\u00e9', MaxMessageBytes / 2 * n) })));
+        // Just over the message size limit, refused by gRPC before the server reads it: the boundary is what matters,
+        // and each MiB more was only more bytes to copy and send.
+        (1, Gen.Int[1, 2048].Select(n => new[] { new string('\u00e9', MaxMessageBytes / 2 + n) })));
 
     private static readonly Gen<Kind> Kinds = Gen.Frequency((8, Gen.OneOf(Kind.Query, Kind.Document)), (2, Gen.Int[-1, 4].Select(k => (Kind)k)), (1, Gen.Const((Kind)1000)));
 
@@ -72,13 +111,20 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
     /// A request, its description for a failure message, and the rule it breaks (null when it breaks none known); an
     /// EmbedStream call carries its messages in <paramref name="Stream"/>.
     /// </summary>
-    private sealed record Fuzzed(string Rpc, IMessage Request, string? Breaks, Fuzzed[]? Stream = null);
+    /// <remarks>
+    /// A call of raw bytes carries them in <paramref name="Raw"/> (one a message), <paramref name="Request"/> being the
+    /// valid request they were made from.
+    /// </remarks>
+    private sealed record Fuzzed(string Rpc, IMessage Request, string? Breaks, Fuzzed[]? Stream = null, byte[][]? Raw = null);
 
-    private static readonly Gen<Fuzzed> Embeds = Gen.Select(ModelNames, Kinds, TextLists, Gen.Frequency((3, Gen.Const((string[]?)null)), (1, Texts.Array[0, 6].Select(a => (string[]?)a))), DTypes, Gen.Bool,
-        (model, kind, texts, ids, dtype, cacheOnly) =>
+    private static readonly Gen<Fuzzed> Embeds = Gen.Select(ModelNames, Kinds, TextLists, Gen.Frequency((3, Gen.Const((string[]?)null)), (1, Texts.Array[0, 6].Select(a => (string[]?)a))), DTypes, Gen.Select(Gen.Bool, Gen.Int[0, 7]),
+        (model, kind, texts, ids, dtype, computing) =>
         {
-            // Computing is slow on a shared 2-core machine: only a few short texts may reach the model.
+            var (cacheOnly, fresh) = computing;
+            // Computing is slow on a shared 2-core machine: only a few short texts may reach the model, and most of
+            // those are texts it has computed before (a hit, validated all the same); one in eight is new to it.
             cacheOnly |= model == Wire.MiniLM && (texts.Length > 3 || texts.Any(t => t.Length > 64));
+            if (model == Wire.MiniLM && !cacheOnly && fresh != 0) texts = [.. texts.Select((t, i) => ComputedTexts[(t.Length + i) % ComputedTexts.Length])];
             var request = new EmbedRequest { Model = model, Kind = kind, Texts = { texts }, Dtype = dtype, CacheOnly = cacheOnly };
             if (ids is not null) request.Ids.AddRange(ids);
             string? breaks = ModelProblem(model) ?? KindProblem(kind) ?? DTypeProblem(dtype) ?? TextsProblem(texts)
@@ -165,14 +211,112 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
         (model, kind) => new Fuzzed("Invalidate", new InvalidateRequest { Model = model, Kind = kind },
             ModelProblem(model) ?? (kind is Kind.Unspecified or Kind.Query or Kind.Document ? null : "unknown kind") ?? UnknownModelProblem(model)));
 
+    /// <summary>One query's candidates: mostly stored ids, some unknown or invalid, with one text per id, none, or a wrong number.</summary>
+    private static readonly Gen<QueryCandidates> CandidateLists = Gen.Select(
+        Gen.Frequency(
+            (6, Gen.OneOf(StoredDocuments).Array[0, 6]),
+            (2, Texts.Array[0, 4]),
+            (1, Gen.Int[MaxRows - 1, MaxRows + 2].Select(n => Enumerable.Range(0, n).Select(i => $"doc{i}").ToArray()))),
+        Gen.Frequency((4, Gen.Const(0)), (2, Gen.Const(1)), (1, Gen.OneOf(-1, 1, 2))),
+        Texts,
+        (ids, texts, text) =>
+        {
+            var candidates = new QueryCandidates { Ids = { ids } };
+            // 0: no texts; 1: one a id (some empty: no text for that id); otherwise that many more or fewer than ids.
+            if (texts == 1) candidates.Texts.AddRange(ids.Select((_, i) => i % 3 == 2 ? "" : $"{text} {i}"));
+            else if (texts != 0) candidates.Texts.AddRange(Enumerable.Range(0, Math.Max(0, ids.Length + texts)).Select(i => $"text {i}"));
+            return candidates;
+        });
+
+    /// <summary>
+    /// Score with per-query candidates (reranking): one list a query or a wrong number of lists, mixed or not with
+    /// document lists, and at the pair and distinct-document limits (16 or 17 queries of 60 candidates around 1,000
+    /// pairs; 80 distinct candidates over 64 rows).
+    /// </summary>
+    private static readonly Gen<Fuzzed> Reranks = Gen.Select(
+            Gen.Frequency((6, Gen.Const(RerankModel)), (1, ModelNames)),
+            Gen.Frequency((6, Gen.OneOf(StoredQueries).Array[0, 4]), (1, Texts.Array[0, 3])),
+            CandidateLists.Array[1, 5],
+            Gen.Frequency((12, Gen.Const(0)), (2, Gen.Const(1)), (1, Gen.OneOf(2, 3)), (1, Gen.OneOf(16, 17, 80))),
+            Gen.Frequency((3, Gen.Const(0u)), (2, Gen.UInt[1, 8]), (1, Gen.UInt)),
+        (model, queries, lists, shape, topK) =>
+        {
+            if (shape is 16 or 17)
+            {
+                queries = StoredQueries[..shape];
+                lists = [.. queries.Select(_ => new QueryCandidates { Ids = { StoredDocuments[..60] } })];
+            }
+            else if (shape == 80)
+            {
+                queries = StoredQueries[..2];
+                lists = [.. queries.Select((_, q) => new QueryCandidates { Ids = { Enumerable.Range(q * 40, 40).Select(i => $"doc{i}") } })];
+            }
+            else if (shape != 1 && queries.Length > 0)
+            {
+                // One list a query, as a well-formed rerank has.
+                lists = [.. queries.Select((_, q) => lists[q % lists.Length].Clone())];
+            }
+            if (model == Wire.MiniLM)
+            {
+                // As for Embed: only a few short texts may reach the model.
+                queries = [.. queries.Where(q => q.Length < 64).Take(2)];
+                foreach (var list in lists) list.Texts.Clear();
+            }
+            var request = new ScoreRequest { Model = model, Queries = { queries }, Candidates = { lists }, TopK = topK };
+            if (shape == 2) request.DocumentIds.Add("doc0");
+            if (shape == 3) request.DocumentTexts.Add("text 0");
+            int pairs = lists.Sum(l => l.Ids.Count);
+            string? breaks = ModelProblem(model)
+                ?? (shape is 2 or 3 ? "candidates mixed with document_ids or document_texts" : null)
+                ?? (lists.Length != queries.Length ? "candidate lists and queries differ in number" : null)
+                ?? lists.Select((l, q) => l.Texts.Count != 0 && l.Texts.Count != l.Ids.Count ? $"candidates[{q}] ids and texts differ in number" : IdsProblem(l.Ids))
+                    .FirstOrDefault(p => p is not null)
+                ?? (pairs > MaxScores ? "too many pairs" : null)
+                ?? (lists.SelectMany(l => l.Ids).Distinct().Count() > MaxRows ? "too many distinct candidates" : null)
+                ?? TextsProblem(queries)
+                ?? UnknownModelProblem(model);
+            return new Fuzzed("Score candidates", request, breaks);
+        });
+
+    /// <summary>
+    /// Ways to spoil a serialised request (or to replace it), each with its own position and bytes: random bytes;
+    /// truncated; one byte changed; an unknown field of each wire type (valid protobuf); a known field number with
+    /// any wire type (3, 4: groups, 6, 7: none); a length past the end; invalid UTF-8 in a string; garbage in a
+    /// nested message (Put's vectors, Score's candidates); unchanged.
+    /// </summary>
+    private static readonly Gen<Func<byte[], byte[]>> Spoilers = Gen.Select(Gen.Int[0, 9], Gen.Int[0, int.MaxValue], Gen.Byte.Array[0, 48],
+        (how, at, junk) => how switch
+        {
+            0 => _ => junk,
+            1 => m => m[..(m.Length == 0 ? 0 : at % m.Length)],
+            2 => m => m.Length == 0 ? junk : [.. m[..(at % m.Length)], (byte)(m[at % m.Length] ^ (1 + at % 255)), .. m[(at % m.Length + 1)..]],
+            3 => m => [.. m, .. UnknownField(100 + at % 10_000, at / 10_000 % 4, junk)],
+            4 => m => [.. Tag(1 + at % 6, at / 6 % 8), .. junk, .. m],
+            5 => m => [.. m, .. Tag(1 + at % 6, 2), .. Varint((ulong)(junk.Length + 1 + at % 100_000)), .. junk],
+            6 => m => [.. m, .. Tag(at % 2 == 0 ? 1 : 3, 2), .. Varint(3), 0x61, 0xC3, 0x28],
+            7 => m => [.. m, .. Tag(at % 2 == 0 ? 5 : 6, 2), .. Varint((ulong)junk.Length), .. junk],
+            _ => (Func<byte[], byte[]>)(m => m),
+        });
+
     /// <summary>One to four Embeds on one stream: answered in order until the first refused one ends the call.</summary>
     private static readonly Gen<Fuzzed> EmbedStreams = Embeds.Array[1, 4].Select(messages =>
         new Fuzzed("EmbedStream", messages[0].Request, messages.Select(m => m.Breaks).FirstOrDefault(b => b is not null), messages));
 
     private static readonly Gen<Fuzzed> ListModels = Gen.Const(new Fuzzed("ListModels", new ListModelsRequest(), null));
 
+    /// <summary>Valid requests of every method, spoiled (one spoiler a message of a stream), sent as raw bytes.</summary>
+    private static readonly Gen<Fuzzed> RawCalls = Gen.Select(
+        // Put creates models: only ever to the fuzzer's own, so that no spoiled name becomes one the others expect to be unknown.
+        Gen.OneOf(Embeds, EmbedStreams, Gets, Puts.Where(p => ((PutRequest)p.Request).Model == StoreModel), Scores, Reranks, Invalidates, ListModels),
+        Spoilers.Array[4],
+        (valid, spoilers) =>
+        {
+            var messages = valid.Stream?.Select(m => m.Request) ?? [valid.Request];
+            return new Fuzzed($"raw {valid.Rpc}", valid.Request, Breaks: null, Raw: [.. messages.Select((m, i) => spoilers[i % spoilers.Length](m.ToByteArray()))]);
+        });
+
     private static readonly Gen<Fuzzed> Requests = Gen.Frequency(
-        (6, Embeds), (2, EmbedStreams), (4, Gets), (5, Puts), (2, Scores), (1, Invalidates), (1, ListModels));
+        (6, Embeds), (2, EmbedStreams), (4, Gets), (5, Puts), (2, Scores), (2, Reranks), (1, Invalidates), (1, ListModels), (4, RawCalls));
 
     [Fact]
     public async Task Any_request_gets_a_valid_reply_or_a_documented_error_and_the_server_keeps_its_rows()
@@ -180,12 +324,28 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
         var server = await StartServerAsync(
             $"--EmbeddingCache:MaxRowsPerRequest={MaxRows}", $"--EmbeddingCache:MaxTextLength={MaxTextLength}",
             $"--EmbeddingCache:MaxIdLength={MaxIdLength}", $"--EmbeddingCache:MaxDims={MaxDims}",
-            $"--EmbeddingCache:MaxReceiveMessageBytes={MaxMessageBytes}", "--EmbeddingCache:MaxScoresPerRequest=1000",
+            $"--EmbeddingCache:MaxReceiveMessageBytes={MaxMessageBytes}", $"--EmbeddingCache:MaxScoresPerRequest={MaxScores}",
             "--EmbeddingCache:RefusalsPerSecond=0"); // it sends refused calls flat out on purpose
         var client = server.Client;
         var kept = Wire.Pack([0.25f, -1f, 3.5f, float.Epsilon], 4);
         await client.PutAsync(new PutRequest { Model = KeptModel, Kind = Kind.Document, Ids = { "row" }, Vectors = kept });
         await client.PutAsync(new PutRequest { Model = StoreModel, Kind = Kind.Query, Ids = { "q" }, Vectors = Wire.Pack(new float[8], 8) });
+        var fixtures = new Random(13);
+        await client.PutAsync(new PutRequest
+        {
+            Model = RerankModel,
+            Kind = Kind.Query,
+            Texts = { StoredQueries },
+            Vectors = Wire.Pack(Wire.RandomRows(fixtures, StoredQueries.Length, 8), 8),
+        });
+        await client.PutAsync(new PutRequest
+        {
+            Model = RerankModel,
+            Kind = Kind.Document,
+            Ids = { StoredDocuments },
+            Vectors = Wire.Pack(Wire.RandomRows(fixtures, StoredDocuments.Length, 8), 8),
+        });
+        var invoker = server.Channel.CreateCallInvoker();
 
         long target = TestSettings.Int("EMBCACHE_FUZZ_INPUTS") ?? SuiteInputs;
         var timeLimit = TimeSpan.FromMinutes(TestSettings.Int("EMBCACHE_FUZZ_MINUTES") ?? 60);
@@ -200,9 +360,9 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
             // the sampler blocks on calls whose replies that same continuation must read (a hang seen in the suite).
             await Task.Run(() => Requests.Sample(fuzzed =>
             {
-                var code = Send(client, fuzzed);
+                var code = fuzzed.Raw is null ? Send(client, fuzzed) : SendRaw(invoker, fuzzed);
                 outcomes.AddOrUpdate($"{fuzzed.Rpc} {code}", 1, (_, n) => n + 1);
-            }, iter: chunk, threads: 2, print: f => $"{f.Rpc} (breaks: {f.Breaks ?? "nothing known"}) {Printable(f.Request)}"));
+            }, iter: chunk, threads: SamplerThreads, print: f => $"{f.Rpc} (breaks: {f.Breaks ?? "nothing known"}) {Printable(f)}"));
             inputs += chunk;
         }
 
@@ -234,28 +394,37 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
                     SendStreamAsync(client, stream).GetAwaiter().GetResult();
                     break;
                 case EmbedRequest embed:
-                    CheckEmbedded(embed, client.Embed(embed));
+                    CheckEmbedded(embed, client.Embed(embed, deadline: Deadline()));
                     break;
                 case GetRequest get:
-                    var got = client.Get(get);
+                    var got = client.Get(get, deadline: Deadline());
                     CheckVectors(got.Vectors, get.Ids.Count + get.Texts.Count, get.Dtype);
                     Assert.Equal((uint)(get.Ids.Count + get.Texts.Count), got.FoundCount + got.MissingCount);
                     break;
                 case PutRequest put:
-                    var stored = client.Put(put).Stored;
+                    var stored = client.Put(put, deadline: Deadline()).Stored;
                     Assert.Equal(put.Vectors?.Count, stored);
                     break;
+                case ScoreRequest { Candidates.Count: > 0 } rerank:
+                    var reranked = client.Score(rerank, deadline: Deadline());
+                    int pairs = rerank.Candidates.Sum(c => c.Ids.Count);
+                    Assert.Equal((uint)rerank.Queries.Count, reranked.QueryCount);
+                    Assert.Equal(rerank.Candidates.Select(c => (uint)c.Ids.Count), reranked.CandidateCounts);
+                    Assert.Equal(4 * pairs, reranked.CandidateScores.Length);
+                    Assert.Equal(pairs, reranked.CandidateSources.Count);
+                    Assert.Equal(rerank.TopK > 0 ? rerank.Queries.Count : 0, reranked.Top.Count);
+                    break;
                 case ScoreRequest score:
-                    var scored = client.Score(score);
+                    var scored = client.Score(score, deadline: Deadline());
                     Assert.Equal((uint)score.Queries.Count, scored.QueryCount);
                     Assert.Equal((uint)Math.Max(score.DocumentIds.Count, score.DocumentTexts.Count), scored.DocumentCount);
                     Assert.Equal(4 * (int)(scored.QueryCount * scored.DocumentCount), scored.Scores.Length);
                     break;
                 case InvalidateRequest invalidate:
-                    client.Invalidate(invalidate);
+                    client.Invalidate(invalidate, deadline: Deadline());
                     break;
                 case ListModelsRequest list:
-                    Assert.Contains(client.ListModels(list).Models, m => m.Name == KeptModel);
+                    Assert.Contains(client.ListModels(list, deadline: Deadline()).Models, m => m.Name == KeptModel);
                     break;
                 default:
                     throw new ArgumentOutOfRangeException(nameof(fuzzed), fuzzed.Request, "no such request");
@@ -263,13 +432,119 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
         }
         catch (RpcException e)
         {
-            Assert.Contains(e.StatusCode, Documented);
+            Assert.True(Documented.Contains(e.StatusCode), $"undocumented {e.StatusCode}: {e.Status.Detail}");
             Assert.False(string.IsNullOrWhiteSpace(e.Status.Detail), $"{e.StatusCode} without a message");
             return e.StatusCode;
         }
         Assert.True(fuzzed.Breaks is null, $"accepted although it breaks a rule: {fuzzed.Breaks}");
         return StatusCode.OK;
     }
+
+    /// <summary>
+    /// Sends raw bytes to the method the request was made for; returns the status. What protobuf cannot parse is
+    /// INVALID_ARGUMENT (on a stream: once the messages before it are answered); what it can parse gets a reply of the
+    /// method's response type or a documented status.
+    /// </summary>
+    private static StatusCode SendRaw(CallInvoker invoker, Fuzzed fuzzed)
+    {
+        string name = fuzzed.Rpc.Split(' ')[1];
+        var method = EmbeddingCache.Protocol.V1.EmbeddingCache.Descriptor.FindMethodByName(name);
+        byte[][] messages = fuzzed.Raw!;
+        int firstUnparsable = Array.FindIndex(messages, m => !Parses(method.InputType.Parser, m));
+        var answered = new StrongBox<int>();
+        try
+        {
+            if (method.IsClientStreaming)
+            {
+                SendRawStreamAsync(invoker, name, messages, method.OutputType.Parser, answered).GetAwaiter().GetResult();
+            }
+            else
+            {
+                method.OutputType.Parser.ParseFrom(invoker.BlockingUnaryCall(RawMethod(name, MethodType.Unary), null, new CallOptions(deadline: Deadline()), messages[0]));
+                answered.Value = 1;
+            }
+        }
+        catch (RpcException e)
+        {
+            Assert.True(Documented.Contains(e.StatusCode), $"undocumented {e.StatusCode}: {e.Status.Detail}");
+            Assert.False(string.IsNullOrWhiteSpace(e.Status.Detail), $"{e.StatusCode} without a message");
+            Assert.True(firstUnparsable != 0 || messages[0].Length > MaxMessageBytes || e.StatusCode == StatusCode.InvalidArgument,
+                $"a message of {messages[0].Length} bytes protobuf cannot parse got {e.StatusCode}: {e.Status.Detail}");
+            Assert.True(firstUnparsable < 0 || answered.Value <= firstUnparsable, $"{answered.Value} replies although message {firstUnparsable} cannot be parsed");
+            return e.StatusCode;
+        }
+        Assert.True(firstUnparsable < 0, $"message {firstUnparsable} was accepted although protobuf cannot parse it");
+        Assert.Equal(messages.Length, answered.Value);
+        return StatusCode.OK;
+    }
+
+    private static async Task SendRawStreamAsync(CallInvoker invoker, string name, byte[][] messages, MessageParser replies, StrongBox<int> answered)
+    {
+        using var call = invoker.AsyncDuplexStreamingCall(RawMethod(name, MethodType.DuplexStreaming), null, new CallOptions(deadline: Deadline()));
+        var sending = Task.Run(async () =>
+        {
+            try
+            {
+                foreach (var message in messages) await call.RequestStream.WriteAsync(message);
+                await call.RequestStream.CompleteAsync();
+            }
+            catch (Exception e) when (e is RpcException or InvalidOperationException or OperationCanceledException)
+            {
+                // The call ended early (a refused message): its status is read from the replies.
+            }
+        });
+        try
+        {
+            while (await call.ResponseStream.MoveNext(CancellationToken.None))
+            {
+                replies.ParseFrom(call.ResponseStream.Current);
+                answered.Value++;
+            }
+        }
+        finally
+        {
+            // Once the replies have ended, a write still waiting (for window on a stream the server has finished
+            // without reading it to its end) can only end with the call.
+            call.Dispose();
+            await sending;
+        }
+    }
+
+    private static DateTime Deadline() => DateTime.UtcNow + CallDeadline;
+
+    private static Method<byte[], byte[]> RawMethod(string name, MethodType type) => new(type, ServiceName, name, Bytes, Bytes);
+
+    private static bool Parses(MessageParser parser, byte[] message)
+    {
+        try
+        {
+            parser.ParseFrom(message);
+            return true;
+        }
+        catch (Exception e) when (e is InvalidProtocolBufferException or DecoderFallbackException)
+        {
+            return false;
+        }
+    }
+
+    private static byte[] Varint(ulong value)
+    {
+        var bytes = new List<byte>();
+        for (; value >= 0x80; value >>= 7) bytes.Add((byte)(value | 0x80));
+        bytes.Add((byte)value);
+        return [.. bytes];
+    }
+
+    private static byte[] Tag(int field, int wireType) => Varint((ulong)(field << 3 | wireType));
+
+    /// <summary>A field no request has, well formed: varint, fixed64, length-delimited or fixed32.</summary>
+    private static byte[] UnknownField(int field, int kind, byte[] junk) => kind switch
+    {
+        0 => [.. Tag(field, 0), .. Varint((ulong)junk.Length << 40 | 7)],
+        1 => [.. Tag(field, 1), .. junk.Concat(new byte[8]).Take(8)],
+        2 => [.. Tag(field, 2), .. Varint((ulong)junk.Length), .. junk],
+        _ => [.. Tag(field, 5), .. junk.Concat(new byte[4]).Take(4)],
+    };
 
     private static void CheckEmbedded(EmbedRequest embed, EmbedResponse embedded)
     {
@@ -285,7 +560,7 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
     /// </summary>
     private static async Task SendStreamAsync(CacheClient client, Fuzzed[] stream)
     {
-        using var call = client.EmbedStream();
+        using var call = client.EmbedStream(deadline: Deadline());
         var sending = Task.Run(async () =>
         {
             try
@@ -297,7 +572,7 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
             {
                 // The call ended early (a refused message): its status is read from the replies.
             }
-            catch (InvalidOperationException)
+            catch (Exception e) when (e is InvalidOperationException or OperationCanceledException)
             {
                 // Writing after the call completed: likewise.
             }
@@ -315,6 +590,9 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
         }
         finally
         {
+            // Once the replies have ended, a write still waiting (for window on a stream the server has finished
+            // without reading it to its end) can only end with the call.
+            call.Dispose();
             await sending;
         }
         Assert.Equal(stream.Length, answered);
@@ -331,7 +609,7 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
 
     /// <summary>Valid names this server does not know: only Put creates a model.</summary>
     private static string? UnknownModelProblem(string model) =>
-        model is Wire.MiniLM or StoreModel or "fuzz-new-a" ? null : $"unknown model '{model}' (unless a Put created it)";
+        model is Wire.MiniLM or StoreModel or RerankModel or "fuzz-new-a" ? null : $"unknown model '{model}' (unless a Put created it)";
 
     private static string? KindProblem(Kind kind) => kind is Kind.Query or Kind.Document ? null : $"kind {(int)kind}";
 
@@ -346,9 +624,26 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
     /// <summary>Protobuf writes strings as UTF-8, so a lone surrogate arrives as U+FFFD.</summary>
     private static string OnTheWire(string text) => Encoding.UTF8.GetString(Encoding.UTF8.GetBytes(text));
 
+    private static string Printable(Fuzzed fuzzed)
+    {
+        var text = fuzzed.Raw is { } raw
+            ? $"{string.Join(" | ", raw.Select(Hex))} (made from {Printable(fuzzed.Request)})"
+            : Printable(fuzzed.Request);
+        return text.Length > 1200 ? text[..1200] + "..." : text;
+    }
+
+    /// <summary>As JSON; one with a lone surrogate, which JSON cannot hold, as the hex of its protobuf bytes.</summary>
     private static string Printable(IMessage request)
     {
-        var text = request.ToString() ?? "";
-        return text.Length > 600 ? text[..600] + "..." : text;
+        try
+        {
+            return request.ToString() ?? "";
+        }
+        catch (ArgumentException)
+        {
+            return $"{request.Descriptor.Name} {Hex(request.ToByteArray())}";
+        }
     }
+
+    private static string Hex(byte[] bytes) => Convert.ToHexString(bytes.AsSpan(0, Math.Min(bytes.Length, 300)));
 }

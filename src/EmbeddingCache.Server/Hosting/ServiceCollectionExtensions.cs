@@ -1,6 +1,7 @@
 using EmbeddingCache.Engine;
 using EmbeddingCache.Server.OpenAi;
 using EmbeddingCache.Server.Services;
+using Grpc.AspNetCore.Server.Model;
 using Grpc.HealthCheck;
 using Prometheus;
 using Microsoft.Extensions.Options;
@@ -37,6 +38,9 @@ public static class ServiceCollectionExtensions
             grpc.Interceptors.Add<ApiKeyInterceptor>();
             grpc.Interceptors.Add<CacheErrorInterceptor>();
         });
+        // Grpc.AspNetCore's own binder answers a request protobuf cannot parse as UNKNOWN, logged as a server error.
+        services.Remove(services.Single(d => d.ServiceType == typeof(IServiceMethodProvider<>) && d.ImplementationType?.Name == "BinderServiceMethodProvider`1"));
+        services.AddSingleton(typeof(IServiceMethodProvider<>), typeof(ParsingServiceMethodProvider<>));
         services.AddGrpcReflection();
         services.AddSingleton<CacheMetrics>();
         if (serverOptions.MetricsPort is > 0 and <= ushort.MaxValue)

@@ -146,6 +146,10 @@ public sealed class CrashSoak(string artifactsDirectory, Func<string[], Task<Ser
                 _ = e; // the server died under this call: the ledger holds it as unknown
                 return;
             }
+            catch (RpcException e) when (e.StatusCode == StatusCode.DeadlineExceeded)
+            {
+                throw new TimeoutException($"client {client}: a call under load got no reply in {CallDeadline} (seed {options.Seed})\n{await HangReport.DescribeAsync(server)}\n{server.Log}", e);
+            }
             Interlocked.Increment(ref acknowledgedThisRound);
         }
     }
@@ -290,6 +294,12 @@ public sealed class CrashSoak(string artifactsDirectory, Func<string[], Task<Ser
                 catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
                 {
                     reply = null; // the store-only model was never created: every row is missing
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.DeadlineExceeded)
+                {
+                    string hang = await HangReport.DescribeAsync(server, (invoker, deadline) =>
+                        new EmbeddingCache.Protocol.V1.EmbeddingCache.EmbeddingCacheClient(invoker).GetAsync(request, deadline: deadline).ResponseAsync);
+                    throw new TimeoutException($"after kill {report.Kills} (seed {options.Seed}): the verifying Get of {chunk.Length} rows got no reply in {CallDeadline}\n{hang}\n{server.Log}", e);
                 }
                 for (int i = 0; i < chunk.Length; i++)
                 {

@@ -1,7 +1,6 @@
 using System.Text.Json;
 using EmbeddingCache.FunctionalTests.Infrastructure;
 using EmbeddingCache.Protocol.V1;
-using Grpc.Core;
 using Grpc.Reflection.V1Alpha;
 using Xunit.Abstractions;
 

@@ -1,5 +1,4 @@
 using CsCheck;
-using EmbeddingCache.Inference;
 
 namespace EmbeddingCache.Inference.Tests;
 

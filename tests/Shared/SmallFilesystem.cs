@@ -1,7 +1,5 @@
 using System.Diagnostics;
 
-using Xunit;
-
 namespace EmbeddingCache.Testing;
 
 /// <summary>

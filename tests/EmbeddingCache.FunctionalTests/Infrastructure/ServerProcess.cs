@@ -3,7 +3,6 @@ using System.Diagnostics;
 using System.Net.Security;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.RegularExpressions;
-using EmbeddingCache.Protocol.V1;
 using EmbeddingCache.Testing;
 using Grpc.Health.V1;
 using Grpc.Net.Client;

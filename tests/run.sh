@@ -28,6 +28,7 @@ if ! dotnet format EmbeddingCache.sln --verify-no-changes; then
   echo "The code does not follow .editorconfig; 'dotnet format EmbeddingCache.sln' fixes it." >&2
   exit 1
 fi
+echo "dotnet format --verify-no-changes: the code follows .editorconfig"
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

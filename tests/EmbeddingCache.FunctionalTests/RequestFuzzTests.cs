@@ -9,6 +9,7 @@ using EmbeddingCache.FunctionalTests.Infrastructure;
 using EmbeddingCache.Protocol.V1;
 using Google.Protobuf;
 using Grpc.Core;
+using Grpc.Net.Client;
 using Xunit.Abstractions;
 using CacheClient = EmbeddingCache.Protocol.V1.EmbeddingCache.EmbeddingCacheClient;
 using QueryCandidates = EmbeddingCache.Protocol.V1.QueryCandidates;
@@ -49,11 +50,19 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
     private const int MaxScores = 1000;
 
     /// <summary>
-    /// Calls in flight at once. 8 kept the server's cores busier (about 170 calls/s), but Kestrel then refused new
-    /// streams with ENHANCE_YOUR_CALM within 10,000 calls: each message refused for its size leaves a stream whose
-    /// body the client is still sending, and 8 threads sending them left too many such streams on the connection.
+    /// Calls in flight at once. 8 kept the server's cores busier (about 170 calls/s); 2 leave room for the server's
+    /// own threads on a 2-core machine.
     /// </summary>
     private const int SamplerThreads = 2;
+
+    /// <summary>
+    /// HTTP/2 connections the calls are spread over. Kestrel keeps tracking a stream it answered before reading the
+    /// request's body (a message over the size limit, a refused stream message) until the client ends or resets it,
+    /// or for its body-drain timeout; over 200 such streams on one connection and it refuses new streams with
+    /// ENHANCE_YOUR_CALM, its rapid-reset guard. The fuzzer has requests refused far faster than any client would
+    /// (a long run failed so within 10,000 calls on one connection), so it spreads them over several.
+    /// </summary>
+    private const int Connections = 8;
 
     /// <summary>
     /// Every call has one, far over any answer's time under load: a call the server never answers then fails the
@@ -345,7 +354,14 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
             Ids = { StoredDocuments },
             Vectors = Wire.Pack(Wire.RandomRows(fixtures, StoredDocuments.Length, 8), 8),
         });
-        var invoker = server.Channel.CreateCallInvoker();
+        var channels = Enumerable.Range(0, Connections).Select(_ => GrpcChannel.ForAddress(server.Address, new GrpcChannelOptions
+        {
+            MaxReceiveMessageSize = null,
+            MaxSendMessageSize = null,
+        })).ToArray();
+        var clients = channels.Select(channel => new CacheClient(channel)).ToArray();
+        var invokers = channels.Select(channel => channel.CreateCallInvoker()).ToArray();
+        long calls = 0;
 
         long target = TestSettings.Int("EMBCACHE_FUZZ_INPUTS") ?? SuiteInputs;
         var timeLimit = TimeSpan.FromMinutes(TestSettings.Int("EMBCACHE_FUZZ_MINUTES") ?? 60);
@@ -360,11 +376,14 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
             // the sampler blocks on calls whose replies that same continuation must read (a hang seen in the suite).
             await Task.Run(() => Requests.Sample(fuzzed =>
             {
-                var code = fuzzed.Raw is null ? Send(client, fuzzed) : SendRaw(invoker, fuzzed);
+                var connection = (int)(Interlocked.Increment(ref calls) % Connections);
+                var code = fuzzed.Raw is null ? Send(clients[connection], fuzzed) : SendRaw(invokers[connection], fuzzed);
                 outcomes.AddOrUpdate($"{fuzzed.Rpc} {code}", 1, (_, n) => n + 1);
             }, iter: chunk, threads: SamplerThreads, print: f => $"{f.Rpc} (breaks: {f.Breaks ?? "nothing known"}) {Printable(f)}"));
             inputs += chunk;
         }
+
+        foreach (var channel in channels) channel.Dispose();
 
         Assert.False(server.HasExited, "the server died under fuzzing");
         var health = await new Grpc.Health.V1.Health.HealthClient(server.Channel).CheckAsync(new Grpc.Health.V1.HealthCheckRequest());

@@ -497,35 +497,57 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
         return StatusCode.OK;
     }
 
-    private static async Task SendRawStreamAsync(CallInvoker invoker, string name, byte[][] messages, MessageParser replies, StrongBox<int> answered)
+    private static Task SendRawStreamAsync(CallInvoker invoker, string name, byte[][] messages, MessageParser replies, StrongBox<int> answered) =>
+        ExchangeAsync(
+            token => invoker.AsyncDuplexStreamingCall(RawMethod(name, MethodType.DuplexStreaming), null, new CallOptions(deadline: Deadline(), cancellationToken: token)),
+            messages,
+            reply =>
+            {
+                replies.ParseFrom(reply);
+                answered.Value++;
+            });
+
+    /// <summary>
+    /// Writes the messages while reading the replies, each handed to <paramref name="onReply"/>; a refused message
+    /// ends the call with its status, thrown as an RpcException. When the replies have ended the call is cancelled,
+    /// which ends a write still waiting for window on a stream the server finished without reading it to its end:
+    /// disposing the call alone left such a write waiting forever (a long run stalled so). A call or a write that
+    /// outlives <see cref="CallDeadline"/> fails the run, naming what it waited for.
+    /// </summary>
+    private static async Task ExchangeAsync<TRequest, TReply>(
+        Func<CancellationToken, AsyncDuplexStreamingCall<TRequest, TReply>> start, IReadOnlyList<TRequest> messages, Action<TReply> onReply)
     {
-        using var call = invoker.AsyncDuplexStreamingCall(RawMethod(name, MethodType.DuplexStreaming), null, new CallOptions(deadline: Deadline()));
+        using var ended = new CancellationTokenSource();
+        using var call = start(ended.Token);
         var sending = Task.Run(async () =>
         {
             try
             {
-                foreach (var message in messages) await call.RequestStream.WriteAsync(message);
+                foreach (var message in messages) await call.RequestStream.WriteAsync(message, ended.Token);
                 await call.RequestStream.CompleteAsync();
             }
             catch (Exception e) when (e is RpcException or InvalidOperationException or OperationCanceledException)
             {
-                // The call ended early (a refused message): its status is read from the replies.
+                // The call ended early (a refused message) or was cancelled once answered: its status is the replies'.
             }
         });
         try
         {
-            while (await call.ResponseStream.MoveNext(CancellationToken.None))
+            var moving = call.ResponseStream.MoveNext(CancellationToken.None);
+            while (await moving.WaitAsync(CallDeadline + TimeSpan.FromSeconds(10)))
             {
-                replies.ParseFrom(call.ResponseStream.Current);
-                answered.Value++;
+                onReply(call.ResponseStream.Current);
+                moving = call.ResponseStream.MoveNext(CancellationToken.None);
             }
+        }
+        catch (TimeoutException)
+        {
+            throw new TimeoutException($"a stream of {messages.Count} messages had no reply or status within its {CallDeadline.TotalSeconds:F0} s deadline");
         }
         finally
         {
-            // Once the replies have ended, a write still waiting (for window on a stream the server has finished
-            // without reading it to its end) can only end with the call.
-            call.Dispose();
-            await sending;
+            await ended.CancelAsync();
+            if (await Task.WhenAny(sending, Task.Delay(CallDeadline)) != sending) throw new TimeoutException($"a stream's write was still waiting {CallDeadline.TotalSeconds:F0} s after its call was cancelled");
         }
     }
 
@@ -579,41 +601,17 @@ public sealed class RequestFuzzTests(ITestOutputHelper output) : ServerTest(outp
     /// </summary>
     private static async Task SendStreamAsync(CacheClient client, Fuzzed[] stream)
     {
-        using var call = client.EmbedStream(deadline: Deadline());
-        var sending = Task.Run(async () =>
-        {
-            try
-            {
-                foreach (var message in stream) await call.RequestStream.WriteAsync((EmbedRequest)message.Request);
-                await call.RequestStream.CompleteAsync();
-            }
-            catch (RpcException)
-            {
-                // The call ended early (a refused message): its status is read from the replies.
-            }
-            catch (Exception e) when (e is InvalidOperationException or OperationCanceledException)
-            {
-                // Writing after the call completed: likewise.
-            }
-        });
         int answered = 0;
-        try
-        {
-            while (await call.ResponseStream.MoveNext(CancellationToken.None))
+        await ExchangeAsync(
+            token => client.EmbedStream(deadline: Deadline(), cancellationToken: token),
+            [.. stream.Select(m => (EmbedRequest)m.Request)],
+            reply =>
             {
                 Assert.True(answered < stream.Length, "more replies than messages");
-                CheckEmbedded((EmbedRequest)stream[answered].Request, call.ResponseStream.Current);
+                CheckEmbedded((EmbedRequest)stream[answered].Request, reply);
                 Assert.True(stream[answered].Breaks is null, $"message {answered} answered although it breaks a rule: {stream[answered].Breaks}");
                 answered++;
-            }
-        }
-        finally
-        {
-            // Once the replies have ended, a write still waiting (for window on a stream the server has finished
-            // without reading it to its end) can only end with the call.
-            call.Dispose();
-            await sending;
-        }
+            });
         Assert.Equal(stream.Length, answered);
     }
 

@@ -4,7 +4,7 @@ using Microsoft.Win32.SafeHandles;
 namespace EmbeddingCache.Storage;
 
 /// <summary>
-/// The few POSIX calls .NET does not expose: fdatasync, fsync of a directory, and flock. Every errno they
+/// The few POSIX calls .NET does not expose: fdatasync, fsync of a directory, flock, and statx's file identity. Every errno they
 /// report goes through <see cref="DiskErrors"/>, so a full disk is always a <see cref="StorageFullException"/>.
 /// </summary>
 internal static partial class NativeFile
@@ -15,6 +15,9 @@ internal static partial class NativeFile
     private const int LockNonBlocking = 4;
     private const int WouldBlock = 11; // EWOULDBLOCK/EAGAIN on Linux
     private const int Interrupted = 4; // EINTR
+    private const int AtCurrentDirectory = -100; // AT_FDCWD
+    private const uint StatxInode = 0x100; // STATX_INO
+    private const uint StatxBirthTime = 0x800; // STATX_BTIME
 
     /// <summary>Flushes file data (and the size, if it changed) to disk.</summary>
     public static void SyncData(SafeFileHandle handle, string path)
@@ -108,6 +111,28 @@ internal static partial class NativeFile
         return true;
     }
 
+    /// <summary>
+    /// Which file or folder <paramref name="path"/> is: device, inode and birth time, which tell a folder from one that
+    /// later took its name (an invalidation's swap), even if the inode number is reused. Null where unknown (not Linux,
+    /// or no such path).
+    /// </summary>
+    public static unsafe FileIdentity? Identity(string path)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return null;
+        }
+
+        // struct statx has one layout on every Linux architecture: 256 bytes, the fields read below at fixed offsets.
+        byte* status = stackalloc byte[256];
+        if (statx(AtCurrentDirectory, path, 0, StatxInode | StatxBirthTime, status) != 0)
+        {
+            return null;
+        }
+
+        return new FileIdentity(*(uint*)(status + 136), *(uint*)(status + 140), *(ulong*)(status + 32), *(long*)(status + 80), *(uint*)(status + 88));
+    }
+
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fdatasync(int fd);
 
@@ -122,4 +147,10 @@ internal static partial class NativeFile
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int flock(int fd, int operation);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static unsafe partial int statx(int directory, string path, int flags, uint mask, byte* status);
 }
+
+/// <summary>A file's identity as <see cref="NativeFile.Identity"/> reads it (birth time zero where the file system keeps none).</summary>
+internal readonly record struct FileIdentity(uint DeviceMajor, uint DeviceMinor, ulong Inode, long BirthSeconds, uint BirthNanoseconds);

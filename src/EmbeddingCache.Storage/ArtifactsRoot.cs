@@ -21,6 +21,7 @@ public sealed class ArtifactsRoot : IDisposable
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
     private readonly RootLock _lock;
+    private readonly Trash _trash;
     private readonly Lock _sync = new();
     private readonly Dictionary<string, ModelCache> _caches = new(StringComparer.Ordinal);
     private bool _disposed;
@@ -34,6 +35,7 @@ public sealed class ArtifactsRoot : IDisposable
         _options = options;
         _logger = logger;
         _lock = rootLock;
+        _trash = new Trash(TimeSpan.FromSeconds(options.InvalidatedRetentionSeconds), logger);
     }
 
     /// <summary>The root, as a full path.</summary>
@@ -66,7 +68,14 @@ public sealed class ArtifactsRoot : IDisposable
 
         var root = Path.GetFullPath(rootDirectory);
         Directory.CreateDirectory(root);
-        var copy = new StorageOptions { Durability = options.Durability, SegmentRows = options.SegmentRows, WarmBytesPerSecond = options.WarmBytesPerSecond };
+        var copy = new StorageOptions
+        {
+            Durability = options.Durability,
+            SegmentRows = options.SegmentRows,
+            WarmBytesPerSecond = options.WarmBytesPerSecond,
+            PublishIntervalMs = options.PublishIntervalMs,
+            InvalidatedRetentionSeconds = options.InvalidatedRetentionSeconds,
+        };
         ILogger logger = loggerFactory.CreateLogger("EmbeddingCache.Storage");
         var rootLock = RootLock.Acquire(root);
         try
@@ -144,7 +153,7 @@ public sealed class ArtifactsRoot : IDisposable
                 SetAsideVectorsOfUnknownOrigin(model, directory);
             }
 
-            ModelCache cache = ModelCache.Create(model, directory, descriptor, _options, _logger);
+            ModelCache cache = ModelCache.Create(model, directory, descriptor, _options, _logger, _trash);
             _caches.Add(model, cache);
             return cache;
         }
@@ -167,6 +176,7 @@ public sealed class ArtifactsRoot : IDisposable
             }
 
             _caches.Clear();
+            _trash.Dispose();
             _lock.Dispose();
         }
     }
@@ -196,7 +206,7 @@ public sealed class ArtifactsRoot : IDisposable
             return null;
         }
 
-        cache = ModelCache.Load(model, directory, manifest, _options, _logger);
+        cache = ModelCache.Load(model, directory, manifest, _options, _logger, _trash);
         _caches.Add(model, cache);
         return cache;
     }

@@ -12,6 +12,7 @@ public sealed class ModelCache
     private readonly string _directory;
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
+    private readonly Trash _trash;
     private readonly Lock _manifestLock = new();
     private readonly CacheManifest _manifest;
     private CacheDescriptor _descriptor;
@@ -19,7 +20,7 @@ public sealed class ModelCache
     private VectorStore _document = null!;
     private PageWarmer? _warmer;
 
-    private ModelCache(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger)
+    private ModelCache(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger, Trash trash)
     {
         Name = name;
         _directory = directory;
@@ -27,6 +28,7 @@ public sealed class ModelCache
         _descriptor = manifest.ToDescriptor();
         _options = options;
         _logger = logger;
+        _trash = trash;
     }
 
     /// <summary>The model name, which is also the folder name under <c>embeddings/</c>.</summary>
@@ -76,12 +78,13 @@ public sealed class ModelCache
         return result;
     }
 
-    internal static ModelCache Load(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger)
+    internal static ModelCache Load(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger, Trash trash)
     {
         var started = Stopwatch.GetTimestamp();
-        DeleteLeftovers(directory, logger);
-        var cache = new ModelCache(name, directory, manifest, options, logger);
+        DeleteInterruptedManifest(directory, logger);
+        var cache = new ModelCache(name, directory, manifest, options, logger, trash);
         cache.OpenStores();
+        trash.Sweep(directory); // after the stores read the generations the trash folders' names record
         cache.TryWriteManifest();
         var elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         var indexBytes = cache._query.IndexBytes + cache._document.IndexBytes;
@@ -95,7 +98,7 @@ public sealed class ModelCache
         return cache;
     }
 
-    internal static ModelCache Create(string name, string directory, CacheDescriptor descriptor, StorageOptions options, ILogger logger)
+    internal static ModelCache Create(string name, string directory, CacheDescriptor descriptor, StorageOptions options, ILogger logger, Trash trash)
     {
         Directory.CreateDirectory(directory);
         var manifest = new CacheManifest
@@ -108,7 +111,7 @@ public sealed class ModelCache
             BaseModel = descriptor.BaseModel,
             HuggingFaceUrl = descriptor.HuggingFaceUrl,
         };
-        var cache = new ModelCache(name, directory, manifest, options, logger);
+        var cache = new ModelCache(name, directory, manifest, options, logger, trash);
         cache.OpenStores();
         try
         {
@@ -189,9 +192,8 @@ public sealed class ModelCache
         TryWriteManifest();
     }
 
-    private static void DeleteLeftovers(string directory, ILogger logger)
+    private static void DeleteInterruptedManifest(string directory, ILogger logger)
     {
-        Trash.DeleteLeftovers(directory, logger);
         var interruptedManifest = Path.Combine(directory, CacheManifest.FileName + AtomicFile.TemporarySuffix);
         if (File.Exists(interruptedManifest))
         {
@@ -204,8 +206,8 @@ public sealed class ModelCache
     {
         var layout = new NpyLayout(_manifest.Dims, _manifest.DType);
         // A store reports its checkpoints through this callback, so that calls run from the cache to its stores only.
-        _query = VectorStore.Open(Name, VectorKind.Query, _directory, layout, _options, _logger, TryWriteManifest);
-        _document = VectorStore.Open(Name, VectorKind.Document, _directory, layout, _options, _logger, TryWriteManifest);
+        _query = VectorStore.Open(Name, VectorKind.Query, _directory, layout, _options, _logger, _trash, TryWriteManifest);
+        _document = VectorStore.Open(Name, VectorKind.Document, _directory, layout, _options, _logger, _trash, TryWriteManifest);
     }
 
     private IEnumerable<VectorStore> Stores(VectorKind? kind) => kind switch

@@ -23,8 +23,11 @@ public sealed class VectorStore
     private readonly ILogger _logger;
     private readonly GenerationGuard _generations;
     private readonly GroupCommitWriter _writer;
+    private readonly Trash _trash;
 
-    private VectorStore(string model, VectorKind kind, string modelDirectory, NpyLayout layout, StorageOptions options, ILogger logger, RecoveredKind recovered, Action checkpointed)
+    private VectorStore(
+        string model, VectorKind kind, string modelDirectory, NpyLayout layout, StorageOptions options, ILogger logger, Trash trash,
+        RecoveredKind recovered, long generation, Action checkpointed)
     {
         _model = model;
         Kind = kind;
@@ -33,7 +36,8 @@ public sealed class VectorStore
         _directory = recovered.Directory;
         _options = options;
         _logger = logger;
-        _generations = new GenerationGuard(new StoreGeneration(1, layout, recovered.Addressing, [.. recovered.Segments], recovered.Keys, recovered.Ids, disposed: false));
+        _trash = trash;
+        _generations = new GenerationGuard(new StoreGeneration(generation, layout, recovered.Addressing, [.. recovered.Segments], recovered.Keys, recovered.Ids, disposed: false));
         _writer = new GroupCommitWriter(_generations, model, kind, _directory, recovered.Appendable, recovered.NextNumber, options, logger, checkpointed);
     }
 
@@ -47,8 +51,9 @@ public sealed class VectorStore
     public VectorDType DType => _generations.Current.Layout.DType;
 
     /// <summary>
-    /// Changes on every invalidation. Pass it to <see cref="AppendAsync"/> so that vectors computed before an
-    /// invalidation are not written into the new generation.
+    /// Changes on every invalidation and never repeats for the kind folder (it is published in the kind manifest and
+    /// read back on open). Pass it to <see cref="AppendAsync"/> so that vectors computed before an invalidation are not
+    /// written into the new generation.
     /// </summary>
     public long Generation => _generations.Current.Number;
 
@@ -163,22 +168,41 @@ public sealed class VectorStore
     /// thread after each checkpoint of the kind manifest (a segment sealed, or the periodic rewrite), so the owner
     /// can refresh the totals it records; the store never calls its owner otherwise.
     /// </summary>
-    internal static VectorStore Open(string model, VectorKind kind, string modelDirectory, NpyLayout layout, StorageOptions options, ILogger logger, Action checkpointed)
+    internal static VectorStore Open(
+        string model, VectorKind kind, string modelDirectory, NpyLayout layout, StorageOptions options, ILogger logger, Trash trash, Action checkpointed)
     {
+        string kindName = kind.Name();
+        KindManifest? published = KindManifest.TryRead(Path.Combine(modelDirectory, kindName, CacheManifest.FileName), out _);
         var recovered = KindFolderRecovery.Recover(modelDirectory, model, kind, layout, options, logger);
-        var store = new VectorStore(model, kind, modelDirectory, layout, options, logger, recovered, checkpointed);
+        long rows = recovered.Segments.Sum(segment => (long)segment.Rows);
+        long generation = Math.Max(published?.Generation ?? 0, Trash.HighestTrashedGeneration(modelDirectory, kindName));
+        // The same generation only if followers can keep what they served from it: same layout, no committed row lost.
+        if (published is null || published.Dims != layout.Dims || published.DType != layout.DType || rows < published.Sequence)
+        {
+            generation = NextGeneration(generation);
+        }
+
+        var store = new VectorStore(model, kind, modelDirectory, layout, options, logger, trash, recovered, generation, checkpointed);
         lock (store._writer.Gate)
         {
-            // Informative only: a full disk must not stop a cache from opening and serving what it holds.
-            store._writer.TryWriteKindManifest(store._generations.Current);
+            // A full disk must not stop a cache from opening and serving what it holds.
+            store._writer.TryWriteKindManifest(store._generations.Current, sync: false);
         }
 
         return store;
     }
 
     /// <summary>
-    /// Drops every row, optionally switching to a new vector layout. The kind folder is renamed aside in one
-    /// step and a fresh one created; readers see the old rows or none, never an error.
+    /// A generation above <paramref name="previous"/> and, being at least the clock's milliseconds, above any a deleted
+    /// and recreated folder of the same name had: a follower never takes a new folder's rows for its old ones.
+    /// </summary>
+    private static long NextGeneration(long previous) => Math.Max(previous + 1, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+
+    /// <summary>
+    /// Drops every row, optionally switching to a new vector layout. The new generation's folder is built aside with
+    /// its manifest, then the old folder is renamed aside and the new one into place: a reader that sees one
+    /// generation's manifest before and after opening a file knows the file is that generation's. Readers of this
+    /// process see the old rows or none, never an error; the old files are deleted after the retention.
     /// </summary>
     internal InvalidationResult Reset(NpyLayout? layout)
     {
@@ -194,27 +218,34 @@ public sealed class VectorStore
             }
 
             result = new InvalidationResult(old.RowCount, old.ByteCount);
+            var fresh = StoreGeneration.Empty(NextGeneration(old.Number), layout ?? old.Layout, old.Addressing, disposed: false);
+            var staging = Trash.StagingPathFor(_modelDirectory, _kindName, fresh.Number);
+            if (Directory.Exists(staging))
+            {
+                Directory.Delete(staging, recursive: true);
+            }
+
+            Directory.CreateDirectory(staging);
+            KindManifest.Write(Path.Combine(staging, CacheManifest.FileName), Kind, fresh.Layout, fresh.Number, [], Sync);
             trash = Trash.PathFor(_modelDirectory, _kindName, old.Number);
             if (Directory.Exists(_directory))
             {
                 Directory.Move(_directory, trash);
             }
 
-            Directory.CreateDirectory(_directory);
+            Directory.Move(staging, _directory);
             if (Sync)
             {
                 NativeFile.SyncDirectory(_modelDirectory);
             }
 
-            var fresh = StoreGeneration.Empty(old.Number + 1, layout ?? old.Layout, old.Addressing, disposed: false);
             _generations.Replace(fresh); // waits for reads that entered the old generation
             _writer.StartOver();
             generation = fresh.Number;
-            _writer.TryWriteKindManifest(fresh);
         }
 
         // Outside the gate: appends to the new generation need not wait for a large folder to be deleted.
-        Trash.Delete(trash, _logger);
+        _trash.DeleteLater(trash);
 
         StorageLog.CacheInvalidated(_logger, _model, _kindName, result.RowsRemoved, result.BytesRemoved, generation);
         return result;
@@ -232,7 +263,7 @@ public sealed class VectorStore
                 return;
             }
 
-            _writer.TryWriteKindManifest(current);
+            _writer.TryWriteKindManifest(current, Sync);
             _generations.Replace(StoreGeneration.Empty(current.Number, current.Layout, current.Addressing, disposed: true));
         }
     }

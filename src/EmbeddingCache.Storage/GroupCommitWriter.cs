@@ -253,6 +253,10 @@ internal sealed class GroupCommitWriter
             }
         }
 
+        // Before the acknowledgements: with a zero interval, an acknowledged row is already published.
+        _unpublished |= _selected.Count > 0;
+        PublishIfDue(force: false);
+
         foreach (var pending in group)
         {
             if (pending.Error is not null)
@@ -269,15 +273,10 @@ internal sealed class GroupCommitWriter
             }
         }
 
-        _unpublished |= _selected.Count > 0;
         _selected.Clear();
         if (!generation.Disposed && Environment.TickCount64 - _lastManifestWrite > ManifestIntervalMs)
         {
             Checkpoint(generation);
-        }
-        else
-        {
-            PublishIfDue(force: false);
         }
     }
 

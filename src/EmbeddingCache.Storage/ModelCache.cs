@@ -5,14 +5,15 @@ namespace EmbeddingCache.Storage;
 
 /// <summary>
 /// The cache of one model: <c>embeddings/&lt;model&gt;/</c> with its manifest and one
-/// <see cref="VectorStore"/> per kind. One instance per model per <see cref="ArtifactsRoot"/>.
+/// <see cref="VectorStore"/> per kind. One instance per model per <see cref="ArtifactsRoot"/>. A follower's cache
+/// (<see cref="Follow"/>) writes nothing: its poll reads the cache manifest and brings each kind up to its own.
 /// </summary>
 public sealed class ModelCache
 {
     private readonly string _directory;
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
-    private readonly Trash _trash;
+    private readonly Trash? _trash;
     private readonly Lock _manifestLock = new();
     private readonly CacheManifest _manifest;
     private CacheDescriptor _descriptor;
@@ -20,7 +21,7 @@ public sealed class ModelCache
     private VectorStore _document = null!;
     private PageWarmer? _warmer;
 
-    private ModelCache(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger, Trash trash)
+    private ModelCache(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger, Trash? trash)
     {
         Name = name;
         _directory = directory;
@@ -56,6 +57,9 @@ public sealed class ModelCache
         VectorKind.Document => _document,
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown vector kind."),
     };
+
+    /// <summary>True for a follower's cache: it serves what another server writes and refuses every change.</summary>
+    public bool IsFollower => _trash is null;
 
     /// <summary>Bytes of committed data on disk, both kinds.</summary>
     public long ByteCount => _query.ByteCount + _document.ByteCount;
@@ -96,6 +100,33 @@ public sealed class ModelCache
             cache._warmer = PageWarmer.Start(name, [cache._document.Generations, cache._query.Generations], options.WarmBytesPerSecond, logger);
         }
         return cache;
+    }
+
+    /// <summary>A follower's cache of <paramref name="name"/>, brought up to what its writer published; it writes nothing.</summary>
+    internal static ModelCache Follow(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger)
+    {
+        var cache = new ModelCache(name, directory, manifest, options, logger, trash: null);
+        var layout = new NpyLayout(manifest.Dims, manifest.DType);
+        cache._query = VectorStore.Follow(name, VectorKind.Query, directory, layout, options, logger);
+        cache._document = VectorStore.Follow(name, VectorKind.Document, directory, layout, options, logger);
+        cache.Poll();
+        return cache;
+    }
+
+    /// <summary>
+    /// On a follower: reads the cache manifest, brings both kinds up to their manifests, then takes the cache manifest's
+    /// descriptor. The writer resets the kinds before it rewrites a changed cache manifest, so a new fingerprint is
+    /// taken only once the kinds serve generations at least as new as the reset.
+    /// </summary>
+    internal void Poll()
+    {
+        CacheManifest? manifest = CacheManifest.TryRead(Path.Combine(_directory, CacheManifest.FileName), Name, out _);
+        _query.Poll();
+        _document.Poll();
+        if (manifest is not null)
+        {
+            Volatile.Write(ref _descriptor, manifest.ToDescriptor());
+        }
     }
 
     internal static ModelCache Create(string name, string directory, CacheDescriptor descriptor, StorageOptions options, ILogger logger, Trash trash)
@@ -189,7 +220,10 @@ public sealed class ModelCache
         _warmer?.Stop();
         _query.Shutdown();
         _document.Shutdown();
-        TryWriteManifest();
+        if (!IsFollower)
+        {
+            TryWriteManifest();
+        }
     }
 
     private static void DeleteInterruptedManifest(string directory, ILogger logger)
@@ -206,8 +240,8 @@ public sealed class ModelCache
     {
         var layout = new NpyLayout(_manifest.Dims, _manifest.DType);
         // A store reports its checkpoints through this callback, so that calls run from the cache to its stores only.
-        _query = VectorStore.Open(Name, VectorKind.Query, _directory, layout, _options, _logger, _trash, TryWriteManifest);
-        _document = VectorStore.Open(Name, VectorKind.Document, _directory, layout, _options, _logger, _trash, TryWriteManifest);
+        _query = VectorStore.Open(Name, VectorKind.Query, _directory, layout, _options, _logger, _trash!, TryWriteManifest);
+        _document = VectorStore.Open(Name, VectorKind.Document, _directory, layout, _options, _logger, _trash!, TryWriteManifest);
     }
 
     private IEnumerable<VectorStore> Stores(VectorKind? kind) => kind switch

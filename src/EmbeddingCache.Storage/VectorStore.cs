@@ -12,6 +12,8 @@ namespace EmbeddingCache.Storage;
 /// (<see cref="GenerationGuard"/>) and copy rows straight from its mappings. A segment is unmapped only when a whole
 /// generation is retired (invalidation, dispose), after the readers that entered it have left. Appends go through
 /// one <see cref="GroupCommitWriter"/>. This class opens, resets and shuts the kind down and counts what it holds.
+/// A follower's store (<see cref="Follow"/>) has no writer: its <see cref="KindFollower"/> brings the same read
+/// structures up to what the writer publishes, and appends and resets are refused.
 /// </remarks>
 public sealed class VectorStore
 {
@@ -22,8 +24,9 @@ public sealed class VectorStore
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
     private readonly GenerationGuard _generations;
-    private readonly GroupCommitWriter _writer;
-    private readonly Trash _trash;
+    private readonly GroupCommitWriter? _writer;
+    private readonly KindFollower? _follower;
+    private readonly Trash? _trash;
 
     private VectorStore(
         string model, VectorKind kind, string modelDirectory, NpyLayout layout, StorageOptions options, ILogger logger, Trash trash,
@@ -39,6 +42,19 @@ public sealed class VectorStore
         _trash = trash;
         _generations = new GenerationGuard(new StoreGeneration(generation, layout, recovered.Addressing, [.. recovered.Segments], recovered.Keys, recovered.Ids, disposed: false));
         _writer = new GroupCommitWriter(_generations, model, kind, _directory, recovered.Appendable, recovered.NextNumber, options, logger, checkpointed);
+    }
+
+    private VectorStore(string model, VectorKind kind, string modelDirectory, StorageOptions options, ILogger logger, KindFollower follower)
+    {
+        _model = model;
+        Kind = kind;
+        _modelDirectory = modelDirectory;
+        _kindName = kind.Name();
+        _directory = Path.Combine(modelDirectory, _kindName);
+        _options = options;
+        _logger = logger;
+        _follower = follower;
+        _generations = follower.Generations;
     }
 
     /// <summary>Query or document.</summary>
@@ -57,8 +73,14 @@ public sealed class VectorStore
     /// </summary>
     public long Generation => _generations.Current.Number;
 
-    /// <summary>Committed rows, including rows superseded by newer writes of the same key or id.</summary>
+    /// <summary>
+    /// Committed rows, including rows superseded by newer writes of the same key or id: the sequence of the generation
+    /// (on a follower, the rows it serves of it).
+    /// </summary>
     public long RowCount => _generations.Current.RowCount;
+
+    /// <summary>True for a follower's store: it serves what the writer published and refuses appends and resets.</summary>
+    public bool IsFollower => _follower is not null;
 
     /// <summary>Bytes of committed data on disk: headers, committed rows and sidecar records (not the sparse reserve of the growing segment).</summary>
     public long ByteCount => _generations.Current.ByteCount;
@@ -83,16 +105,19 @@ public sealed class VectorStore
     internal GenerationGuard Generations => _generations;
 
     /// <summary>Write groups committed so far (each shared its fsyncs by all appends in it).</summary>
-    internal long CommitGroups => _writer.CommitGroups;
+    internal long CommitGroups => Writer.CommitGroups;
 
     /// <summary>Held by the writer while it commits a group; tests hold it to make appends queue up.</summary>
-    internal Lock WriteGate => _writer.Gate;
+    internal Lock WriteGate => Writer.Gate;
 
     internal int SegmentCount => _generations.Current.Segments.Length;
 
     internal IReadOnlyList<Segment> SegmentsSnapshot => _generations.Current.Segments;
 
     private bool Sync => _options.Durability == DurabilityMode.GroupCommit;
+
+    private GroupCommitWriter Writer => _writer ?? throw new InvalidOperationException(
+        $"{_model}/{_kindName} is followed read-only from files another server writes: it takes no appends and no invalidations");
 
     /// <summary>
     /// Copies the newest committed vector of each key into row i of <paramref name="destination"/>,
@@ -154,7 +179,7 @@ public sealed class VectorStore
     public ValueTask<int> AppendAsync(RowBatch batch, AppendMode mode, long expectedGeneration)
     {
         ArgumentNullException.ThrowIfNull(batch);
-        return batch.Count == 0 ? ValueTask.FromResult(0) : _writer.AppendAsync(batch, mode, expectedGeneration);
+        return batch.Count == 0 ? ValueTask.FromResult(0) : Writer.AppendAsync(batch, mode, expectedGeneration);
     }
 
     /// <summary>
@@ -183,14 +208,21 @@ public sealed class VectorStore
         }
 
         var store = new VectorStore(model, kind, modelDirectory, layout, options, logger, trash, recovered, generation, checkpointed);
-        lock (store._writer.Gate)
+        lock (store.Writer.Gate)
         {
             // A full disk must not stop a cache from opening and serving what it holds.
-            store._writer.TryWriteKindManifest(store._generations.Current, sync: false);
+            store.Writer.TryWriteKindManifest(store._generations.Current, sync: false);
         }
 
         return store;
     }
+
+    /// <summary>A follower's store of one kind, empty until its first <see cref="Poll"/>; it writes nothing.</summary>
+    internal static VectorStore Follow(string model, VectorKind kind, string modelDirectory, NpyLayout layout, StorageOptions options, ILogger logger) =>
+        new(model, kind, modelDirectory, options, logger, new KindFollower(model, kind, modelDirectory, layout, options.SegmentRows, logger));
+
+    /// <summary>On a follower: brings the served rows up to what the writer published (see <see cref="KindFollower"/>).</summary>
+    internal void Poll() => _follower?.Poll();
 
     /// <summary>
     /// A generation above <paramref name="previous"/> and, being at least the clock's milliseconds, above any a deleted
@@ -209,7 +241,8 @@ public sealed class VectorStore
         InvalidationResult result;
         long generation;
         string trash;
-        lock (_writer.Gate)
+        var writer = Writer;
+        lock (writer.Gate)
         {
             var old = _generations.Current;
             if (old.Disposed)
@@ -240,12 +273,12 @@ public sealed class VectorStore
             }
 
             _generations.Replace(fresh); // waits for reads that entered the old generation
-            _writer.StartOver();
+            writer.StartOver();
             generation = fresh.Number;
         }
 
         // Outside the gate: appends to the new generation need not wait for a large folder to be deleted.
-        _trash.DeleteLater(trash);
+        _trash!.DeleteLater(trash);
 
         StorageLog.CacheInvalidated(_logger, _model, _kindName, result.RowsRemoved, result.BytesRemoved, generation);
         return result;
@@ -254,6 +287,12 @@ public sealed class VectorStore
     /// <summary>Finishes queued appends, writes the manifest and releases files and mappings.</summary>
     internal void Shutdown()
     {
+        if (_writer is null)
+        {
+            _follower!.Shutdown();
+            return;
+        }
+
         _writer.Stop();
         lock (_writer.Gate)
         {

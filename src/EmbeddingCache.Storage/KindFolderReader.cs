@@ -97,7 +97,7 @@ public sealed class KindFolderReader : IDisposable
         _layout = new NpyLayout(manifest.Dims, manifest.DType);
         // Read before the folder is listed: a file opened afterwards belongs to this generation if it is still the current one after.
         _generation = ReadGeneration(Path.Combine(directory, CacheManifest.FileName));
-        _folderIdentity = NativeFile.Identity(directory);
+        _folderIdentity = NativeFile.IdentityOf(directory);
     }
 
     /// <summary>The model whose cache this is.</summary>
@@ -253,7 +253,7 @@ public sealed class KindFolderReader : IDisposable
         return manifest is not null
             && manifest.Fingerprint == _manifest.Fingerprint && manifest.Dims == _manifest.Dims && manifest.DType == _manifest.DType
             && ReadGeneration(Path.Combine(Directory, CacheManifest.FileName)) == _generation
-            && NativeFile.Identity(Directory) == _folderIdentity;
+            && NativeFile.IdentityOf(Directory) == _folderIdentity;
     }
 
     /// <summary>
@@ -350,21 +350,8 @@ public sealed class KindFolderReader : IDisposable
         return prefix.Length + length;
     }
 
-    /// <summary>The <c>generation</c> a writer publishes in a kind manifest; null when there is none (older writers, no folder yet).</summary>
-    private static long? ReadGeneration(string kindManifestPath)
-    {
-        try
-        {
-            return JsonNode.Parse(File.ReadAllBytes(kindManifestPath)) is JsonObject json
-                   && json["generation"] is JsonValue value && value.GetValueKind() == JsonValueKind.Number && value.TryGetValue(out long generation)
-                ? generation
-                : null;
-        }
-        catch (Exception exception) when (exception is IOException or JsonException or UnauthorizedAccessException)
-        {
-            return null;
-        }
-    }
+    /// <summary>The generation the writer published for the kind; null when there is none (no folder yet, or unreadable).</summary>
+    private static long? ReadGeneration(string kindManifestPath) => KindManifest.TryRead(kindManifestPath, out _)?.Generation;
 
     private void OpenSegment(int number, string npyPath)
     {

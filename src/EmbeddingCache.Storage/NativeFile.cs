@@ -4,7 +4,7 @@ using Microsoft.Win32.SafeHandles;
 namespace EmbeddingCache.Storage;
 
 /// <summary>
-/// The few POSIX calls .NET does not expose: fdatasync, fsync of a directory, flock, and statx's file identity. Every errno they
+/// The few POSIX calls .NET does not expose: fdatasync, fsync of a directory, flock, and a file's identity. Every errno they
 /// report goes through <see cref="DiskErrors"/>, so a full disk is always a <see cref="StorageFullException"/>.
 /// </summary>
 internal static partial class NativeFile
@@ -15,9 +15,6 @@ internal static partial class NativeFile
     private const int LockNonBlocking = 4;
     private const int WouldBlock = 11; // EWOULDBLOCK/EAGAIN on Linux
     private const int Interrupted = 4; // EINTR
-    private const int AtCurrentDirectory = -100; // AT_FDCWD
-    private const uint StatxInode = 0x100; // STATX_INO
-    private const uint StatxBirthTime = 0x800; // STATX_BTIME
 
     /// <summary>Flushes file data (and the size, if it changed) to disk.</summary>
     public static void SyncData(SafeFileHandle handle, string path)
@@ -112,26 +109,54 @@ internal static partial class NativeFile
     }
 
     /// <summary>
-    /// Which file or folder <paramref name="path"/> is: device, inode and birth time, which tell a folder from one that
-    /// later took its name (an invalidation's swap), even if the inode number is reused. Null where unknown (not Linux,
-    /// or no such path).
+    /// The device and inode of the file at <paramref name="path"/> (Linux; null elsewhere, or when there is no file), to
+    /// tell a file replaced under its name (a copy renamed over it) from the one a reader holds open.
     /// </summary>
-    public static unsafe FileIdentity? Identity(string path)
+    public static unsafe FileIdentity? IdentityOf(string path)
     {
         if (!OperatingSystem.IsLinux())
         {
             return null;
         }
 
-        // struct statx has one layout on every Linux architecture: 256 bytes, the fields read below at fixed offsets.
-        byte* status = stackalloc byte[256];
-        if (statx(AtCurrentDirectory, path, 0, StatxInode | StatxBirthTime, status) != 0)
+        byte* status = stackalloc byte[StatBufferBytes];
+        return stat(path, status) == 0 ? ReadIdentity(status) : null;
+    }
+
+    /// <summary>As <see cref="IdentityOf(string)"/>, for the file open as <paramref name="handle"/>.</summary>
+    public static unsafe FileIdentity? IdentityOf(SafeFileHandle handle)
+    {
+        if (!OperatingSystem.IsLinux())
         {
             return null;
         }
 
-        return new FileIdentity(*(uint*)(status + 136), *(uint*)(status + 140), *(ulong*)(status + 32), *(long*)(status + 80), *(uint*)(status + 88));
+        byte* status = stackalloc byte[StatBufferBytes];
+        var added = false;
+        handle.DangerousAddRef(ref added);
+        try
+        {
+            return fstat((int)handle.DangerousGetHandle(), status) == 0 ? ReadIdentity(status) : null;
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
     }
+
+    // struct stat begins with st_dev and st_ino, 8 bytes each, on Linux x64 and arm64; the whole struct is under 256 bytes.
+    private const int StatBufferBytes = 256;
+
+    private static unsafe FileIdentity ReadIdentity(byte* status) => new(((ulong*)status)[0], ((ulong*)status)[1]);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static unsafe partial int stat(string path, byte* status);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static unsafe partial int fstat(int fd, byte* status);
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fdatasync(int fd);
@@ -147,10 +172,7 @@ internal static partial class NativeFile
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int flock(int fd, int operation);
-
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static unsafe partial int statx(int directory, string path, int flags, uint mask, byte* status);
 }
 
-/// <summary>A file's identity as <see cref="NativeFile.Identity"/> reads it (birth time zero where the file system keeps none).</summary>
-internal readonly record struct FileIdentity(uint DeviceMajor, uint DeviceMinor, ulong Inode, long BirthSeconds, uint BirthNanoseconds);
+/// <summary>A file's device and inode: two names with the same identity are the same file.</summary>
+internal readonly record struct FileIdentity(ulong Device, ulong Inode);

@@ -55,6 +55,20 @@ public sealed class SnapshotConsistencyTests : IDisposable
         // The copies were made while the writer appended: they hold different prefixes, partial segments among them.
         Assert.True(counts.Distinct().Count() > 2, $"copies of {string.Join(", ", counts)} rows");
         Assert.Contains(counts, count => count % SegmentRows != 0);
+
+        // A copy opened as a root of its own serves its rows as they are: recovery finds nothing to set aside.
+        string last = copied[^1];
+        var expected = RowsOf(last, VectorKind.Document);
+        using (var served = ArtifactsRoot.Open(last, new StorageOptions { SegmentRows = SegmentRows }, NullLoggerFactory.Instance))
+        {
+            var cache = served.OpenCache(Model)!;
+            Assert.True(cache.FromSnapshot);
+            var vectors = new byte[expected.Count * Dims * 4];
+            var found = new bool[expected.Count];
+            Assert.Equal(expected.Count, cache[VectorKind.Document].GatherByIds([.. expected.Select(row => row.Id)], VectorDType.Float32, vectors, found));
+            Assert.Equal(string.Concat(expected.Select(row => row.Vector)), Convert.ToHexStringLower(vectors));
+        }
+        Assert.False(Directory.Exists(Path.Combine(last, "quarantine")));
     }
 
     [Fact]

@@ -63,7 +63,15 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         BeginOpeningCaches();
         foreach (var name in options.PreloadModels)
         {
-            var model = await catalog.GetAsync(name, cancellationToken).ConfigureAwait(false);
+            ServedModel model;
+            try
+            {
+                model = await catalog.GetAsync(name, cancellationToken).ConfigureAwait(false);
+            }
+            catch (CacheRequestException) when (catalog.RefusedSnapshot(name) is not null)
+            {
+                continue; // logged by the catalog; the other models are served
+            }
             if (model.CanCompute)
             {
                 using var warm = await model.AcquireBatcherAsync(cancellationToken).ConfigureAwait(false);
@@ -290,8 +298,16 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     public async Task<InvalidationResult> InvalidateAsync(string model, VectorKind? kind, CancellationToken cancellationToken)
     {
         ThrowIfStopping();
-        var served = await catalog.GetAsync(model, cancellationToken).ConfigureAwait(false);
-        var result = served.Cache.Invalidate(kind);
+        ModelCache cache;
+        try
+        {
+            cache = (await catalog.GetAsync(model, cancellationToken).ConfigureAwait(false)).Cache;
+        }
+        catch (CacheRequestException) when (catalog.RefusedSnapshot(model) is { } shipped)
+        {
+            cache = shipped; // invalidating is how a refused snapshot's vectors are dropped
+        }
+        var result = cache.Invalidate(kind);
         // A researcher who swapped the model's files and invalidates expects the new files to be read.
         catalog.ReloadOnNextUse(model);
         logger.CacheInvalidated(model, kind?.ToString() ?? "all kinds", result.RowsRemoved, result.BytesRemoved);

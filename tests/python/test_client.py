@@ -334,6 +334,11 @@ class OpenCacheTests(unittest.TestCase):
         by_texts, found = files.lookup_texts(batch)
         self.assertTrue(found.all())
         self.assertEqual(by_texts.tobytes(), client.get(MINILM, texts=batch).vectors.tobytes())
+        for one in range(5):  # a request of one key takes its own path
+            self.assertEqual(files.get(ids[one])[0].tobytes(), embedded[one].tobytes())
+            self.assertEqual(files.lookup_texts(batch[one])[0].tobytes(), embedded[one].tobytes())
+        for missing in (files.get("no-such-id"), files.lookup_texts("no such text")):
+            self.assertEqual((missing[0].shape, missing[0].any(), missing[1].tolist()), ((1, 384), False, [False]))
 
         rows = files.rows_of(ids=ids)
         self.assertEqual([files.ids[r] for r in rows], ids)
@@ -405,6 +410,7 @@ class OpenCacheTests(unittest.TestCase):
         self.assertTrue(found.all())
         self.assertEqual(vectors.tobytes(), client.get(model, ids=ids).vectors.tobytes())
         self.assertEqual(files.lookup_texts(batch)[0].tobytes(), rows[:3].tobytes())
+        self.assertEqual(files.get(ids[0])[0].tobytes(), (rows[:1] * 2).tobytes())
         self.assertEqual(files.ids, ec.open_cache(ARTIFACTS, model).ids)
 
         client.invalidate(model)
@@ -413,6 +419,8 @@ class OpenCacheTests(unittest.TestCase):
         self.assertEqual(files.ids, ids[:5])
         self.assertEqual(files.get(ids[:6])[1].tolist(), [True] * 5 + [False])
         self.assertFalse(files.lookup_texts(batch)[1].any())
+        self.assertFalse(files.lookup_texts(batch[0])[1].any())
+        self.assertEqual(files.get(ids[0])[0].tobytes(), rows[:1].tobytes())
 
     def test_lookup_texts_applies_the_models_query_prefix(self):
         queries = [f"what is {unique()}?", "dense retrieval"]
@@ -449,6 +457,7 @@ class RowIndexTests(unittest.TestCase):
         self.assertEqual(rows.tolist(), expected)
         self.assertEqual(found.tolist(), [row >= 0 for row in expected])
         self.assertEqual(every, all(row >= 0 for row in expected))
+        self.assertEqual([index.row(key) for key in wanted], expected)  # the path of a request of one key
 
     def test_ids_are_found_through_shared_fingerprints_and_full_buckets_and_only_as_themselves(self):
         from embedding_cache import files
@@ -461,15 +470,16 @@ class RowIndexTests(unittest.TestCase):
                     super().__init__(ids)
                     self.fingerprints = self.fingerprints & mask
 
-            return SharedFingerprints
+            return SharedFingerprints, staticmethod(lambda ident: hash(ident) & mask)
 
         # 1,024 fingerprints for 6,000 ids: full buckets and several matches a bucket; 4,096: many an absent id
         # matches one stored id; two bits less of each hash: 1,024 home buckets of the final 4,096, unique fingerprints.
-        variants = ((files._IdRequest, False), (sharing(0x3FF), True), (sharing(0xFFF), False), (sharing(~0xC00), True))
-        for request, overflows in variants:
+        unshared = (files._IdRequest, staticmethod(hash))
+        variants = ((unshared, False), (sharing(0x3FF), True), (sharing(0xFFF), False), (sharing(~0xC00), True))
+        for (request, fingerprint), overflows in variants:
             with self.subTest(request=request.__name__, overflows=overflows):
                 stored = [f"doc-{i}" for i in range(4000)]
-                index = type("Index", (files._IdIndex,), {"_request": request})(stored)
+                index = type("Index", (files._IdIndex,), {"_request": request, "_fingerprint": fingerprint})(stored)
                 index.update(list(stored), 0)
                 later = [f"doc-{i}" for i in range(3000, 6000)] + [None, "doc-7"]  # newer rows for 1,000 ids; the table grows
                 stored.extend(later)
@@ -495,7 +505,11 @@ class RowIndexTests(unittest.TestCase):
 
             def __init__(self, ids):
                 super().__init__(ids)
-                self.fingerprints = np.array([ord(i.rstrip("\0")[-1:] or "\0") for i in ids], np.int64)
+                self.fingerprints = np.array([self.of(i) for i in ids], np.int64)
+
+            @staticmethod
+            def of(ident):
+                return ord(ident.rstrip("\0")[-1:] or "\0")
 
         cases = {
             "ids of several lengths whose bytes split evenly": (["a", "cd", "ef"], ["a", "bcd", "ef"]),
@@ -507,7 +521,8 @@ class RowIndexTests(unittest.TestCase):
         for case, (stored, wanted) in cases.items():
             for request in (files._IdRequest, LastCharacter):
                 with self.subTest(case=case, request=request.__name__):
-                    index = type("Index", (files._IdIndex,), {"_request": request})(list(stored))
+                    fingerprint = staticmethod(getattr(request, "of", hash))
+                    index = type("Index", (files._IdIndex,), {"_request": request, "_fingerprint": fingerprint})(list(stored))
                     index.update(stored, 0)
                     self.assert_like_a_dict(index, request, stored, wanted)
                     for one in wanted:
@@ -536,7 +551,11 @@ class RowIndexTests(unittest.TestCase):
         stored.append(stored[10])  # a newer row for a key
         for request in (files._KeyRequest, SharedFingerprints):
             with self.subTest(request=request.__name__):
-                index = type("Index", (files._KeyIndex,), {"_request": lambda self, keys: request(files._key_words(keys))})(stored)
+                shared = request is SharedFingerprints
+                index = type("Index", (files._KeyIndex,), {
+                    "_request": lambda self, keys: request(files._key_words(keys)),
+                    "_fingerprint": staticmethod(lambda key: files._KeyIndex._fingerprint(key) & (0x3E if shared else -1)),
+                })(stored)
                 index.update(stored[:2000], 0)
                 index.update(stored[2000:], 2000)
                 absent = [bytes(16), stored[7][:8] + b"\1" * 8, b"\xff" * 15 + b"\xfe"]

@@ -159,8 +159,9 @@ class _RowIndex:
     bucket, or in the next one with room if that was full when the key came; nothing is ever removed, so a
     bucket with a free slot ends every search. A request is a handful of numpy calls over all its keys: one
     gather of their home buckets (128 bytes a key), one comparison, one check of the stored keys. Subclasses
-    say what a key is: ``_store`` (the keys of new rows), ``_request`` (fingerprints of keys), ``_hold``
-    (vectorised check of stored keys, False where it cannot tell) and ``_holds`` (the exact check of one).
+    say what a key is: ``_store`` (the keys of new rows), ``_request`` (fingerprints of keys), ``_fingerprint``
+    (the same for one key), ``_hold`` (vectorised check of stored keys, False where it cannot tell) and
+    ``_holds`` (the exact check of one).
     """
 
     _SLOTS = 8  # one bucket's match flags read as one 8-byte word
@@ -232,7 +233,7 @@ class _RowIndex:
                 found_rows = np.full(len(prints), -1, np.int64)
                 found_rows[matched] = rows
                 for key in np.flatnonzero(~found & (entries[:, -1, 0] != _EMPTY)).tolist():  # a full home bucket
-                    slot = self._search(request, key, int(prints[key]), (int(homes[key]) + 1) & self._mask)
+                    slot = self._search(request.key(key), int(prints[key]), (int(homes[key]) + 1) & self._mask)
                     if slot >= 0:
                         found_rows[key], found[key] = self._slots[slot, 1], True
                 return found_rows, found, np.count_nonzero(found) == len(found)
@@ -256,14 +257,21 @@ class _RowIndex:
         slots[single[held]] = candidates[held]
         full = entries[:, -1, 0] != _EMPTY  # a bucket's used slots come first
         for key in np.flatnonzero((slots < 0) & ((matches > 0) | full)).tolist():
-            slots[key] = self._search(request, key, int(prints[key]), int(homes[key]))
+            slots[key] = self._search(request.key(key), int(prints[key]), int(homes[key]))
         return slots
 
-    def _search(self, request, key, fingerprint, bucket):
+    def row(self, key):
+        """The row of one key, -1 where absent: its buckets read in Python, which costs less than the dozen
+        numpy calls of ``rows`` when a request holds one key."""
+        fingerprint = self._fingerprint(key)
+        slot = self._search(key, fingerprint, fingerprint & self._mask)
+        return -1 if slot < 0 else int(self._slots[slot, 1])
+
+    def _search(self, key, fingerprint, bucket):
         while True:
             entries = self._table[bucket].tolist()
             for slot, (stored, row) in enumerate(entries):
-                if stored == fingerprint and self._holds(request, key, row):
+                if stored == fingerprint and self._holds(key, row):
                     return bucket * self._SLOTS + slot
             if entries[-1][0] == _EMPTY:
                 return -1
@@ -282,6 +290,9 @@ class _IdRequest:
         except TypeError:
             _not_strings(ids)
         self._encoded = False
+
+    def key(self, index):
+        return self.ids[index]
 
     def encoded(self):
         """The ids' UTF-8 as a numpy bytes array; None where one holds a NUL (numpy's bytes drop trailing NULs,
@@ -344,8 +355,10 @@ class _IdIndex(_RowIndex):
             return np.zeros(len(rows), bool)
         return self._bytes.take(rows) == (wanted if keys is None else wanted[keys])
 
-    def _holds(self, request, key, row):
-        return self._ids[row] == request.ids[key]
+    def _holds(self, ident, row):
+        return self._ids[row] == ident
+
+    _fingerprint = staticmethod(hash)
 
 
 def _comparable(ident):
@@ -362,11 +375,14 @@ class _KeyRequest:
         self.words = words
         self.fingerprints = words[:, 0] & -2
 
+    def key(self, index):
+        return self.words[index].tobytes()
+
 
 def _key_words(keys):
     if len(keys) and set(map(len, keys)) != {16}:
         raise ValueError("content keys are 16 bytes each (see content_key)")
-    return np.frombuffer(b"".join(keys), np.int64).reshape(len(keys), 2)
+    return np.frombuffer(b"".join(keys), "<i8").reshape(len(keys), 2)
 
 
 _NO_KEY = bytes(16)
@@ -397,8 +413,12 @@ class _KeyIndex(_RowIndex):
         wanted = request.words if keys is None else request.words[keys]
         return (self._words.take(rows, axis=0) == wanted).all(axis=1)
 
-    def _holds(self, request, key, row):
-        return self._keys[row] == request.words[key].tobytes()
+    def _holds(self, key, row):
+        return self._keys[row] == key
+
+    @staticmethod
+    def _fingerprint(key):
+        return int.from_bytes(key[:8], "little", signed=True) & -2  # as _KeyRequest: the first "<i8" word, made even
 
 
 class _SpanView:
@@ -635,18 +655,28 @@ class CacheFiles:
             vectors[found] = self.vectors._gather(rows[found])
         return vectors, found
 
+    def _take_one(self, row):
+        if row < 0:
+            return np.zeros((1, self.dims), self.dtype), np.zeros(1, bool)
+        return self.vectors._gather(np.array([row])), np.ones(1, bool)
+
     def get(self, ids):
         """(vectors, found) for ``ids``: the newest row of each id, zero rows where ``found`` is False."""
-        return self._take(*self._id_rows.rows(_IdRequest(_as_list(ids, str))))
+        ids = _as_list(ids, str)
+        if len(ids) == 1 and isinstance(ids[0], str):
+            return self._take_one(self._id_rows.row(ids[0]))
+        return self._take(*self._id_rows.rows(_IdRequest(ids)))
 
     def lookup_texts(self, texts):
         """(vectors, found) for ``texts`` by content key, with the model's prefix for this kind applied."""
         texts = _as_list(texts, str)
+        if len(texts) == 1:
+            return self._take_one(self._key_index().row(content_key(texts[0], self.prefix)))
         if self.prefix:
             texts = map(self.prefix.__add__, texts)
         # One C-level pass per step, no Python bytecode per text: encode, SHA-256, digest.
         digests = b"".join(map(_digest, map(hashlib.sha256, map(str.encode, texts))))
-        keys = np.frombuffer(digests, np.int64).reshape(-1, 4)[:, :2]  # a content key: a digest's first 16 bytes
+        keys = np.frombuffer(digests, "<i8").reshape(-1, 4)[:, :2]  # a content key: a digest's first 16 bytes
         return self._take(*self._key_index().rows(_KeyRequest(keys)))
 
 

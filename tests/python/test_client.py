@@ -470,12 +470,13 @@ class RowIndexTests(unittest.TestCase):
                     super().__init__(ids)
                     self.fingerprints = self.fingerprints & mask
 
-            return SharedFingerprints, staticmethod(lambda ident: hash(ident) & mask)
+            return SharedFingerprints, staticmethod(lambda ident: files._id_fingerprint(ident) & mask)
 
-        # 1,024 fingerprints for 6,000 ids: full buckets and several matches a bucket; 4,096: many an absent id
-        # matches one stored id; two bits less of each hash: 1,024 home buckets of the final 4,096, unique fingerprints.
-        unshared = (files._IdRequest, staticmethod(hash))
-        variants = ((unshared, False), (sharing(0x3FF), True), (sharing(0xFFF), False), (sharing(~0xC00), True))
+        # Homes are the top bits of the 63: 1,024 fingerprints for 6,000 ids: full buckets and several matches a
+        # bucket; 4,096: many an absent id matches one stored id; two bits less: 1,024 home buckets of the final
+        # 4,096, unique fingerprints.
+        unshared = (files._IdRequest, staticmethod(files._id_fingerprint))
+        variants = ((unshared, False), (sharing(0x3FF << 53), True), (sharing(0xFFF << 51), False), (sharing(~(0x3 << 61)), True))
         for (request, fingerprint), overflows in variants:
             with self.subTest(request=request.__name__, overflows=overflows):
                 stored = [f"doc-{i}" for i in range(4000)]
@@ -493,7 +494,7 @@ class RowIndexTests(unittest.TestCase):
                 self.assert_like_a_dict(index, request, stored, [])
                 if overflows:
                     used = index._table[..., 0] != files._EMPTY
-                    homes = index._table[..., 0] & index._mask
+                    homes = index._homes(index._table[..., 0])
                     self.assertTrue((homes[used] != np.nonzero(used)[0]).any(), "some ids lie outside their home bucket")
 
     def test_ids_that_bytes_cannot_tell_apart_are_compared_as_strings(self):
@@ -521,7 +522,7 @@ class RowIndexTests(unittest.TestCase):
         for case, (stored, wanted) in cases.items():
             for request in (files._IdRequest, LastCharacter):
                 with self.subTest(case=case, request=request.__name__):
-                    fingerprint = staticmethod(getattr(request, "of", hash))
+                    fingerprint = staticmethod(getattr(request, "of", files._id_fingerprint))
                     index = type("Index", (files._IdIndex,), {"_request": request, "_fingerprint": fingerprint})(list(stored))
                     index.update(stored, 0)
                     self.assert_like_a_dict(index, request, stored, wanted)
@@ -532,6 +533,25 @@ class RowIndexTests(unittest.TestCase):
         for not_strings in ([1, 2], ["a", 2], [b"a"]):
             with self.assertRaises(TypeError):
                 index.rows(files._IdRequest(not_strings))
+
+    def test_id_fingerprints_of_a_request_are_those_of_each_id_whatever_their_lengths(self):
+        from embedding_cache import files
+
+        requests = {
+            "one length, every tail of the last word": [[f"{i:0{n}d}" for i in range(40)] for n in range(1, 18)],
+            "one length at the limit and past it": [["x" * 127, "y" * 127], ["x" * 128, "y" * 128], ["x" * 129, "y" * 129]],
+            "several lengths, long ids": [["a", "bb", "ccc" * 50, ""], ["x" * 300, "x" * 299, "x" * 300 + "z"]],
+            "a NUL, not ASCII, not encodable": [["a\0", "a", "\0"], ["café", "東京", "😀"], ["\ud800", "ok"]],
+            "none": [[]],
+        }
+        for case, batches in requests.items():
+            for ids in batches:
+                with self.subTest(case=case, ids=ids[:3]):
+                    prints = files._IdRequest(ids).fingerprints
+                    self.assertEqual(prints.tolist(), [files._id_fingerprint(i) for i in ids])
+                    self.assertTrue((prints >= 0).all())
+        spread = files._IdRequest([f"doc-{i:07d}" for i in range(4096)]).fingerprints >> 53  # 1,024 homes
+        self.assertGreater(len(np.unique(spread)), 900, "ids that differ in their last bytes spread over the buckets")
 
     def test_content_keys_are_found_through_shared_fingerprints_including_the_free_slot_pattern(self):
         from embedding_cache import files

@@ -1,10 +1,12 @@
 """Reading a cache's files directly, with no server: numpy arrays over memory maps plus the msgpack sidecars.
 
 The hot path (``CacheFiles.get``, ``lookup_texts``) is a fixed handful of numpy calls over the whole request,
-with no Python work per segment and none per id beyond its hash: ids (or content keys) go to rows through a
-numpy hash table built when the cache is opened (newest row wins, as on the server) and checked against the
-stored ids, and rows of every segment are gathered by one fancy index.
+with no Python work per segment and none per id (texts: one SHA-256 each): ids are fingerprinted from their
+joined UTF-8 bytes, ids (or content keys) go to rows through a numpy hash table built when the cache is opened
+(newest row wins, as on the server) and checked against the stored ids, and rows of every segment are gathered
+by one fancy index. A request of one key reads its bucket in Python, cheaper than those numpy calls.
 """
+import functools
 import hashlib
 import itertools
 import json
@@ -131,7 +133,7 @@ class _Replaced(Exception):
     """A segment file was replaced or shrank since it was read (the cache was invalidated, or recovered)."""
 
 
-_EMPTY = -1  # a free slot's fingerprint: CPython's hash() never returns -1, and content-key fingerprints are even
+_EMPTY = -1  # a free slot's fingerprint: every fingerprint is a non-negative int64
 _LONGEST_ID_BYTES = 128  # longer ids are not copied into the byte table: they are compared as Python strings
 _UNCOMPARABLE = b"\xff"  # stands for such an id in that table: no UTF-8 text holds the byte 0xff
 
@@ -175,6 +177,11 @@ class _RowIndex:
         self._table = _empty_table(buckets, self._SLOTS)
         self._slots = self._table.reshape(-1, 2)
         self._mask = buckets - 1
+        self._shift = 64 - buckets.bit_length()
+
+    def _homes(self, prints):
+        """The home bucket of each fingerprint (or of one): its top bits, which the id fingerprints mix best."""
+        return prints >> self._shift
 
     def update(self, keys, first_row):
         """Maps ``keys[i]`` to row ``first_row + i``; a later row of a key supersedes an earlier one, None is skipped."""
@@ -201,7 +208,7 @@ class _RowIndex:
     def _place(self, prints, rows):
         """Adds keys known to be absent: each pass fills the free slots of the buckets tried, in order, and
         moves the keys that did not fit on to the next bucket."""
-        buckets = prints & self._mask
+        buckets = self._homes(prints)
         pending = np.arange(len(rows))
         while len(pending):
             pending = pending[np.argsort(buckets[pending], kind="stable")]
@@ -218,7 +225,7 @@ class _RowIndex:
     def rows(self, request):
         """(row of each key (int64, -1 where absent), found (bool), whether every key was found)."""
         prints = request.fingerprints
-        homes = prints & self._mask
+        homes = self._homes(prints)
         entries = self._table.take(homes, axis=0)
         match = entries[..., 0] == prints[:, None]
         rows = entries[..., 1][match]
@@ -246,7 +253,7 @@ class _RowIndex:
         key at a time for the rest (several matches, a match that is another key, a full home bucket)."""
         prints = request.fingerprints
         if homes is None:
-            homes = prints & self._mask
+            homes = self._homes(prints)
             entries = self._table.take(homes, axis=0)
             match = entries[..., 0] == prints[:, None]
         matches = match.sum(axis=1)
@@ -264,7 +271,7 @@ class _RowIndex:
         """The row of one key, -1 where absent: its buckets read in Python, which costs less than the dozen
         numpy calls of ``rows`` when a request holds one key."""
         fingerprint = self._fingerprint(key)
-        slot = self._search(key, fingerprint, fingerprint & self._mask)
+        slot = self._search(key, fingerprint, self._homes(fingerprint))
         return -1 if slot < 0 else int(self._slots[slot, 1])
 
     def _search(self, key, fingerprint, bucket):
@@ -278,44 +285,91 @@ class _RowIndex:
             bucket = (bucket + 1) & self._mask
 
 
+_HASHED_ID_BYTES = 128  # an id's fingerprint covers its first 128 bytes, and Python's hash of longer ids
+_WORD_FACTORS = np.random.default_rng(0x1D5).integers(0, 1 << 62, _HASHED_ID_BYTES // 8, np.uint64) * np.uint64(2) + np.uint64(1)
+_WORD_FACTOR_INTS = [int(factor) for factor in _WORD_FACTORS]
+_ONE = np.uint64(1)
+
+
+def _id_fingerprint(ident):
+    """The fingerprint of one id, as ``_IdRequest`` computes it for many (the tests check they agree)."""
+    data = ident.encode(errors="surrogatepass")
+    total = sum(int.from_bytes(data[start:start + 8], "little") * factor
+                for start, factor in zip(range(0, min(len(data), _HASHED_ID_BYTES), 8), _WORD_FACTOR_INTS))
+    if len(data) > _HASHED_ID_BYTES:
+        total ^= hash(ident)
+    return (total & ((1 << 64) - 1)) >> 1
+
+
+def _fingerprints(words, long_ids=()):
+    """Fingerprints of ids from their bytes as little-endian 64-bit words, zero past each id's end: the sum of
+    the words times odd factors, modulo 2**64 (multiply-shift hashing: its high bits, which pick the home
+    bucket, depend on every byte), shifted to be never negative (so never the free slot's -1). A few numpy
+    calls over all ids, none per id."""
+    total = words @ _WORD_FACTORS[:words.shape[1]]
+    for index, ident in long_ids:
+        total[index] ^= np.uint64(hash(ident) & ((1 << 64) - 1))
+    total >>= _ONE
+    return total.view(np.int64)
+
+
 class _IdRequest:
-    """Ids to look up: Python's hash of each as its fingerprint, and (when asked) their UTF-8 as numpy bytes."""
+    """Ids to look up: their UTF-8 as numpy bytes (``encoded``: None where one holds a NUL, as numpy's bytes drop
+    trailing NULs so two ids could read alike, or cannot be encoded) and a fingerprint of each computed from
+    those bytes. Ids of one length take one join and no copy: the common case of a request."""
 
     __slots__ = ("ids", "fingerprints", "_encoded")
 
     def __init__(self, ids):
         self.ids = ids
-        try:
-            self.fingerprints = np.fromiter(map(hash, ids), np.int64, len(ids))
-        except TypeError:
-            _not_strings(ids)
-        self._encoded = False
-
-    def key(self, index):
-        return self.ids[index]
-
-    def encoded(self):
-        """The ids' UTF-8 as a numpy bytes array; None where one holds a NUL (numpy's bytes drop trailing NULs,
-        so two ids could read alike) or cannot be encoded. Ids of one length take one join and no copy."""
-        if self._encoded is not False:
-            return self._encoded
-        ids, self._encoded = self.ids, None
+        self._encoded = None
+        count = len(ids)
         try:
             data = ("\0".join(ids) + "\0").encode()
         except TypeError:
             _not_strings(ids)
         except UnicodeEncodeError:
-            return None
-        count = len(ids)
-        if not count or data.count(0) != count:
-            return None
-        width = len(data) // count
+            data = b""
+        width = len(data) // count if count else 0
         # Exactly the separators are NUL, so every id is width - 1 bytes when the separators sit every width bytes.
-        if width * count == len(data) and data[width - 1::width].count(0) == count:
+        if (count and width * count == len(data) and width <= _HASHED_ID_BYTES + 1 and data.count(0) == count
+                and data[width - 1::width].count(0) == count):
             self._encoded = np.frombuffer(data, f"S{width}")
+            self.fingerprints = _fingerprints(_row_words(data, count, width - 1, width))
+            return
+        if data and data.count(0) == count:
+            parts = data.split(b"\0")[:-1]
+            self._encoded = np.array(parts, "S")
         else:
-            self._encoded = np.array(data.split(b"\0")[:-1], "S")
+            parts = [ident.encode(errors="surrogatepass") for ident in ids]
+        padded = np.array(parts, "S") if self._encoded is None else self._encoded
+        width = min(padded.itemsize, _HASHED_ID_BYTES) if count else 0
+        long_ids = [(i, ids[i]) for i, part in enumerate(parts) if len(part) > _HASHED_ID_BYTES] if padded.itemsize > _HASHED_ID_BYTES else ()
+        self.fingerprints = _fingerprints(_row_words(padded.tobytes(), count, width, padded.itemsize), long_ids)
+
+    def key(self, index):
+        return self.ids[index]
+
+    def encoded(self):
         return self._encoded
+
+
+def _row_words(data, count, length, stride):
+    """(count, ceil(length / 8)) little-endian words of the first ``length`` bytes of each ``stride``-byte row of
+    ``data``, zero past ``length``: read in place, the last word masked where it runs into the next row."""
+    words = -(-length // 8)
+    if not words or not count:
+        return np.zeros((count, 0), np.uint64)
+    view = np.ndarray((count, words), "<u8", data + bytes(8), 0, (stride, 8))
+    return view if length % 8 == 0 else view & _word_masks(length)
+
+
+@functools.lru_cache(maxsize=None)
+def _word_masks(length):
+    """Masks that keep the first ``length`` bytes of ceil(length / 8) little-endian words."""
+    masks = np.full(-(-length // 8), (1 << 64) - 1, np.uint64)
+    masks[-1] = (1 << (8 * (length % 8 or 8))) - 1
+    return masks
 
 
 def _not_strings(ids):
@@ -323,7 +377,7 @@ def _not_strings(ids):
 
 
 class _IdIndex(_RowIndex):
-    """Ids (str) to rows: the fingerprint is Python's hash of the id, checked against a table of every row's id
+    """Ids (str) to rows: the fingerprint is computed from the id's bytes (``_fingerprints``), checked against a table of every row's id
     as UTF-8 bytes; ids that hold a NUL or are very long are compared as Python strings instead."""
 
     def __init__(self, ids):
@@ -358,7 +412,7 @@ class _IdIndex(_RowIndex):
     def _holds(self, ident, row):
         return self._ids[row] == ident
 
-    _fingerprint = staticmethod(hash)
+    _fingerprint = staticmethod(_id_fingerprint)
 
 
 def _comparable(ident):
@@ -366,14 +420,17 @@ def _comparable(ident):
     return _UNCOMPARABLE if len(encoded) > _LONGEST_ID_BYTES or b"\0" in encoded else encoded
 
 
+_NO_SIGN_BIT = (1 << 63) - 1
+
+
 class _KeyRequest:
-    """16-byte content keys to look up, as (n, 2) int64; the fingerprint is the first word, made even."""
+    """16-byte content keys to look up, as (n, 2) int64; the fingerprint is the first word without its sign bit."""
 
     __slots__ = ("words", "fingerprints")
 
     def __init__(self, words):
         self.words = words
-        self.fingerprints = words[:, 0] & -2
+        self.fingerprints = words[:, 0] & _NO_SIGN_BIT
 
     def key(self, index):
         return self.words[index].tobytes()
@@ -418,7 +475,7 @@ class _KeyIndex(_RowIndex):
 
     @staticmethod
     def _fingerprint(key):
-        return int.from_bytes(key[:8], "little", signed=True) & -2  # as _KeyRequest: the first "<i8" word, made even
+        return int.from_bytes(key[:8], "little") & _NO_SIGN_BIT  # as _KeyRequest: the first "<i8" word
 
 
 class _SpanView:

@@ -334,6 +334,11 @@ class OpenCacheTests(unittest.TestCase):
         by_texts, found = files.lookup_texts(batch)
         self.assertTrue(found.all())
         self.assertEqual(by_texts.tobytes(), client.get(MINILM, texts=batch).vectors.tobytes())
+        for one in range(5):  # a request of one key takes its own path
+            self.assertEqual(files.get(ids[one])[0].tobytes(), embedded[one].tobytes())
+            self.assertEqual(files.lookup_texts(batch[one])[0].tobytes(), embedded[one].tobytes())
+        for missing in (files.get("no-such-id"), files.lookup_texts("no such text")):
+            self.assertEqual((missing[0].shape, missing[0].any(), missing[1].tolist()), ((1, 384), False, [False]))
 
         rows = files.rows_of(ids=ids)
         self.assertEqual([files.ids[r] for r in rows], ids)
@@ -405,6 +410,7 @@ class OpenCacheTests(unittest.TestCase):
         self.assertTrue(found.all())
         self.assertEqual(vectors.tobytes(), client.get(model, ids=ids).vectors.tobytes())
         self.assertEqual(files.lookup_texts(batch)[0].tobytes(), rows[:3].tobytes())
+        self.assertEqual(files.get(ids[0])[0].tobytes(), (rows[:1] * 2).tobytes())
         self.assertEqual(files.ids, ec.open_cache(ARTIFACTS, model).ids)
 
         client.invalidate(model)
@@ -413,6 +419,8 @@ class OpenCacheTests(unittest.TestCase):
         self.assertEqual(files.ids, ids[:5])
         self.assertEqual(files.get(ids[:6])[1].tolist(), [True] * 5 + [False])
         self.assertFalse(files.lookup_texts(batch)[1].any())
+        self.assertFalse(files.lookup_texts(batch[0])[1].any())
+        self.assertEqual(files.get(ids[0])[0].tobytes(), rows[:1].tobytes())
 
     def test_lookup_texts_applies_the_models_query_prefix(self):
         queries = [f"what is {unique()}?", "dense retrieval"]
@@ -449,6 +457,7 @@ class RowIndexTests(unittest.TestCase):
         self.assertEqual(rows.tolist(), expected)
         self.assertEqual(found.tolist(), [row >= 0 for row in expected])
         self.assertEqual(every, all(row >= 0 for row in expected))
+        self.assertEqual([index.row(key) for key in wanted], expected)  # the path of a request of one key
 
     def test_ids_are_found_through_shared_fingerprints_and_full_buckets_and_only_as_themselves(self):
         from embedding_cache import files
@@ -461,15 +470,17 @@ class RowIndexTests(unittest.TestCase):
                     super().__init__(ids)
                     self.fingerprints = self.fingerprints & mask
 
-            return SharedFingerprints
+            return SharedFingerprints, staticmethod(lambda ident: files._id_fingerprint(ident) & mask)
 
-        # 1,024 fingerprints for 6,000 ids: full buckets and several matches a bucket; 4,096: many an absent id
-        # matches one stored id; two bits less of each hash: 1,024 home buckets of the final 4,096, unique fingerprints.
-        variants = ((files._IdRequest, False), (sharing(0x3FF), True), (sharing(0xFFF), False), (sharing(~0xC00), True))
-        for request, overflows in variants:
+        # Homes are the top bits of the 63: 1,024 fingerprints for 6,000 ids: full buckets and several matches a
+        # bucket; 4,096: many an absent id matches one stored id; two bits less: 1,024 home buckets of the final
+        # 4,096, unique fingerprints.
+        unshared = (files._IdRequest, staticmethod(files._id_fingerprint))
+        variants = ((unshared, False), (sharing(0x3FF << 53), True), (sharing(0xFFF << 51), False), (sharing(~(0x3 << 61)), True))
+        for (request, fingerprint), overflows in variants:
             with self.subTest(request=request.__name__, overflows=overflows):
                 stored = [f"doc-{i}" for i in range(4000)]
-                index = type("Index", (files._IdIndex,), {"_request": request})(stored)
+                index = type("Index", (files._IdIndex,), {"_request": request, "_fingerprint": fingerprint})(stored)
                 index.update(list(stored), 0)
                 later = [f"doc-{i}" for i in range(3000, 6000)] + [None, "doc-7"]  # newer rows for 1,000 ids; the table grows
                 stored.extend(later)
@@ -483,7 +494,7 @@ class RowIndexTests(unittest.TestCase):
                 self.assert_like_a_dict(index, request, stored, [])
                 if overflows:
                     used = index._table[..., 0] != files._EMPTY
-                    homes = index._table[..., 0] & index._mask
+                    homes = index._homes(index._table[..., 0])
                     self.assertTrue((homes[used] != np.nonzero(used)[0]).any(), "some ids lie outside their home bucket")
 
     def test_ids_that_bytes_cannot_tell_apart_are_compared_as_strings(self):
@@ -495,7 +506,11 @@ class RowIndexTests(unittest.TestCase):
 
             def __init__(self, ids):
                 super().__init__(ids)
-                self.fingerprints = np.array([ord(i.rstrip("\0")[-1:] or "\0") for i in ids], np.int64)
+                self.fingerprints = np.array([self.of(i) for i in ids], np.int64)
+
+            @staticmethod
+            def of(ident):
+                return ord(ident.rstrip("\0")[-1:] or "\0")
 
         cases = {
             "ids of several lengths whose bytes split evenly": (["a", "cd", "ef"], ["a", "bcd", "ef"]),
@@ -507,7 +522,8 @@ class RowIndexTests(unittest.TestCase):
         for case, (stored, wanted) in cases.items():
             for request in (files._IdRequest, LastCharacter):
                 with self.subTest(case=case, request=request.__name__):
-                    index = type("Index", (files._IdIndex,), {"_request": request})(list(stored))
+                    fingerprint = staticmethod(getattr(request, "of", files._id_fingerprint))
+                    index = type("Index", (files._IdIndex,), {"_request": request, "_fingerprint": fingerprint})(list(stored))
                     index.update(stored, 0)
                     self.assert_like_a_dict(index, request, stored, wanted)
                     for one in wanted:
@@ -517,6 +533,25 @@ class RowIndexTests(unittest.TestCase):
         for not_strings in ([1, 2], ["a", 2], [b"a"]):
             with self.assertRaises(TypeError):
                 index.rows(files._IdRequest(not_strings))
+
+    def test_id_fingerprints_of_a_request_are_those_of_each_id_whatever_their_lengths(self):
+        from embedding_cache import files
+
+        requests = {
+            "one length, every tail of the last word": [[f"{i:0{n}d}" for i in range(40)] for n in range(1, 18)],
+            "one length at the limit and past it": [["x" * 127, "y" * 127], ["x" * 128, "y" * 128], ["x" * 129, "y" * 129]],
+            "several lengths, long ids": [["a", "bb", "ccc" * 50, ""], ["x" * 300, "x" * 299, "x" * 300 + "z"]],
+            "a NUL, not ASCII, not encodable": [["a\0", "a", "\0"], ["café", "東京", "😀"], ["\ud800", "ok"]],
+            "none": [[]],
+        }
+        for case, batches in requests.items():
+            for ids in batches:
+                with self.subTest(case=case, ids=ids[:3]):
+                    prints = files._IdRequest(ids).fingerprints
+                    self.assertEqual(prints.tolist(), [files._id_fingerprint(i) for i in ids])
+                    self.assertTrue((prints >= 0).all())
+        spread = files._IdRequest([f"doc-{i:07d}" for i in range(4096)]).fingerprints >> 53  # 1,024 homes
+        self.assertGreater(len(np.unique(spread)), 900, "ids that differ in their last bytes spread over the buckets")
 
     def test_content_keys_are_found_through_shared_fingerprints_including_the_free_slot_pattern(self):
         from embedding_cache import files
@@ -536,7 +571,11 @@ class RowIndexTests(unittest.TestCase):
         stored.append(stored[10])  # a newer row for a key
         for request in (files._KeyRequest, SharedFingerprints):
             with self.subTest(request=request.__name__):
-                index = type("Index", (files._KeyIndex,), {"_request": lambda self, keys: request(files._key_words(keys))})(stored)
+                shared = request is SharedFingerprints
+                index = type("Index", (files._KeyIndex,), {
+                    "_request": lambda self, keys: request(files._key_words(keys)),
+                    "_fingerprint": staticmethod(lambda key: files._KeyIndex._fingerprint(key) & (0x3E if shared else -1)),
+                })(stored)
                 index.update(stored[:2000], 0)
                 index.update(stored[2000:], 2000)
                 absent = [bytes(16), stored[7][:8] + b"\1" * 8, b"\xff" * 15 + b"\xfe"]

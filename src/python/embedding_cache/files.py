@@ -1,10 +1,12 @@
 """Reading a cache's files directly, with no server: numpy arrays over memory maps plus the msgpack sidecars.
 
 The hot path (``CacheFiles.get``, ``lookup_texts``) is a fixed handful of numpy calls over the whole request,
-with no Python work per segment and none per id beyond its hash: ids (or content keys) go to rows through a
-numpy hash table built when the cache is opened (newest row wins, as on the server) and checked against the
-stored ids, and rows of every segment are gathered by one fancy index.
+with no Python work per segment and none per id (texts: one SHA-256 each): ids are fingerprinted from their
+joined UTF-8 bytes, ids (or content keys) go to rows through a numpy hash table built when the cache is opened
+(newest row wins, as on the server) and checked against the stored ids, and rows of every segment are gathered
+by one fancy index. A request of one key reads its bucket in Python, cheaper than those numpy calls.
 """
+import functools
 import hashlib
 import itertools
 import json
@@ -131,7 +133,7 @@ class _Replaced(Exception):
     """A segment file was replaced or shrank since it was read (the cache was invalidated, or recovered)."""
 
 
-_EMPTY = -1  # a free slot's fingerprint: CPython's hash() never returns -1, and content-key fingerprints are even
+_EMPTY = -1  # a free slot's fingerprint: every fingerprint is a non-negative int64
 _LONGEST_ID_BYTES = 128  # longer ids are not copied into the byte table: they are compared as Python strings
 _UNCOMPARABLE = b"\xff"  # stands for such an id in that table: no UTF-8 text holds the byte 0xff
 
@@ -159,8 +161,9 @@ class _RowIndex:
     bucket, or in the next one with room if that was full when the key came; nothing is ever removed, so a
     bucket with a free slot ends every search. A request is a handful of numpy calls over all its keys: one
     gather of their home buckets (128 bytes a key), one comparison, one check of the stored keys. Subclasses
-    say what a key is: ``_store`` (the keys of new rows), ``_request`` (fingerprints of keys), ``_hold``
-    (vectorised check of stored keys, False where it cannot tell) and ``_holds`` (the exact check of one).
+    say what a key is: ``_store`` (the keys of new rows), ``_request`` (fingerprints of keys), ``_fingerprint``
+    (the same for one key), ``_hold`` (vectorised check of stored keys, False where it cannot tell) and
+    ``_holds`` (the exact check of one).
     """
 
     _SLOTS = 8  # one bucket's match flags read as one 8-byte word
@@ -174,6 +177,11 @@ class _RowIndex:
         self._table = _empty_table(buckets, self._SLOTS)
         self._slots = self._table.reshape(-1, 2)
         self._mask = buckets - 1
+        self._shift = 64 - buckets.bit_length()
+
+    def _homes(self, prints):
+        """The home bucket of each fingerprint (or of one): its top bits, which the id fingerprints mix best."""
+        return prints >> self._shift
 
     def update(self, keys, first_row):
         """Maps ``keys[i]`` to row ``first_row + i``; a later row of a key supersedes an earlier one, None is skipped."""
@@ -200,7 +208,7 @@ class _RowIndex:
     def _place(self, prints, rows):
         """Adds keys known to be absent: each pass fills the free slots of the buckets tried, in order, and
         moves the keys that did not fit on to the next bucket."""
-        buckets = prints & self._mask
+        buckets = self._homes(prints)
         pending = np.arange(len(rows))
         while len(pending):
             pending = pending[np.argsort(buckets[pending], kind="stable")]
@@ -217,7 +225,7 @@ class _RowIndex:
     def rows(self, request):
         """(row of each key (int64, -1 where absent), found (bool), whether every key was found)."""
         prints = request.fingerprints
-        homes = prints & self._mask
+        homes = self._homes(prints)
         entries = self._table.take(homes, axis=0)
         match = entries[..., 0] == prints[:, None]
         rows = entries[..., 1][match]
@@ -232,7 +240,7 @@ class _RowIndex:
                 found_rows = np.full(len(prints), -1, np.int64)
                 found_rows[matched] = rows
                 for key in np.flatnonzero(~found & (entries[:, -1, 0] != _EMPTY)).tolist():  # a full home bucket
-                    slot = self._search(request, key, int(prints[key]), (int(homes[key]) + 1) & self._mask)
+                    slot = self._search(request.key(key), int(prints[key]), (int(homes[key]) + 1) & self._mask)
                     if slot >= 0:
                         found_rows[key], found[key] = self._slots[slot, 1], True
                 return found_rows, found, np.count_nonzero(found) == len(found)
@@ -245,7 +253,7 @@ class _RowIndex:
         key at a time for the rest (several matches, a match that is another key, a full home bucket)."""
         prints = request.fingerprints
         if homes is None:
-            homes = prints & self._mask
+            homes = self._homes(prints)
             entries = self._table.take(homes, axis=0)
             match = entries[..., 0] == prints[:, None]
         matches = match.sum(axis=1)
@@ -256,55 +264,112 @@ class _RowIndex:
         slots[single[held]] = candidates[held]
         full = entries[:, -1, 0] != _EMPTY  # a bucket's used slots come first
         for key in np.flatnonzero((slots < 0) & ((matches > 0) | full)).tolist():
-            slots[key] = self._search(request, key, int(prints[key]), int(homes[key]))
+            slots[key] = self._search(request.key(key), int(prints[key]), int(homes[key]))
         return slots
 
-    def _search(self, request, key, fingerprint, bucket):
+    def row(self, key):
+        """The row of one key, -1 where absent: its buckets read in Python, which costs less than the dozen
+        numpy calls of ``rows`` when a request holds one key."""
+        fingerprint = self._fingerprint(key)
+        slot = self._search(key, fingerprint, self._homes(fingerprint))
+        return -1 if slot < 0 else int(self._slots[slot, 1])
+
+    def _search(self, key, fingerprint, bucket):
         while True:
             entries = self._table[bucket].tolist()
             for slot, (stored, row) in enumerate(entries):
-                if stored == fingerprint and self._holds(request, key, row):
+                if stored == fingerprint and self._holds(key, row):
                     return bucket * self._SLOTS + slot
             if entries[-1][0] == _EMPTY:
                 return -1
             bucket = (bucket + 1) & self._mask
 
 
+_HASHED_ID_BYTES = 128  # an id's fingerprint covers its first 128 bytes, and Python's hash of longer ids
+_WORD_FACTORS = np.random.default_rng(0x1D5).integers(0, 1 << 62, _HASHED_ID_BYTES // 8, np.uint64) * np.uint64(2) + np.uint64(1)
+_WORD_FACTOR_INTS = [int(factor) for factor in _WORD_FACTORS]
+_ONE = np.uint64(1)
+
+
+def _id_fingerprint(ident):
+    """The fingerprint of one id, as ``_IdRequest`` computes it for many (the tests check they agree)."""
+    data = ident.encode(errors="surrogatepass")
+    total = sum(int.from_bytes(data[start:start + 8], "little") * factor
+                for start, factor in zip(range(0, min(len(data), _HASHED_ID_BYTES), 8), _WORD_FACTOR_INTS))
+    if len(data) > _HASHED_ID_BYTES:
+        total ^= hash(ident)
+    return (total & ((1 << 64) - 1)) >> 1
+
+
+def _fingerprints(words, long_ids=()):
+    """Fingerprints of ids from their bytes as little-endian 64-bit words, zero past each id's end: the sum of
+    the words times odd factors, modulo 2**64 (multiply-shift hashing: its high bits, which pick the home
+    bucket, depend on every byte), shifted to be never negative (so never the free slot's -1). A few numpy
+    calls over all ids, none per id."""
+    total = words @ _WORD_FACTORS[:words.shape[1]]
+    for index, ident in long_ids:
+        total[index] ^= np.uint64(hash(ident) & ((1 << 64) - 1))
+    total >>= _ONE
+    return total.view(np.int64)
+
+
 class _IdRequest:
-    """Ids to look up: Python's hash of each as its fingerprint, and (when asked) their UTF-8 as numpy bytes."""
+    """Ids to look up: their UTF-8 as numpy bytes (``encoded``: None where one holds a NUL, as numpy's bytes drop
+    trailing NULs so two ids could read alike, or cannot be encoded) and a fingerprint of each computed from
+    those bytes. Ids of one length take one join and no copy: the common case of a request."""
 
     __slots__ = ("ids", "fingerprints", "_encoded")
 
     def __init__(self, ids):
         self.ids = ids
-        try:
-            self.fingerprints = np.fromiter(map(hash, ids), np.int64, len(ids))
-        except TypeError:
-            _not_strings(ids)
-        self._encoded = False
-
-    def encoded(self):
-        """The ids' UTF-8 as a numpy bytes array; None where one holds a NUL (numpy's bytes drop trailing NULs,
-        so two ids could read alike) or cannot be encoded. Ids of one length take one join and no copy."""
-        if self._encoded is not False:
-            return self._encoded
-        ids, self._encoded = self.ids, None
+        self._encoded = None
+        count = len(ids)
         try:
             data = ("\0".join(ids) + "\0").encode()
         except TypeError:
             _not_strings(ids)
         except UnicodeEncodeError:
-            return None
-        count = len(ids)
-        if not count or data.count(0) != count:
-            return None
-        width = len(data) // count
+            data = b""
+        width = len(data) // count if count else 0
         # Exactly the separators are NUL, so every id is width - 1 bytes when the separators sit every width bytes.
-        if width * count == len(data) and data[width - 1::width].count(0) == count:
+        if (count and width * count == len(data) and width <= _HASHED_ID_BYTES + 1 and data.count(0) == count
+                and data[width - 1::width].count(0) == count):
             self._encoded = np.frombuffer(data, f"S{width}")
+            self.fingerprints = _fingerprints(_row_words(data, count, width - 1, width))
+            return
+        if data and data.count(0) == count:
+            parts = data.split(b"\0")[:-1]
+            self._encoded = np.array(parts, "S")
         else:
-            self._encoded = np.array(data.split(b"\0")[:-1], "S")
+            parts = [ident.encode(errors="surrogatepass") for ident in ids]
+        padded = np.array(parts, "S") if self._encoded is None else self._encoded
+        width = min(padded.itemsize, _HASHED_ID_BYTES) if count else 0
+        long_ids = [(i, ids[i]) for i, part in enumerate(parts) if len(part) > _HASHED_ID_BYTES] if padded.itemsize > _HASHED_ID_BYTES else ()
+        self.fingerprints = _fingerprints(_row_words(padded.tobytes(), count, width, padded.itemsize), long_ids)
+
+    def key(self, index):
+        return self.ids[index]
+
+    def encoded(self):
         return self._encoded
+
+
+def _row_words(data, count, length, stride):
+    """(count, ceil(length / 8)) little-endian words of the first ``length`` bytes of each ``stride``-byte row of
+    ``data``, zero past ``length``: read in place, the last word masked where it runs into the next row."""
+    words = -(-length // 8)
+    if not words or not count:
+        return np.zeros((count, 0), np.uint64)
+    view = np.ndarray((count, words), "<u8", data + bytes(8), 0, (stride, 8))
+    return view if length % 8 == 0 else view & _word_masks(length)
+
+
+@functools.lru_cache(maxsize=None)
+def _word_masks(length):
+    """Masks that keep the first ``length`` bytes of ceil(length / 8) little-endian words."""
+    masks = np.full(-(-length // 8), (1 << 64) - 1, np.uint64)
+    masks[-1] = (1 << (8 * (length % 8 or 8))) - 1
+    return masks
 
 
 def _not_strings(ids):
@@ -312,7 +377,7 @@ def _not_strings(ids):
 
 
 class _IdIndex(_RowIndex):
-    """Ids (str) to rows: the fingerprint is Python's hash of the id, checked against a table of every row's id
+    """Ids (str) to rows: the fingerprint is computed from the id's bytes (``_fingerprints``), checked against a table of every row's id
     as UTF-8 bytes; ids that hold a NUL or are very long are compared as Python strings instead."""
 
     def __init__(self, ids):
@@ -344,8 +409,10 @@ class _IdIndex(_RowIndex):
             return np.zeros(len(rows), bool)
         return self._bytes.take(rows) == (wanted if keys is None else wanted[keys])
 
-    def _holds(self, request, key, row):
-        return self._ids[row] == request.ids[key]
+    def _holds(self, ident, row):
+        return self._ids[row] == ident
+
+    _fingerprint = staticmethod(_id_fingerprint)
 
 
 def _comparable(ident):
@@ -353,20 +420,26 @@ def _comparable(ident):
     return _UNCOMPARABLE if len(encoded) > _LONGEST_ID_BYTES or b"\0" in encoded else encoded
 
 
+_NO_SIGN_BIT = (1 << 63) - 1
+
+
 class _KeyRequest:
-    """16-byte content keys to look up, as (n, 2) int64; the fingerprint is the first word, made even."""
+    """16-byte content keys to look up, as (n, 2) int64; the fingerprint is the first word without its sign bit."""
 
     __slots__ = ("words", "fingerprints")
 
     def __init__(self, words):
         self.words = words
-        self.fingerprints = words[:, 0] & -2
+        self.fingerprints = words[:, 0] & _NO_SIGN_BIT
+
+    def key(self, index):
+        return self.words[index].tobytes()
 
 
 def _key_words(keys):
     if len(keys) and set(map(len, keys)) != {16}:
         raise ValueError("content keys are 16 bytes each (see content_key)")
-    return np.frombuffer(b"".join(keys), np.int64).reshape(len(keys), 2)
+    return np.frombuffer(b"".join(keys), "<i8").reshape(len(keys), 2)
 
 
 _NO_KEY = bytes(16)
@@ -395,10 +468,17 @@ class _KeyIndex(_RowIndex):
 
     def _hold(self, request, rows, keys=None):
         wanted = request.words if keys is None else request.words[keys]
-        return (self._words.take(rows, axis=0) == wanted).all(axis=1)
+        stored = self._words.take(rows, axis=0)
+        held = stored[:, 0] == wanted[:, 0]  # two comparisons of columns: all(axis=1) over pairs costs twice as much
+        held &= stored[:, 1] == wanted[:, 1]
+        return held
 
-    def _holds(self, request, key, row):
-        return self._keys[row] == request.words[key].tobytes()
+    def _holds(self, key, row):
+        return self._keys[row] == key
+
+    @staticmethod
+    def _fingerprint(key):
+        return int.from_bytes(key[:8], "little") & _NO_SIGN_BIT  # as _KeyRequest: the first "<i8" word
 
 
 class _SpanView:
@@ -635,18 +715,28 @@ class CacheFiles:
             vectors[found] = self.vectors._gather(rows[found])
         return vectors, found
 
+    def _take_one(self, row):
+        if row < 0:
+            return np.zeros((1, self.dims), self.dtype), np.zeros(1, bool)
+        return self.vectors._gather(np.array([row])), np.ones(1, bool)
+
     def get(self, ids):
         """(vectors, found) for ``ids``: the newest row of each id, zero rows where ``found`` is False."""
-        return self._take(*self._id_rows.rows(_IdRequest(_as_list(ids, str))))
+        ids = _as_list(ids, str)
+        if len(ids) == 1 and isinstance(ids[0], str):
+            return self._take_one(self._id_rows.row(ids[0]))
+        return self._take(*self._id_rows.rows(_IdRequest(ids)))
 
     def lookup_texts(self, texts):
         """(vectors, found) for ``texts`` by content key, with the model's prefix for this kind applied."""
         texts = _as_list(texts, str)
+        if len(texts) == 1:
+            return self._take_one(self._key_index().row(content_key(texts[0], self.prefix)))
         if self.prefix:
             texts = map(self.prefix.__add__, texts)
         # One C-level pass per step, no Python bytecode per text: encode, SHA-256, digest.
         digests = b"".join(map(_digest, map(hashlib.sha256, map(str.encode, texts))))
-        keys = np.frombuffer(digests, np.int64).reshape(-1, 4)[:, :2]  # a content key: a digest's first 16 bytes
+        keys = np.frombuffer(digests, "<i8").reshape(-1, 4)[:, :2]  # a content key: a digest's first 16 bytes
         return self._take(*self._key_index().rows(_KeyRequest(keys)))
 
 

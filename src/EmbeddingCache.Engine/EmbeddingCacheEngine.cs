@@ -80,7 +80,15 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         // A follower loads no encoder, and its models appear as their writer publishes them.
         foreach (var name in root.IsFollower ? [] : options.PreloadModels)
         {
-            var model = await catalog.GetAsync(name, cancellationToken).ConfigureAwait(false);
+            ServedModel model;
+            try
+            {
+                model = await catalog.GetAsync(name, cancellationToken).ConfigureAwait(false);
+            }
+            catch (CacheRequestException) when (catalog.RefusedSnapshot(name) is not null)
+            {
+                continue; // logged by the catalog; the other models are served
+            }
             if (model.CanCompute)
             {
                 using var warm = await model.AcquireBatcherAsync(cancellationToken).ConfigureAwait(false);
@@ -310,8 +318,16 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     {
         ThrowIfStopping();
         ThrowIfFollower("Invalidate drops vectors");
-        var served = await catalog.GetAsync(model, cancellationToken).ConfigureAwait(false);
-        var result = served.Cache.Invalidate(kind);
+        ModelCache cache;
+        try
+        {
+            cache = (await catalog.GetAsync(model, cancellationToken).ConfigureAwait(false)).Cache;
+        }
+        catch (CacheRequestException) when (catalog.RefusedSnapshot(model) is { } shipped)
+        {
+            cache = shipped; // invalidating is how a refused snapshot's vectors are dropped
+        }
+        var result = cache.Invalidate(kind);
         // A researcher who swapped the model's files and invalidates expects the new files to be read.
         catalog.ReloadOnNextUse(model);
         logger.CacheInvalidated(model, kind?.ToString() ?? "all kinds", result.RowsRemoved, result.BytesRemoved);

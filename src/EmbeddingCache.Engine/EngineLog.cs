@@ -40,4 +40,8 @@ internal static partial class EngineLog
     [LoggerMessage(EventId = 107, EventName = "CacheOpenFailed", Level = LogLevel.Error,
         Message = "The cache of {Model} could not be opened at start ({Reason}); the other models are served")]
     public static partial void CacheOpenFailed(this ILogger logger, string model, string reason);
+
+    [LoggerMessage(EventId = 120, EventName = "SnapshotRefused", Level = LogLevel.Error,
+        Message = "Model {Model} is refused, nothing is deleted: {Reason}")]
+    public static partial void SnapshotRefused(this ILogger logger, string model, string reason);
 }

@@ -9,8 +9,10 @@ namespace EmbeddingCache.Engine;
 /// Every model the server knows: folders under models/, the built-ins (provisioned on first use) and
 /// store-only caches under embeddings/. A model is read once and served until its folder changes on disk;
 /// then the next request reads it again and, if its fingerprint changed, the old vectors are dropped
-/// before anything of the new model is served. On a follower it creates and provisions nothing and loads no encoder:
-/// it serves the caches the writer publishes, with the prefix rule of each model's folder (or built-in definition).
+/// before anything of the new model is served. A cache that came from a snapshot is never dropped so: the model's
+/// requests are refused until the model that made its vectors is back or the cache is invalidated. On a follower it
+/// creates and provisions nothing and loads no encoder: it serves the caches the writer publishes, with the prefix rule
+/// of each model's folder (or built-in definition).
 /// </summary>
 internal sealed class ModelCatalog : IAsyncDisposable
 {
@@ -68,6 +70,9 @@ internal sealed class ModelCatalog : IAsyncDisposable
     /// <summary>Why the model last failed to load, if it did.</summary>
     public string? LoadError(string name) => slots.TryGetValue(name, out var slot) ? slot.Error : null;
 
+    /// <summary>The snapshot cache whose model now has another fingerprint, if that is why the model's requests are refused.</summary>
+    public ModelCache? RefusedSnapshot(string name) => slots.TryGetValue(name, out var slot) ? slot.RefusedSnapshot : null;
+
     /// <summary>Reads a known model (once, and again after its folder changed); NOT_FOUND for an unknown name.</summary>
     public Task<ServedModel> GetAsync(string name, CancellationToken cancellationToken) =>
         GetOrCreateAsync(name, storeOnly: null, cancellationToken);
@@ -108,9 +113,12 @@ internal sealed class ModelCatalog : IAsyncDisposable
         try
         {
             if (slot.Model is { } loaded && !slot.Changed && !loaded.Retired) return loaded;
+            // Refused until the folder changes or the cache is invalidated: no need to hash the model files again.
+            if (slot.RefusedSnapshot is not null && !slot.Changed) CacheRequestException.Throw(CacheErrorKind.FailedPrecondition, slot.Error!);
             // Cleared before reading, so a change made while we read is seen by the next request.
             slot.Changed = false;
-            slot.Model = Load(name, slot.Model, storeOnly);
+            slot.RefusedSnapshot = null;
+            slot.Model = Load(name, slot, storeOnly);
             slot.Error = null;
             return slot.Model;
         }
@@ -125,13 +133,14 @@ internal sealed class ModelCatalog : IAsyncDisposable
         }
     }
 
-    private ServedModel Load(string name, ServedModel? current, StoreOnlyShape? storeOnly)
+    private ServedModel Load(string name, ModelSlot slot, StoreOnlyShape? storeOnly)
     {
+        var current = slot.Model;
         var folder = Path.Combine(root.ModelsDirectory, name);
         if (root.IsFollower) return LoadFollowed(name, folder);
         if (BuiltInModels.IsBuiltIn(name) || Directory.Exists(folder))
         {
-            return LoadFolder(name, folder, current);
+            return LoadFolder(name, folder, slot);
         }
         if (current is { CanCompute: false }) return current;
         if (current is { Retired: false }) Retire(current, "its folder was removed");
@@ -161,14 +170,23 @@ internal sealed class ModelCatalog : IAsyncDisposable
         return null;
     }
 
-    private ServedModel LoadFolder(string name, string folder, ServedModel? current)
+    private ServedModel LoadFolder(string name, string folder, ModelSlot slot)
     {
+        var current = slot.Model;
         TextEncoder? encoder = null;
         try
         {
             if (BuiltInModels.IsBuiltIn(name)) BuiltInModels.Provision(root.ModelsDirectory, name);
             var definition = ModelDefinition.Load(folder);
             var existing = root.OpenCache(name);
+            if (existing is { FromSnapshot: true } && existing.Fingerprint != definition.Fingerprint)
+            {
+                if (current is { Retired: false }) Retire(current, $"its fingerprint changed to {definition.Fingerprint}, which did not make the snapshot's vectors");
+                slot.RefusedSnapshot = existing;
+                var refusal = SnapshotRefusal(name, existing.Fingerprint, definition.Fingerprint);
+                logger.SnapshotRefused(name, refusal);
+                CacheRequestException.Throw(CacheErrorKind.FailedPrecondition, refusal);
+            }
             var sameModelCache = existing is not null && existing.Fingerprint == definition.Fingerprint ? existing : null;
             var dtype = StorageDType(name, definition.Settings, sameModelCache);
             // A model retired while its folder could not be read is never handed out again: its encoder is being
@@ -248,6 +266,13 @@ internal sealed class ModelCatalog : IAsyncDisposable
         return ServedModel.Followed(name, cache!, settings, unknownTextRule, options.Encoder, loggerFactory);
     }
 
+    private static string SnapshotRefusal(string name, string cacheFingerprint, string modelFingerprint) =>
+        $"the cache embeddings/{name} is a snapshot whose vectors were made by the model of fingerprint {Shown(cacheFingerprint)}, " +
+        $"but models/{name} now has fingerprint {modelFingerprint}; its vectors are kept and not served. Put back the model " +
+        $"that made them, or run `embcache invalidate {name}` to drop the snapshot's vectors (the new model's vectors then start over)";
+
+    private static string Shown(string fingerprint) => fingerprint.Length == 0 ? "\"\" (a store-only model)" : fingerprint;
+
     private static CacheDescriptor Describe(ModelDefinition definition, int dims, VectorDType dtype) => new()
     {
         Dims = dims,
@@ -326,6 +351,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
         public SemaphoreSlim Gate { get; } = new(1, 1);
         public volatile ServedModel? Model;
         public volatile string? Error;
+        public volatile ModelCache? RefusedSnapshot;
         public volatile bool Changed;
     }
 }

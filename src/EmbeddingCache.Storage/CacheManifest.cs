@@ -15,6 +15,8 @@ internal sealed class CacheManifest
     public const string FileName = "manifest.json";
     public const int FormatVersion = 1;
 
+    private const string SnapshotKey = "snapshot";
+
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     private JsonObject? _original;
@@ -157,6 +159,40 @@ internal sealed class CacheManifest
         json["segment_rows"] = segmentRows;
         _original = json;
         AtomicFile.Write(path, Encoding.UTF8.GetBytes(json.ToJsonString(Indented) + "\n"), sync);
+    }
+
+    /// <summary>
+    /// True when the cache is a copy <c>embcache snapshot</c> wrote (the <c>snapshot</c> key) and no Invalidate has
+    /// emptied it since: its vectors are shipped data, refused rather than dropped when the model's fingerprint differs.
+    /// </summary>
+    public bool FromSnapshot => _original?[SnapshotKey] is JsonObject;
+
+    /// <summary>Drops the snapshot mark; the next <see cref="Write"/> writes the manifest without it.</summary>
+    public void EndSnapshotMark() => _original?.Remove(SnapshotKey);
+
+    /// <summary>Writes this manifest, as read, as the manifest of a snapshot copy: the copy's counts and where it came from.</summary>
+    public void WriteSnapshotCopy(string path, long queryRows, long documentRows, long bytes, DateTimeOffset createdAt)
+    {
+        JsonObject json = _original is null ? [] : (JsonObject)_original.DeepClone();
+        json[SnapshotKey] = new JsonObject
+        {
+            ["created_at"] = FormatTime(createdAt),
+            ["source_fingerprint"] = Fingerprint,
+            ["rows"] = new JsonObject { [VectorKindNames.Query] = queryRows, [VectorKindNames.Document] = documentRows },
+        };
+        var copy = new CacheManifest
+        {
+            ModelName = ModelName,
+            Dims = Dims,
+            DType = DType,
+            Fingerprint = Fingerprint,
+            StoreOnly = StoreOnly,
+            BaseModel = BaseModel,
+            HuggingFaceUrl = HuggingFaceUrl,
+            CreatedAt = CreatedAt,
+            _original = json,
+        };
+        copy.Write(path, queryRows, documentRows, bytes, Number(json, "segment_rows") ?? new StorageOptions().SegmentRows, sync: true);
     }
 
     public static string FormatTime(DateTimeOffset time) =>

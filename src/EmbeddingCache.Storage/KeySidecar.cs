@@ -95,8 +95,8 @@ internal static class KeySidecar
     /// Reads up to <paramref name="limit"/> records as they are stored, ids as strings: for readers that show the
     /// rows (export, verify) rather than index them.
     /// </summary>
-    /// <returns>How reading stopped; <paramref name="records"/> holds the complete records read.</returns>
-    public static Stop Read(ReadOnlySpan<byte> content, int limit, List<SidecarRecord> records)
+    /// <returns>How reading stopped; <paramref name="records"/> holds the complete records read, <paramref name="consumedBytes"/> their length.</returns>
+    public static Stop Read(ReadOnlySpan<byte> content, int limit, List<SidecarRecord> records, out long consumedBytes)
     {
         int position = 0;
         Stop stop = Stop.Limit;
@@ -113,6 +113,7 @@ internal static class KeySidecar
             position += length;
         }
 
+        consumedBytes = position;
         return stop;
     }
 

@@ -69,20 +69,25 @@ internal static partial class KindFolderFiles
         return new SegmentHeader(count, fitting, length, null);
     }
 
-    /// <summary>Reads a whole sidecar; an absent one reads as empty (a segment created an instant before its sidecar).</summary>
-    public static byte[] ReadSidecar(string path)
+    /// <summary>Opens a sidecar for reading; null when it is absent (a segment created an instant before its sidecar).</summary>
+    public static SafeFileHandle? OpenSidecar(string path)
     {
         try
         {
-            using SafeFileHandle handle = OpenForRead(path);
-            byte[] content = new byte[checked((int)RandomAccess.GetLength(handle))];
-            int read = RandomAccess.Read(handle, content, 0);
-            return read == content.Length ? content : content[..read];
+            return OpenForRead(path);
         }
         catch (FileNotFoundException)
         {
-            return [];
+            return null;
         }
+    }
+
+    /// <summary>Reads the whole file open as <paramref name="handle"/>, as long as it is now.</summary>
+    public static byte[] ReadAll(SafeFileHandle handle)
+    {
+        byte[] content = new byte[checked((int)RandomAccess.GetLength(handle))];
+        int read = RandomAccess.Read(handle, content, 0);
+        return read == content.Length ? content : content[..read];
     }
 
     [GeneratedRegex(@"^(?<number>[0-9]{6})(?:\.npy|(?<sidecar>\.keys\.msgpack))$", RegexOptions.CultureInvariant)]

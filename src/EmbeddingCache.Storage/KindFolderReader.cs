@@ -1,3 +1,6 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.Win32.SafeHandles;
 
 namespace EmbeddingCache.Storage;
@@ -17,12 +20,16 @@ public readonly record struct StoredRow(int Segment, int Row, ContentKey? Key, s
 /// </summary>
 public sealed class KindSegment
 {
-    internal KindSegment(int number, string npyPath, string sidecarPath, SafeFileHandle npy, IReadOnlyList<SidecarRecord> records)
+    internal KindSegment(
+        int number, string npyPath, string sidecarPath, SafeFileHandle npy, SafeFileHandle? sidecar, long sidecarBytes, bool isSealed, IReadOnlyList<SidecarRecord> records)
     {
         Number = number;
         NpyPath = npyPath;
         SidecarPath = sidecarPath;
         Npy = npy;
+        Sidecar = sidecar;
+        SidecarBytes = sidecarBytes;
+        IsSealed = isSealed;
         Records = records;
     }
 
@@ -41,8 +48,17 @@ public sealed class KindSegment
     /// <summary>The sidecar record of each committed row.</summary>
     public IReadOnlyList<SidecarRecord> Records { get; }
 
+    /// <summary>True when the file held exactly its committed rows (a sealed segment), not a growing segment's reserve.</summary>
+    public bool IsSealed { get; }
+
     /// <summary>The one handle every row of this segment is read through.</summary>
     internal SafeFileHandle Npy { get; }
+
+    /// <summary>The handle the sidecar was read through (null: no sidecar, no rows), so a copy takes the very bytes parsed.</summary>
+    internal SafeFileHandle? Sidecar { get; }
+
+    /// <summary>Length of the committed records at the start of the sidecar.</summary>
+    internal long SidecarBytes { get; }
 }
 
 /// <summary>
@@ -55,20 +71,33 @@ public sealed class KindSegment
 /// </summary>
 /// <remarks>
 /// What a reader shows is the state at <see cref="Open"/>; rows committed later need a new reader. Reading rows is
-/// safe from several threads at once.
+/// safe from several threads at once. A snapshot copies what it shows (<see cref="CopyCommitted"/>) and keeps the copy
+/// only if <see cref="IsUnchanged"/> after: then every file it opened belonged to one generation of the kind.
 /// </remarks>
 public sealed class KindFolderReader : IDisposable
 {
+    private const int CopyChunkBytes = 1 << 20;
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    private readonly string _manifestPath;
+    private readonly CacheManifest _manifest;
     private readonly NpyLayout _layout;
     private readonly List<KindSegment> _segments = [];
     private readonly List<string> _problems = [];
+    private readonly long? _generation;
+    private readonly FileIdentity? _folderIdentity;
 
-    private KindFolderReader(string model, VectorKind kind, string directory, NpyLayout layout)
+    private KindFolderReader(string model, VectorKind kind, string directory, string manifestPath, CacheManifest manifest)
     {
         Model = model;
         Kind = kind;
         Directory = directory;
-        _layout = layout;
+        _manifestPath = manifestPath;
+        _manifest = manifest;
+        _layout = new NpyLayout(manifest.Dims, manifest.DType);
+        // Read before the folder is listed: a file opened afterwards belongs to this generation if it is still the current one after.
+        _generation = ReadGeneration(Path.Combine(directory, CacheManifest.FileName));
+        _folderIdentity = NativeFile.IdentityOf(directory);
     }
 
     /// <summary>The model whose cache this is.</summary>
@@ -91,6 +120,9 @@ public sealed class KindFolderReader : IDisposable
 
     /// <summary>Bytes of one stored row.</summary>
     public int RowBytes => _layout.RowBytes;
+
+    /// <summary>Fingerprint of the model that made the vectors, from the cache manifest (<c>""</c>: store-only).</summary>
+    public string Fingerprint => _manifest.Fingerprint;
 
     /// <summary>The readable segments, in segment order (oldest first).</summary>
     public IReadOnlyList<KindSegment> Segments => _segments;
@@ -127,7 +159,7 @@ public sealed class KindFolderReader : IDisposable
             throw new DirectoryNotFoundException($"no cache of '{model}': {manifestPath} does not exist");
         }
 
-        var reader = new KindFolderReader(model, kind, Path.Combine(modelDirectory, kind.Name()), new NpyLayout(manifest.Dims, manifest.DType));
+        var reader = new KindFolderReader(model, kind, Path.Combine(modelDirectory, kind.Name()), manifestPath, manifest);
         try
         {
             if (System.IO.Directory.Exists(reader.Directory))
@@ -210,20 +242,123 @@ public sealed class KindFolderReader : IDisposable
         RandomAccess.Read(_segments[row.Segment].Npy, destination[..RowBytes], _layout.HeaderLength + ((long)row.Row * RowBytes));
     }
 
+    /// <summary>
+    /// True while what <see cref="Open"/> read is still what the folder holds: the same kind folder (an invalidation
+    /// swaps it), the same generation, and a cache manifest of the same fingerprint, dims and dtype. Rows committed since
+    /// do not count: the reader's rows stay a committed prefix of that generation.
+    /// </summary>
+    public bool IsUnchanged()
+    {
+        CacheManifest? manifest = CacheManifest.TryRead(_manifestPath, Model, out _);
+        return manifest is not null
+            && manifest.Fingerprint == _manifest.Fingerprint && manifest.Dims == _manifest.Dims && manifest.DType == _manifest.DType
+            && ReadGeneration(Path.Combine(Directory, CacheManifest.FileName)) == _generation
+            && NativeFile.IdentityOf(Directory) == _folderIdentity;
+    }
+
+    /// <summary>
+    /// Writes the committed part of <paramref name="segment"/> as plain files: a header counting its committed rows,
+    /// exactly those rows, and their sidecar records. A sealed segment comes out byte for byte; a growing one without its
+    /// reserve and without records past the count.
+    /// </summary>
+    /// <returns>Bytes written.</returns>
+    /// <exception cref="IOException">A destination file exists or cannot be written.</exception>
+    public long CopyCommitted(KindSegment segment, string npyPath, string sidecarPath)
+    {
+        ArgumentNullException.ThrowIfNull(segment);
+        if (!_segments.Contains(segment))
+        {
+            throw new ArgumentException("Not a segment of this reader.", nameof(segment));
+        }
+
+        var header = new byte[_layout.HeaderLength];
+        _layout.WriteHeader(header, segment.Rows);
+        long npyBytes = CopyFile(header, segment.Npy, _layout.HeaderLength, (long)segment.Rows * _layout.RowBytes, npyPath);
+        long sidecarBytes = CopyFile([], segment.Sidecar, 0, segment.SidecarBytes, sidecarPath);
+        return npyBytes + sidecarBytes;
+    }
+
+    /// <summary>
+    /// Writes the kind manifest of a copy of this reader's segments (as <see cref="CopyCommitted"/> wrote them):
+    /// generation as read (1 when the writer published none), sequence and rows the copied rows.
+    /// </summary>
+    public void WriteCopyManifest(string path)
+    {
+        var files = new JsonArray();
+        foreach (KindSegment segment in _segments)
+        {
+            files.Add(new JsonObject
+            {
+                ["file"] = Path.GetFileName(segment.NpyPath),
+                ["sidecar"] = Path.GetFileName(segment.SidecarPath),
+                ["rows"] = segment.Rows,
+                ["sealed"] = segment.IsSealed,
+            });
+        }
+
+        var json = new JsonObject
+        {
+            ["kind"] = Kind.Name(),
+            ["dims"] = Dims,
+            ["dtype"] = Descr,
+            ["generation"] = _generation ?? 1,
+            ["sequence"] = RowCount,
+            ["rows"] = RowCount,
+            ["format_version"] = CacheManifest.FormatVersion,
+            ["updated_at"] = CacheManifest.FormatTime(DateTimeOffset.UtcNow),
+            ["segments"] = files,
+        };
+        AtomicFile.Write(path, Encoding.UTF8.GetBytes(json.ToJsonString(Indented) + "\n"), sync: true);
+    }
+
+    /// <summary>
+    /// Writes the cache manifest of a copy as read at <see cref="Open"/>, with the counts of the copy and the snapshot
+    /// mark that makes a server refuse it rather than drop it when the model's fingerprint differs.
+    /// </summary>
+    public void WriteSnapshotManifest(string path, long queryRows, long documentRows, long bytes, DateTimeOffset createdAt) =>
+        _manifest.WriteSnapshotCopy(path, queryRows, documentRows, bytes, createdAt);
+
     /// <summary>Closes the segment handles.</summary>
     public void Dispose()
     {
         foreach (KindSegment segment in _segments)
         {
             segment.Npy.Dispose();
+            segment.Sidecar?.Dispose();
         }
     }
+
+    private static long CopyFile(byte[] prefix, SafeFileHandle? source, long offset, long length, string destination)
+    {
+        using var output = new FileStream(destination, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 0);
+        output.Write(prefix);
+        var buffer = new byte[(int)Math.Min(CopyChunkBytes, Math.Max(length, 1))];
+        for (long done = 0; done < length;)
+        {
+            int chunk = (int)Math.Min(buffer.Length, length - done);
+            int read = RandomAccess.Read(source!, buffer.AsSpan(0, chunk), offset + done);
+            if (read == 0)
+            {
+                throw new IOException($"{destination}: its source ended {length - done} bytes before its committed end");
+            }
+
+            output.Write(buffer, 0, read);
+            done += read;
+        }
+
+        output.Flush(flushToDisk: true);
+        return prefix.Length + length;
+    }
+
+    /// <summary>The generation the writer published for the kind; null when there is none (no folder yet, or unreadable).</summary>
+    private static long? ReadGeneration(string kindManifestPath) => KindManifest.TryRead(kindManifestPath, out _)?.Generation;
 
     private void OpenSegment(int number, string npyPath)
     {
         string name = Path.GetFileName(npyPath);
         string sidecarPath = Path.Combine(Directory, Segment.SidecarName(number));
         SafeFileHandle? npy = null;
+        SafeFileHandle? sidecar = null;
         try
         {
             npy = KindFolderFiles.OpenForRead(npyPath);
@@ -241,7 +376,8 @@ public sealed class KindFolderReader : IDisposable
             // may hold more records (uncommitted), never fewer.
             int committed = header.Count!.Value;
             var records = new List<SidecarRecord>(committed);
-            KeySidecar.Stop stop = KeySidecar.Read(KindFolderFiles.ReadSidecar(sidecarPath), committed, records);
+            sidecar = KindFolderFiles.OpenSidecar(sidecarPath);
+            KeySidecar.Stop stop = KeySidecar.Read(sidecar is null ? [] : KindFolderFiles.ReadAll(sidecar), committed, records, out long sidecarBytes);
             if (records.Count < committed)
             {
                 _problems.Add(stop == KeySidecar.Stop.Invalid
@@ -250,8 +386,10 @@ public sealed class KindFolderReader : IDisposable
                 return;
             }
 
-            _segments.Add(new KindSegment(number, npyPath, sidecarPath, npy, records));
+            bool isSealed = header.FileLength == _layout.FileLength(committed);
+            _segments.Add(new KindSegment(number, npyPath, sidecarPath, npy, sidecar, sidecarBytes, isSealed, records));
             npy = null;
+            sidecar = null;
         }
         catch (IOException e)
         {
@@ -260,6 +398,7 @@ public sealed class KindFolderReader : IDisposable
         finally
         {
             npy?.Dispose();
+            sidecar?.Dispose();
         }
     }
 }

@@ -47,6 +47,21 @@ public sealed class ModelCache
     /// <summary>True when the server cannot compute this model's vectors.</summary>
     public bool StoreOnly => Volatile.Read(ref _descriptor).StoreOnly;
 
+    /// <summary>
+    /// True for a copy <c>embcache snapshot</c> wrote, until an Invalidate leaves it without rows: its vectors may be
+    /// the only ones there are, so a model of another fingerprint is refused instead of dropping them.
+    /// </summary>
+    public bool FromSnapshot
+    {
+        get
+        {
+            lock (_manifestLock)
+            {
+                return _manifest.FromSnapshot;
+            }
+        }
+    }
+
     /// <summary>The descriptor the cache currently holds, metadata included.</summary>
     public CacheDescriptor Descriptor => Volatile.Read(ref _descriptor);
 
@@ -67,7 +82,7 @@ public sealed class ModelCache
     /// <summary>
     /// Drops the vectors of one kind, or of both when <paramref name="kind"/> is null. Atomic per kind: the
     /// folder is renamed aside in one step; reads running meanwhile see the old rows or none; appends of the
-    /// old generation write nothing.
+    /// old generation write nothing. One that leaves the cache without rows ends a snapshot's mark (<see cref="FromSnapshot"/>).
     /// </summary>
     public InvalidationResult Invalidate(VectorKind? kind)
     {
@@ -76,6 +91,14 @@ public sealed class ModelCache
         {
             var removed = store.Invalidate();
             result = new InvalidationResult(result.RowsRemoved + removed.RowsRemoved, result.BytesRemoved + removed.BytesRemoved);
+        }
+
+        if (_query.RowCount == 0 && _document.RowCount == 0)
+        {
+            lock (_manifestLock)
+            {
+                _manifest.EndSnapshotMark(); // the snapshot's vectors are gone: the cache is the next model's
+            }
         }
 
         TryWriteManifest();

@@ -142,6 +142,25 @@ public sealed class BadInputTests(ITestOutputHelper output) : ServerTest(output)
     }
 
     [Fact]
+    public async Task A_stream_refused_mid_way_ends_the_clients_pending_write()
+    {
+        var server = await StartServerAsync();
+        using var call = server.Client.EmbedStream();
+        await call.RequestStream.WriteAsync(new EmbedRequest { Model = Wire.MiniLM, Kind = (Kind)1000, Texts = { "refused" } });
+        // Far over the HTTP/2 stream window: the write waits for window the server, having refused the call, never grants.
+        var big = new EmbedRequest { Model = Wire.MiniLM, Kind = Kind.Document, CacheOnly = true, Texts = { Enumerable.Repeat(new string('e', 900), 1000) } };
+        var writing = Task.Run(async () =>
+        {
+            for (int i = 0; i < 4; i++) await call.RequestStream.WriteAsync(big);
+            await call.RequestStream.CompleteAsync();
+        });
+        var error = await Assert.ThrowsAsync<RpcException>(async () => await call.ResponseStream.MoveNext(CancellationToken.None));
+        Assert.Equal(StatusCode.InvalidArgument, error.StatusCode);
+        var ended = await Task.WhenAny(writing, Task.Delay(TimeSpan.FromSeconds(20)));
+        Assert.True(ended == writing, "the client's write was still waiting 20 s after the call was refused");
+    }
+
+    [Fact]
     public async Task A_call_with_more_misses_than_the_encoder_queue_holds_gets_resource_exhausted_naming_the_limit()
     {
         var server = await StartServerAsync("--EmbeddingCache:Encoder:MaxQueuedTexts=2");

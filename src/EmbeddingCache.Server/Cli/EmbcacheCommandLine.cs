@@ -30,6 +30,7 @@ public static class EmbcacheCommandLine
             FileVerbs.Export(),
             FileVerbs.Import(),
             FileVerbs.Verify(),
+            SnapshotVerb.Create(),
         };
         foreach (var verb in root.Subcommands.Where(verb => verb.Arguments.Any(argument => argument.Name == "model")))
         {

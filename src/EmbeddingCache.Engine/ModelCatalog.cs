@@ -10,7 +10,9 @@ namespace EmbeddingCache.Engine;
 /// store-only caches under embeddings/. A model is read once and served until its folder changes on disk;
 /// then the next request reads it again and, if its fingerprint changed, the old vectors are dropped
 /// before anything of the new model is served. A cache that came from a snapshot is never dropped so: the model's
-/// requests are refused until the model that made its vectors is back or the cache is invalidated.
+/// requests are refused until the model that made its vectors is back or the cache is invalidated. On a follower it
+/// creates and provisions nothing and loads no encoder: it serves the caches the writer publishes, with the prefix rule
+/// of each model's folder (or built-in definition).
 /// </summary>
 internal sealed class ModelCatalog : IAsyncDisposable
 {
@@ -19,7 +21,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
     private readonly EngineOptions options;
     private readonly ILoggerFactory loggerFactory;
     private readonly ILogger logger;
-    private readonly FileSystemWatcher watcher;
+    private readonly FileSystemWatcher? watcher;
     private readonly CancellationTokenSource stopping = new();
     private readonly Task idleUnloader;
 
@@ -29,6 +31,8 @@ internal sealed class ModelCatalog : IAsyncDisposable
         this.options = options;
         this.loggerFactory = loggerFactory;
         logger = loggerFactory.CreateLogger("EmbeddingCache.Engine.ModelCatalog");
+        idleUnloader = UnloadIdleEncodersAsync(stopping.Token);
+        if (root.IsFollower) return; // reads a model's folder once; it never creates one
         Directory.CreateDirectory(root.ModelsDirectory);
         // Any change under models/<name>/ makes the next request for <name> read the folder again.
         watcher = new FileSystemWatcher(root.ModelsDirectory) { IncludeSubdirectories = true };
@@ -42,15 +46,16 @@ internal sealed class ModelCatalog : IAsyncDisposable
         };
         watcher.Error += (_, _) => MarkAllChanged();
         watcher.EnableRaisingEvents = true;
-        idleUnloader = UnloadIdleEncodersAsync(stopping.Token);
     }
 
     /// <summary>Names of every model folder, built-in model and cache, sorted.</summary>
     public IReadOnlyList<string> KnownNames()
     {
         var names = new SortedSet<string>(StringComparer.Ordinal);
-        names.UnionWith(BuiltInModels.Names);
+        // A follower serves caches only: a built-in model or a folder without one is nothing it can serve.
+        if (!root.IsFollower) names.UnionWith(BuiltInModels.Names);
         names.UnionWith(root.ListCaches());
+        if (root.IsFollower) return [.. names];
         foreach (var dir in Directory.EnumerateDirectories(root.ModelsDirectory))
         {
             var name = Path.GetFileName(dir);
@@ -132,6 +137,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
     {
         var current = slot.Model;
         var folder = Path.Combine(root.ModelsDirectory, name);
+        if (root.IsFollower) return LoadFollowed(name, folder);
         if (BuiltInModels.IsBuiltIn(name) || Directory.Exists(folder))
         {
             return LoadFolder(name, folder, slot);
@@ -221,6 +227,45 @@ internal sealed class ModelCatalog : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// A follower's model: the cache its writer publishes, and the prefix rule its texts are hashed with, from
+    /// models/&lt;name&gt; if the follower sees it, else from the built-in definition; none for a store-only cache.
+    /// </summary>
+    private ServedModel LoadFollowed(string name, string folder)
+    {
+        var cache = root.OpenCache(name);
+        if (cache is null)
+        {
+            CacheRequestException.Throw(CacheErrorKind.NotFound,
+                $"unknown model '{name}': this read-only follower of {root.RootDirectory} sees no cache embeddings/{name} (yet); " +
+                $"models it serves: {string.Join(", ", KnownNames())}");
+        }
+        ModelSettings? settings = null;
+        string? unknownTextRule = null;
+        if (Directory.Exists(folder))
+        {
+            try
+            {
+                settings = ModelDefinition.Load(folder).Settings;
+            }
+            catch (Exception e) when (e is ModelFolderException or IOException or UnauthorizedAccessException)
+            {
+                unknownTextRule = $"texts of model '{name}' cannot be looked up on this follower: models/{name} cannot be read ({e.Message}), " +
+                                  "so the prefix its texts are hashed with is unknown; look rows up by id";
+            }
+        }
+        else if (BuiltInModels.IsBuiltIn(name))
+        {
+            settings = BuiltInModels.SettingsOf(name);
+        }
+        else if (!cache!.StoreOnly)
+        {
+            unknownTextRule = $"texts of model '{name}' cannot be looked up on this follower: it has no folder models/{name}, so the prefix " +
+                              "its texts are hashed with is unknown; look rows up by id, or copy the model folder next to the cache";
+        }
+        return ServedModel.Followed(name, cache!, settings, unknownTextRule, options.Encoder, loggerFactory);
+    }
+
     private static string SnapshotRefusal(string name, string cacheFingerprint, string modelFingerprint) =>
         $"the cache embeddings/{name} is a snapshot whose vectors were made by the model of fingerprint {Shown(cacheFingerprint)}, " +
         $"but models/{name} now has fingerprint {modelFingerprint}; its vectors are kept and not served. Put back the model " +
@@ -290,7 +335,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        watcher.Dispose();
+        watcher?.Dispose();
         await stopping.CancelAsync().ConfigureAwait(false);
         await idleUnloader.ConfigureAwait(false);
         foreach (var slot in slots.Values)

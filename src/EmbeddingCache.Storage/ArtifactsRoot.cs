@@ -84,6 +84,11 @@ public sealed class ArtifactsRoot : IDisposable
             Directory.CreateDirectory(artifacts.ModelsDirectory);
             Directory.CreateDirectory(artifacts.EmbeddingsDirectory);
             Directory.CreateDirectory(artifacts.LogsDirectory);
+            if (copy.Durability == DurabilityMode.GroupCommit)
+            {
+                NativeFile.SyncDirectory(root); // the folders' names, or a power cut loses every cache made under them
+            }
+
             StorageLog.ArtifactsOpened(logger, root, Environment.ProcessId);
             return artifacts;
         }
@@ -270,8 +275,9 @@ public sealed class ArtifactsRoot : IDisposable
                     _reportedProblems.Remove(name);
                 }
             }
-            catch (Exception exception) when (exception is IOException or UnauthorizedAccessException or InvalidDataException)
+            catch (Exception exception) when (exception is not OutOfMemoryException)
             {
+                // Whatever the files hold, the poller must live on: a follower that stopped polling would serve stale rows forever.
                 lock (_sync)
                 {
                     if (_reportedProblems.Add(name))

@@ -162,12 +162,9 @@ public sealed class KindFolderReader : IDisposable
         var reader = new KindFolderReader(model, kind, Path.Combine(modelDirectory, kind.Name()), manifestPath, manifest);
         try
         {
-            if (System.IO.Directory.Exists(reader.Directory))
+            foreach ((int number, string npyPath) in ScanIfPresent(reader.Directory))
             {
-                foreach ((int number, string npyPath) in KindFolderFiles.Scan(reader.Directory).Segments)
-                {
-                    reader.OpenSegment(number, npyPath);
-                }
+                reader.OpenSegment(number, npyPath);
             }
         }
         catch
@@ -177,6 +174,22 @@ public sealed class KindFolderReader : IDisposable
         }
 
         return reader;
+    }
+
+    /// <summary>
+    /// The segments of a kind folder; none when there is no folder, or when an invalidation renames it away while it is
+    /// scanned (the kind then reads as empty, as it does once the new generation's folder is in place).
+    /// </summary>
+    private static SortedDictionary<int, string> ScanIfPresent(string directory)
+    {
+        try
+        {
+            return KindFolderFiles.Scan(directory).Segments;
+        }
+        catch (DirectoryNotFoundException)
+        {
+            return [];
+        }
     }
 
     /// <summary>Every committed row, in storage order (segment by segment, row by row).</summary>

@@ -79,6 +79,16 @@ public sealed class VectorStore
     /// </summary>
     public long RowCount => _generations.Current.RowCount;
 
+    /// <summary>The generation and its sequence (committed rows), read from one state.</summary>
+    public (long Generation, long Sequence) Position
+    {
+        get
+        {
+            var generation = _generations.Current;
+            return (generation.Number, generation.RowCount);
+        }
+    }
+
     /// <summary>True for a follower's store: it serves what the writer published and refuses appends and resets.</summary>
     public bool IsFollower => _follower is not null;
 
@@ -210,8 +220,9 @@ public sealed class VectorStore
         var store = new VectorStore(model, kind, modelDirectory, layout, options, logger, trash, recovered, generation, checkpointed);
         lock (store.Writer.Gate)
         {
-            // A full disk must not stop a cache from opening and serving what it holds.
-            store.Writer.TryWriteKindManifest(store._generations.Current, sync: false);
+            // Durable: the generation chosen here must survive a power cut. A full disk must not stop a cache from
+            // opening and serving what it holds.
+            store.Writer.TryWriteKindManifest(store._generations.Current, store.Sync);
         }
 
         return store;

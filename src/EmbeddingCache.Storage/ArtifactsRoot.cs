@@ -5,7 +5,8 @@ namespace EmbeddingCache.Storage;
 /// <summary>
 /// An artifacts directory (<c>models/</c>, <c>embeddings/</c>, <c>logs/</c>) opened by its single writer.
 /// Caches are recovered lazily, on first use, from their sidecars only; opening the root reads no vectors.
-/// Dispose finishes queued appends, writes manifests, releases mappings and the lock.
+/// Dispose finishes queued appends, writes manifests, releases mappings and the lock. A follower's root
+/// (<see cref="OpenFollower"/>) takes no lock and writes nothing: it polls what the writer publishes.
 /// </summary>
 public sealed class ArtifactsRoot : IDisposable
 {
@@ -20,12 +21,16 @@ public sealed class ArtifactsRoot : IDisposable
 
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
-    private readonly RootLock _lock;
+    private readonly RootLock? _lock;
+    private readonly Trash? _trash;
+    private readonly CancellationTokenSource _stopPolling = new();
+    private readonly HashSet<string> _reportedProblems = new(StringComparer.Ordinal);
+    private Task _poller = Task.CompletedTask;
     private readonly Lock _sync = new();
     private readonly Dictionary<string, ModelCache> _caches = new(StringComparer.Ordinal);
     private bool _disposed;
 
-    private ArtifactsRoot(string root, StorageOptions options, ILogger logger, RootLock rootLock)
+    private ArtifactsRoot(string root, StorageOptions options, ILogger logger, RootLock? rootLock)
     {
         RootDirectory = root;
         ModelsDirectory = Path.Combine(root, ModelsFolderName);
@@ -34,7 +39,11 @@ public sealed class ArtifactsRoot : IDisposable
         _options = options;
         _logger = logger;
         _lock = rootLock;
+        _trash = rootLock is null ? null : new Trash(TimeSpan.FromSeconds(options.InvalidatedRetentionSeconds), logger);
     }
+
+    /// <summary>True for a follower's root: read-only, no lock, caches follow what their writer publishes.</summary>
+    public bool IsFollower => _lock is null;
 
     /// <summary>The root, as a full path.</summary>
     public string RootDirectory { get; }
@@ -66,7 +75,7 @@ public sealed class ArtifactsRoot : IDisposable
 
         var root = Path.GetFullPath(rootDirectory);
         Directory.CreateDirectory(root);
-        var copy = new StorageOptions { Durability = options.Durability, SegmentRows = options.SegmentRows, WarmBytesPerSecond = options.WarmBytesPerSecond };
+        var copy = CopyOf(options);
         ILogger logger = loggerFactory.CreateLogger("EmbeddingCache.Storage");
         var rootLock = RootLock.Acquire(root);
         try
@@ -85,6 +94,41 @@ public sealed class ArtifactsRoot : IDisposable
         }
     }
 
+    /// <summary>
+    /// Opens an artifacts directory that another server writes (on this disk, or a copy kept in sync by a file tool) as a
+    /// read-only follower: no lock is taken and nothing is created or written under it. Every
+    /// <paramref name="pollInterval"/> it reads what the writer published and serves it (see <see cref="KindFollower"/>).
+    /// </summary>
+    /// <exception cref="DirectoryNotFoundException">The directory does not exist: a follower never creates it.</exception>
+    public static ArtifactsRoot OpenFollower(string rootDirectory, StorageOptions options, TimeSpan pollInterval, ILoggerFactory loggerFactory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(rootDirectory);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(pollInterval, TimeSpan.Zero);
+        options.Validate();
+        var root = Path.GetFullPath(rootDirectory);
+        if (!Directory.Exists(root))
+        {
+            throw new DirectoryNotFoundException($"the artifacts root {root} does not exist; a follower never creates it: start its writer first, or copy the writer's files there");
+        }
+
+        ILogger logger = loggerFactory.CreateLogger("EmbeddingCache.Storage");
+        var artifacts = new ArtifactsRoot(root, CopyOf(options), logger, rootLock: null);
+        artifacts._poller = Task.Run(() => artifacts.PollAsync(pollInterval, artifacts._stopPolling.Token));
+        StorageLog.FollowerOpened(logger, root, (long)pollInterval.TotalMilliseconds);
+        return artifacts;
+    }
+
+    private static StorageOptions CopyOf(StorageOptions options) => new StorageOptions
+    {
+        Durability = options.Durability,
+        SegmentRows = options.SegmentRows,
+        WarmBytesPerSecond = options.WarmBytesPerSecond,
+        PublishIntervalMs = options.PublishIntervalMs,
+        InvalidatedRetentionSeconds = options.InvalidatedRetentionSeconds,
+    };
+
     /// <summary>True for a name that can be a model (and folder) name, by <see cref="ModelNameRule"/>.</summary>
     public static bool IsValidModelName(string? model) => ModelNameRule.Problem(model) is null;
 
@@ -95,6 +139,11 @@ public sealed class ArtifactsRoot : IDisposable
         {
             ThrowIfDisposed();
             var names = new SortedSet<string>(_caches.Keys, StringComparer.Ordinal);
+            if (IsFollower && !Directory.Exists(EmbeddingsDirectory))
+            {
+                return [.. names];
+            }
+
             foreach (var folder in Directory.EnumerateDirectories(EmbeddingsDirectory))
             {
                 var name = Path.GetFileName(folder);
@@ -132,6 +181,11 @@ public sealed class ArtifactsRoot : IDisposable
         lock (_sync)
         {
             ThrowIfDisposed();
+            if (IsFollower)
+            {
+                throw new InvalidOperationException($"the artifacts root {RootDirectory} is followed read-only: the cache of '{model}' cannot be created or changed here");
+            }
+
             if (FindOrLoad(model) is { } existing)
             {
                 existing.Apply(descriptor);
@@ -144,7 +198,7 @@ public sealed class ArtifactsRoot : IDisposable
                 SetAsideVectorsOfUnknownOrigin(model, directory);
             }
 
-            ModelCache cache = ModelCache.Create(model, directory, descriptor, _options, _logger);
+            ModelCache cache = ModelCache.Create(model, directory, descriptor, _options, _logger, _trash!);
             _caches.Add(model, cache);
             return cache;
         }
@@ -153,6 +207,8 @@ public sealed class ArtifactsRoot : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
+        _stopPolling.Cancel();
+        _poller.GetAwaiter().GetResult();
         lock (_sync)
         {
             if (_disposed)
@@ -167,7 +223,63 @@ public sealed class ArtifactsRoot : IDisposable
             }
 
             _caches.Clear();
-            _lock.Dispose();
+            _trash?.Dispose();
+            _lock?.Dispose();
+            _stopPolling.Dispose();
+        }
+    }
+
+    private async Task PollAsync(TimeSpan interval, CancellationToken cancellationToken)
+    {
+        using var timer = new PeriodicTimer(interval);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
+            {
+                PollOnce();
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // Disposed.
+        }
+    }
+
+    /// <summary>One round of a follower: new caches appear, every cache catches up; a problem is logged once per model.</summary>
+    private void PollOnce()
+    {
+        foreach (var name in ListCaches())
+        {
+            try
+            {
+                bool known;
+                lock (_sync)
+                {
+                    known = _caches.ContainsKey(name);
+                }
+
+                // A cache found for the first time was brought up to date as it opened.
+                ModelCache? cache = OpenCache(name);
+                if (known)
+                {
+                    cache?.Poll();
+                }
+
+                lock (_sync)
+                {
+                    _reportedProblems.Remove(name);
+                }
+            }
+            catch (Exception exception) when (exception is IOException or UnauthorizedAccessException or InvalidDataException)
+            {
+                lock (_sync)
+                {
+                    if (_reportedProblems.Add(name))
+                    {
+                        StorageLog.FollowerProblem(_logger, name, "cache", exception.Message);
+                    }
+                }
+            }
         }
     }
 
@@ -186,6 +298,22 @@ public sealed class ArtifactsRoot : IDisposable
 
         var manifestPath = Path.Combine(directory, CacheManifest.FileName);
         CacheManifest? manifest = CacheManifest.TryRead(manifestPath, model, out var problem);
+        if (IsFollower)
+        {
+            if (problem is not null)
+            {
+                throw new InvalidDataException($"{manifestPath}: {problem}");
+            }
+
+            if (manifest is not null)
+            {
+                cache = ModelCache.Follow(model, directory, manifest, _options, _logger);
+                _caches.Add(model, cache);
+            }
+
+            return cache;
+        }
+
         if (problem is not null)
         {
             Quarantine.Move(directory, model, "cache", manifestPath, $"manifest {problem}; the cache's vectors are set aside when it is next created", _logger);
@@ -196,7 +324,7 @@ public sealed class ArtifactsRoot : IDisposable
             return null;
         }
 
-        cache = ModelCache.Load(model, directory, manifest, _options, _logger);
+        cache = ModelCache.Load(model, directory, manifest, _options, _logger, _trash!);
         _caches.Add(model, cache);
         return cache;
     }

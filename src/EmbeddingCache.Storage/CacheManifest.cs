@@ -162,36 +162,6 @@ internal sealed class CacheManifest
     public static string FormatTime(DateTimeOffset time) =>
         time.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
 
-    /// <summary>Writes a kind folder's own manifest: what its segment files hold.</summary>
-    public static void WriteKind(string path, VectorKind kind, NpyLayout layout, IReadOnlyList<Segment> segments, bool sync)
-    {
-        var files = new JsonArray();
-        long rows = 0;
-        foreach (Segment segment in segments)
-        {
-            rows += segment.Rows;
-            files.Add(new JsonObject
-            {
-                ["file"] = Path.GetFileName(segment.NpyPath),
-                ["sidecar"] = Path.GetFileName(segment.SidecarPath),
-                ["rows"] = segment.Rows,
-                ["sealed"] = segment.IsSealed,
-            });
-        }
-
-        var json = new JsonObject
-        {
-            ["kind"] = kind.Name(),
-            ["dims"] = layout.Dims,
-            ["dtype"] = layout.DType.NpyDescr(),
-            ["rows"] = rows,
-            ["format_version"] = FormatVersion,
-            ["updated_at"] = FormatTime(DateTimeOffset.UtcNow),
-            ["segments"] = files,
-        };
-        AtomicFile.Write(path, Encoding.UTF8.GetBytes(json.ToJsonString(Indented) + "\n"), sync);
-    }
-
     /// <summary>True when a kind manifest parses as a JSON object; it is only informative, so that is all recovery checks.</summary>
     public static bool IsReadableJson(string path)
     {

@@ -10,7 +10,9 @@ namespace EmbeddingCache.Storage;
 /// <summary>
 /// The single writer of one kind. Every append goes through one loop that drains all queued batches, writes them
 /// together into the appendable segment and shares two fsyncs among them, then publishes the rows in the current
-/// generation's index. It starts and seals segments, and rewrites the kind manifest at checkpoints.
+/// generation's index. It starts and seals segments, publishes the kind manifest for followers at most every
+/// <see cref="StorageOptions.PublishIntervalMs"/> (and once more when a burst has gone quiet), and rewrites it durably
+/// at checkpoints.
 /// </summary>
 internal sealed class GroupCommitWriter
 {
@@ -38,6 +40,8 @@ internal sealed class GroupCommitWriter
     private int _appendableSlot;
     private int _nextNumber;
     private long _lastManifestWrite;
+    private long _lastPublish;
+    private bool _unpublished;
     private long _commitGroups;
 
     /// <param name="generations">The generation whose segments and index the writer extends.</param>
@@ -92,12 +96,13 @@ internal sealed class GroupCommitWriter
 
     /// <summary>
     /// Forgets the appendable segment after the holder of <see cref="Gate"/> replaced the generation with an empty
-    /// one over a fresh folder: the next row starts segment 0 there.
+    /// one over a fresh folder (whose manifest it wrote): the next row starts segment 0 there.
     /// </summary>
     public void StartOver()
     {
         _appendable = null;
         _nextNumber = 0;
+        _unpublished = false;
     }
 
     /// <summary>Refuses new appends and waits until the queued ones have their outcome.</summary>
@@ -114,13 +119,22 @@ internal sealed class GroupCommitWriter
         }
     }
 
-    /// <summary>Rewrites the kind manifest; a failure is logged, never thrown: the manifest is informative.</summary>
-    public void TryWriteKindManifest(StoreGeneration generation)
+    /// <summary>
+    /// Rewrites the kind manifest (under <see cref="Gate"/>); a failure is logged, never thrown: the rows are committed
+    /// and recovery rebuilds the manifest, so only followers wait for the next one. <paramref name="sync"/> makes it
+    /// durable (checkpoints); a publish needs no fsync.
+    /// </summary>
+    public void TryWriteKindManifest(StoreGeneration generation, bool sync)
     {
         try
         {
-            CacheManifest.WriteKind(Path.Combine(_directory, CacheManifest.FileName), _kind, generation.Layout, generation.Segments, Sync);
-            _lastManifestWrite = Environment.TickCount64;
+            KindManifest.Write(Path.Combine(_directory, CacheManifest.FileName), _kind, generation.Layout, generation.Number, generation.Segments, sync);
+            _lastPublish = Environment.TickCount64;
+            _unpublished = false;
+            if (sync)
+            {
+                _lastManifestWrite = _lastPublish;
+            }
         }
         catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
         {
@@ -132,7 +146,7 @@ internal sealed class GroupCommitWriter
     {
         var reader = _queue.Reader;
         var group = new List<PendingAppend>();
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        while (await WaitForAppendsAsync(reader).ConfigureAwait(false))
         {
             while (reader.TryRead(out var pending))
             {
@@ -145,6 +159,64 @@ internal sealed class GroupCommitWriter
             }
 
             group.Clear();
+        }
+
+        lock (_gate)
+        {
+            PublishIfDue(force: true);
+        }
+    }
+
+    /// <summary>
+    /// Waits for the next appends; while committed rows are unpublished, only until their publish is due, then
+    /// publishes them: the last rows of a burst reach followers without waiting for another append.
+    /// </summary>
+    private async ValueTask<bool> WaitForAppendsAsync(ChannelReader<PendingAppend> reader)
+    {
+        while (true)
+        {
+            long due;
+            bool unpublished;
+            lock (_gate)
+            {
+                due = _lastPublish + _options.PublishIntervalMs - Environment.TickCount64;
+                if (_unpublished && due <= 0)
+                {
+                    PublishIfDue(force: true);
+                }
+
+                unpublished = _unpublished;
+            }
+
+            if (!unpublished || reader.TryPeek(out _))
+            {
+                return await reader.WaitToReadAsync().ConfigureAwait(false);
+            }
+
+            using var quiet = new CancellationTokenSource(TimeSpan.FromMilliseconds(Math.Max(1, due)));
+            try
+            {
+                return await reader.WaitToReadAsync(quiet.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // Quiet long enough: publish on the next turn.
+            }
+        }
+    }
+
+    /// <summary>Publishes the current generation's kind manifest if rows are unpublished and the interval has passed (or <paramref name="force"/>).</summary>
+    private void PublishIfDue(bool force)
+    {
+        var generation = _generations.Current;
+        if (!_unpublished || generation.Disposed)
+        {
+            return;
+        }
+
+        if (force || Environment.TickCount64 - _lastPublish >= _options.PublishIntervalMs)
+        {
+            TryWriteKindManifest(generation, sync: false);
         }
     }
 
@@ -180,6 +252,10 @@ internal sealed class GroupCommitWriter
                 }
             }
         }
+
+        // Before the acknowledgements: with a zero interval, an acknowledged row is already published.
+        _unpublished |= _selected.Count > 0;
+        PublishIfDue(force: false);
 
         foreach (var pending in group)
         {
@@ -422,7 +498,7 @@ internal sealed class GroupCommitWriter
 
     private void Checkpoint(StoreGeneration generation)
     {
-        TryWriteKindManifest(generation);
+        TryWriteKindManifest(generation, Sync);
         _checkpointed();
     }
 

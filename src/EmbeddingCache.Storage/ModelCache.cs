@@ -5,13 +5,15 @@ namespace EmbeddingCache.Storage;
 
 /// <summary>
 /// The cache of one model: <c>embeddings/&lt;model&gt;/</c> with its manifest and one
-/// <see cref="VectorStore"/> per kind. One instance per model per <see cref="ArtifactsRoot"/>.
+/// <see cref="VectorStore"/> per kind. One instance per model per <see cref="ArtifactsRoot"/>. A follower's cache
+/// (<see cref="Follow"/>) writes nothing: its poll reads the cache manifest and brings each kind up to its own.
 /// </summary>
 public sealed class ModelCache
 {
     private readonly string _directory;
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
+    private readonly Trash? _trash;
     private readonly Lock _manifestLock = new();
     private readonly CacheManifest _manifest;
     private CacheDescriptor _descriptor;
@@ -19,7 +21,7 @@ public sealed class ModelCache
     private VectorStore _document = null!;
     private PageWarmer? _warmer;
 
-    private ModelCache(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger)
+    private ModelCache(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger, Trash? trash)
     {
         Name = name;
         _directory = directory;
@@ -27,6 +29,7 @@ public sealed class ModelCache
         _descriptor = manifest.ToDescriptor();
         _options = options;
         _logger = logger;
+        _trash = trash;
     }
 
     /// <summary>The model name, which is also the folder name under <c>embeddings/</c>.</summary>
@@ -55,6 +58,9 @@ public sealed class ModelCache
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown vector kind."),
     };
 
+    /// <summary>True for a follower's cache: it serves what another server writes and refuses every change.</summary>
+    public bool IsFollower => _trash is null;
+
     /// <summary>Bytes of committed data on disk, both kinds.</summary>
     public long ByteCount => _query.ByteCount + _document.ByteCount;
 
@@ -76,12 +82,13 @@ public sealed class ModelCache
         return result;
     }
 
-    internal static ModelCache Load(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger)
+    internal static ModelCache Load(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger, Trash trash)
     {
         var started = Stopwatch.GetTimestamp();
-        DeleteLeftovers(directory, logger);
-        var cache = new ModelCache(name, directory, manifest, options, logger);
+        DeleteInterruptedManifest(directory, logger);
+        var cache = new ModelCache(name, directory, manifest, options, logger, trash);
         cache.OpenStores();
+        trash.Sweep(directory); // after the stores read the generations the trash folders' names record
         cache.TryWriteManifest();
         var elapsedMs = (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         var indexBytes = cache._query.IndexBytes + cache._document.IndexBytes;
@@ -95,7 +102,34 @@ public sealed class ModelCache
         return cache;
     }
 
-    internal static ModelCache Create(string name, string directory, CacheDescriptor descriptor, StorageOptions options, ILogger logger)
+    /// <summary>A follower's cache of <paramref name="name"/>, brought up to what its writer published; it writes nothing.</summary>
+    internal static ModelCache Follow(string name, string directory, CacheManifest manifest, StorageOptions options, ILogger logger)
+    {
+        var cache = new ModelCache(name, directory, manifest, options, logger, trash: null);
+        var layout = new NpyLayout(manifest.Dims, manifest.DType);
+        cache._query = VectorStore.Follow(name, VectorKind.Query, directory, layout, options, logger);
+        cache._document = VectorStore.Follow(name, VectorKind.Document, directory, layout, options, logger);
+        cache.Poll();
+        return cache;
+    }
+
+    /// <summary>
+    /// On a follower: reads the cache manifest, brings both kinds up to their manifests, then takes the cache manifest's
+    /// descriptor. The writer resets the kinds before it rewrites a changed cache manifest, so a new fingerprint is
+    /// taken only once the kinds serve generations at least as new as the reset.
+    /// </summary>
+    internal void Poll()
+    {
+        CacheManifest? manifest = CacheManifest.TryRead(Path.Combine(_directory, CacheManifest.FileName), Name, out _);
+        _query.Poll();
+        _document.Poll();
+        if (manifest is not null)
+        {
+            Volatile.Write(ref _descriptor, manifest.ToDescriptor());
+        }
+    }
+
+    internal static ModelCache Create(string name, string directory, CacheDescriptor descriptor, StorageOptions options, ILogger logger, Trash trash)
     {
         Directory.CreateDirectory(directory);
         var manifest = new CacheManifest
@@ -108,7 +142,7 @@ public sealed class ModelCache
             BaseModel = descriptor.BaseModel,
             HuggingFaceUrl = descriptor.HuggingFaceUrl,
         };
-        var cache = new ModelCache(name, directory, manifest, options, logger);
+        var cache = new ModelCache(name, directory, manifest, options, logger, trash);
         cache.OpenStores();
         try
         {
@@ -186,12 +220,14 @@ public sealed class ModelCache
         _warmer?.Stop();
         _query.Shutdown();
         _document.Shutdown();
-        TryWriteManifest();
+        if (!IsFollower)
+        {
+            TryWriteManifest();
+        }
     }
 
-    private static void DeleteLeftovers(string directory, ILogger logger)
+    private static void DeleteInterruptedManifest(string directory, ILogger logger)
     {
-        Trash.DeleteLeftovers(directory, logger);
         var interruptedManifest = Path.Combine(directory, CacheManifest.FileName + AtomicFile.TemporarySuffix);
         if (File.Exists(interruptedManifest))
         {
@@ -204,8 +240,8 @@ public sealed class ModelCache
     {
         var layout = new NpyLayout(_manifest.Dims, _manifest.DType);
         // A store reports its checkpoints through this callback, so that calls run from the cache to its stores only.
-        _query = VectorStore.Open(Name, VectorKind.Query, _directory, layout, _options, _logger, TryWriteManifest);
-        _document = VectorStore.Open(Name, VectorKind.Document, _directory, layout, _options, _logger, TryWriteManifest);
+        _query = VectorStore.Open(Name, VectorKind.Query, _directory, layout, _options, _logger, _trash!, TryWriteManifest);
+        _document = VectorStore.Open(Name, VectorKind.Document, _directory, layout, _options, _logger, _trash!, TryWriteManifest);
     }
 
     private IEnumerable<VectorStore> Stores(VectorKind? kind) => kind switch

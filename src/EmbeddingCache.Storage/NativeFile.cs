@@ -4,7 +4,7 @@ using Microsoft.Win32.SafeHandles;
 namespace EmbeddingCache.Storage;
 
 /// <summary>
-/// The few POSIX calls .NET does not expose: fdatasync, fsync of a directory, and flock. Every errno they
+/// The few POSIX calls .NET does not expose: fdatasync, fsync of a directory, flock, and a file's identity. Every errno they
 /// report goes through <see cref="DiskErrors"/>, so a full disk is always a <see cref="StorageFullException"/>.
 /// </summary>
 internal static partial class NativeFile
@@ -108,6 +108,56 @@ internal static partial class NativeFile
         return true;
     }
 
+    /// <summary>
+    /// The device and inode of the file at <paramref name="path"/> (Linux; null elsewhere, or when there is no file), to
+    /// tell a file replaced under its name (a copy renamed over it) from the one a reader holds open.
+    /// </summary>
+    public static unsafe FileIdentity? IdentityOf(string path)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return null;
+        }
+
+        byte* status = stackalloc byte[StatBufferBytes];
+        return stat(path, status) == 0 ? ReadIdentity(status) : null;
+    }
+
+    /// <summary>As <see cref="IdentityOf(string)"/>, for the file open as <paramref name="handle"/>.</summary>
+    public static unsafe FileIdentity? IdentityOf(SafeFileHandle handle)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return null;
+        }
+
+        byte* status = stackalloc byte[StatBufferBytes];
+        var added = false;
+        handle.DangerousAddRef(ref added);
+        try
+        {
+            return fstat((int)handle.DangerousGetHandle(), status) == 0 ? ReadIdentity(status) : null;
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    // struct stat begins with st_dev and st_ino, 8 bytes each, on Linux x64 and arm64; the whole struct is under 256 bytes.
+    private const int StatBufferBytes = 256;
+
+    private static unsafe FileIdentity ReadIdentity(byte* status) => new(((ulong*)status)[0], ((ulong*)status)[1]);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static unsafe partial int stat(string path, byte* status);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static unsafe partial int fstat(int fd, byte* status);
+
     [LibraryImport("libc", SetLastError = true)]
     private static partial int fdatasync(int fd);
 
@@ -123,3 +173,6 @@ internal static partial class NativeFile
     [LibraryImport("libc", SetLastError = true)]
     private static partial int flock(int fd, int operation);
 }
+
+/// <summary>A file's device and inode: two names with the same identity are the same file.</summary>
+internal readonly record struct FileIdentity(ulong Device, ulong Inode);

@@ -41,6 +41,13 @@ internal abstract class Segment
 
     public static string NpyName(int number) => number.ToString("D6", CultureInfo.InvariantCulture) + NpySuffix;
 
+    /// <summary>The number of a segment file named <c>NNNNNN.npy</c>; null for any other name.</summary>
+    public static int? NumberOf(string fileName) =>
+        fileName.Length == 6 + NpySuffix.Length && fileName.EndsWith(NpySuffix, StringComparison.Ordinal)
+        && int.TryParse(fileName.AsSpan(0, 6), NumberStyles.None, CultureInfo.InvariantCulture, out int number)
+            ? number
+            : null;
+
     public static string SidecarName(int number) => number.ToString("D6", CultureInfo.InvariantCulture) + KeySidecar.Suffix;
 
     /// <summary>The committed vector bytes of <paramref name="row"/>.</summary>

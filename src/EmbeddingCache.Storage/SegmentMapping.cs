@@ -56,6 +56,26 @@ internal sealed unsafe class SegmentMapping : IDisposable
         }
     }
 
+    /// <summary>
+    /// Maps the file open as <paramref name="handle"/>, which the caller keeps open and owns: a follower maps exactly the
+    /// file whose header and sidecar it reads, whatever is renamed over its name meanwhile.
+    /// </summary>
+    public static SegmentMapping Open(Microsoft.Win32.SafeHandles.SafeFileHandle handle)
+    {
+        var length = RandomAccess.GetLength(handle);
+        var file = MemoryMappedFile.CreateFromFile(handle, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
+        try
+        {
+            MemoryMappedViewAccessor view = file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            return new SegmentMapping(file, view, length);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>The bytes at <paramref name="offset"/>; the caller keeps within committed rows.</summary>
     public ReadOnlySpan<byte> Slice(long offset, int length)
     {

@@ -69,4 +69,16 @@ internal static partial class StorageLog
     [LoggerMessage(EventId = 1013, EventName = "TemporaryFileDeleted", Level = LogLevel.Debug,
         Message = "Deleted leftover temporary file {Model}/{File}")]
     public static partial void TemporaryFileDeleted(ILogger logger, string model, string file);
+
+    [LoggerMessage(EventId = 1016, EventName = "FollowerGenerationServed", Level = LogLevel.Information,
+        Message = "Following {Model}/{Kind}: now serving generation {Generation} (was {Previous}), {Rows} rows")]
+    public static partial void FollowerGenerationServed(ILogger logger, string model, string kind, long generation, long previous, long rows);
+
+    [LoggerMessage(EventId = 1017, EventName = "FollowerProblem", Level = LogLevel.Warning,
+        Message = "Following {Model}/{Kind}: {Problem}; the last good state keeps being served")]
+    public static partial void FollowerProblem(ILogger logger, string model, string kind, string problem);
+
+    [LoggerMessage(EventId = 1018, EventName = "FollowerOpened", Level = LogLevel.Information,
+        Message = "Following the artifacts root {Root} read-only (no lock taken, nothing written), polling every {PollIntervalMs} ms")]
+    public static partial void FollowerOpened(ILogger logger, string root, long pollIntervalMs);
 }

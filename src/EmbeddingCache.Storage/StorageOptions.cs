@@ -13,6 +13,12 @@ public sealed class StorageOptions
     /// <summary>Largest <see cref="SegmentRows"/>: the row count is an 8-digit field in the .npy header.</summary>
     public const int MaxSegmentRows = 99_999_999;
 
+    /// <summary>Largest <see cref="PublishIntervalMs"/>: a minute; followers lag by up to this much.</summary>
+    public const int MaxPublishIntervalMs = 60_000;
+
+    /// <summary>Largest <see cref="InvalidatedRetentionSeconds"/>: a day.</summary>
+    public const int MaxInvalidatedRetentionSeconds = 86_400;
+
     /// <summary>
     /// When appends are acknowledged. Default <see cref="DurabilityMode.GroupCommit"/>: after an fsync
     /// shared by every append queued at that moment.
@@ -34,6 +40,20 @@ public sealed class StorageOptions
     public long WarmBytesPerSecond { get; set; } = 256L << 20;
 
     /// <summary>
+    /// Longest wait, in milliseconds, between a commit and the kind manifest that publishes it to followers; a last
+    /// publish follows a burst once it is quiet. Default 50: at most 20 small manifest writes a second per kind, while a
+    /// follower sees a row within a tenth of a second of its acknowledgement. 0 publishes after every commit.
+    /// </summary>
+    public int PublishIntervalMs { get; set; } = 50;
+
+    /// <summary>
+    /// Seconds an invalidated generation's files are kept (renamed aside) before they are deleted, so that a follower
+    /// still reading them gets no error. Default 60: far longer than any follower takes to see the new generation.
+    /// 0 deletes them at once.
+    /// </summary>
+    public int InvalidatedRetentionSeconds { get; set; } = 60;
+
+    /// <summary>
     /// Every setting out of range, each as "<c>Setting is value; it must be …</c>", so that a person reading it
     /// knows which setting to change and to what. Empty when the options are usable.
     /// </summary>
@@ -46,6 +66,14 @@ public sealed class StorageOptions
         if (WarmBytesPerSecond < 0)
         {
             yield return $"{nameof(WarmBytesPerSecond)} is {WarmBytesPerSecond}; it must be 0 (no warming) or more";
+        }
+        if (PublishIntervalMs is < 0 or > MaxPublishIntervalMs)
+        {
+            yield return $"{nameof(PublishIntervalMs)} is {PublishIntervalMs}; it must be from 0 to {MaxPublishIntervalMs}";
+        }
+        if (InvalidatedRetentionSeconds is < 0 or > MaxInvalidatedRetentionSeconds)
+        {
+            yield return $"{nameof(InvalidatedRetentionSeconds)} is {InvalidatedRetentionSeconds}; it must be from 0 to {MaxInvalidatedRetentionSeconds}";
         }
         if (!Enum.IsDefined(Durability))
         {

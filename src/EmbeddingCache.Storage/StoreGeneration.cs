@@ -8,6 +8,7 @@ namespace EmbeddingCache.Storage;
 internal sealed class StoreGeneration(long number, NpyLayout layout, RowAddressing addressing, Segment[] segments, KeyIndex keys, KeyIndex ids, bool disposed)
 {
     private Segment[] _segments = segments;
+    private readonly List<IDisposable> _superseded = [];
     private int _readers;
     private int _retired;
 
@@ -99,19 +100,41 @@ internal sealed class StoreGeneration(long number, NpyLayout layout, RowAddressi
         }
     }
 
+    /// <summary>
+    /// Keeps a segment that a follower replaced in <see cref="Segments"/> (its file was replaced or grew past its mapping)
+    /// until the generation is released: a read that took it from the old array may still be copying from it.
+    /// </summary>
+    public void Supersede(IDisposable segment)
+    {
+        lock (_superseded)
+        {
+            _superseded.Add(segment);
+        }
+    }
+
     /// <summary>Closes the segments' files and unmaps them; only after <see cref="Retire"/>.</summary>
     public void Release()
     {
         foreach (var segment in Segments)
         {
-            if (segment is AppendableSegment appendable)
+            if (segment is IDisposable owned)
             {
-                appendable.Dispose();
+                owned.Dispose();
             }
             else
             {
                 segment.Mapping.Dispose();
             }
+        }
+
+        lock (_superseded)
+        {
+            foreach (var segment in _superseded)
+            {
+                segment.Dispose();
+            }
+
+            _superseded.Clear();
         }
     }
 }

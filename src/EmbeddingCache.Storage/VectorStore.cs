@@ -12,6 +12,8 @@ namespace EmbeddingCache.Storage;
 /// (<see cref="GenerationGuard"/>) and copy rows straight from its mappings. A segment is unmapped only when a whole
 /// generation is retired (invalidation, dispose), after the readers that entered it have left. Appends go through
 /// one <see cref="GroupCommitWriter"/>. This class opens, resets and shuts the kind down and counts what it holds.
+/// A follower's store (<see cref="Follow"/>) has no writer: its <see cref="KindFollower"/> brings the same read
+/// structures up to what the writer publishes, and appends and resets are refused.
 /// </remarks>
 public sealed class VectorStore
 {
@@ -22,9 +24,13 @@ public sealed class VectorStore
     private readonly StorageOptions _options;
     private readonly ILogger _logger;
     private readonly GenerationGuard _generations;
-    private readonly GroupCommitWriter _writer;
+    private readonly GroupCommitWriter? _writer;
+    private readonly KindFollower? _follower;
+    private readonly Trash? _trash;
 
-    private VectorStore(string model, VectorKind kind, string modelDirectory, NpyLayout layout, StorageOptions options, ILogger logger, RecoveredKind recovered, Action checkpointed)
+    private VectorStore(
+        string model, VectorKind kind, string modelDirectory, NpyLayout layout, StorageOptions options, ILogger logger, Trash trash,
+        RecoveredKind recovered, long generation, Action checkpointed)
     {
         _model = model;
         Kind = kind;
@@ -33,8 +39,22 @@ public sealed class VectorStore
         _directory = recovered.Directory;
         _options = options;
         _logger = logger;
-        _generations = new GenerationGuard(new StoreGeneration(1, layout, recovered.Addressing, [.. recovered.Segments], recovered.Keys, recovered.Ids, disposed: false));
+        _trash = trash;
+        _generations = new GenerationGuard(new StoreGeneration(generation, layout, recovered.Addressing, [.. recovered.Segments], recovered.Keys, recovered.Ids, disposed: false));
         _writer = new GroupCommitWriter(_generations, model, kind, _directory, recovered.Appendable, recovered.NextNumber, options, logger, checkpointed);
+    }
+
+    private VectorStore(string model, VectorKind kind, string modelDirectory, StorageOptions options, ILogger logger, KindFollower follower)
+    {
+        _model = model;
+        Kind = kind;
+        _modelDirectory = modelDirectory;
+        _kindName = kind.Name();
+        _directory = Path.Combine(modelDirectory, _kindName);
+        _options = options;
+        _logger = logger;
+        _follower = follower;
+        _generations = follower.Generations;
     }
 
     /// <summary>Query or document.</summary>
@@ -47,13 +67,20 @@ public sealed class VectorStore
     public VectorDType DType => _generations.Current.Layout.DType;
 
     /// <summary>
-    /// Changes on every invalidation. Pass it to <see cref="AppendAsync"/> so that vectors computed before an
-    /// invalidation are not written into the new generation.
+    /// Changes on every invalidation and never repeats for the kind folder (it is published in the kind manifest and
+    /// read back on open). Pass it to <see cref="AppendAsync"/> so that vectors computed before an invalidation are not
+    /// written into the new generation.
     /// </summary>
     public long Generation => _generations.Current.Number;
 
-    /// <summary>Committed rows, including rows superseded by newer writes of the same key or id.</summary>
+    /// <summary>
+    /// Committed rows, including rows superseded by newer writes of the same key or id: the sequence of the generation
+    /// (on a follower, the rows it serves of it).
+    /// </summary>
     public long RowCount => _generations.Current.RowCount;
+
+    /// <summary>True for a follower's store: it serves what the writer published and refuses appends and resets.</summary>
+    public bool IsFollower => _follower is not null;
 
     /// <summary>Bytes of committed data on disk: headers, committed rows and sidecar records (not the sparse reserve of the growing segment).</summary>
     public long ByteCount => _generations.Current.ByteCount;
@@ -78,16 +105,19 @@ public sealed class VectorStore
     internal GenerationGuard Generations => _generations;
 
     /// <summary>Write groups committed so far (each shared its fsyncs by all appends in it).</summary>
-    internal long CommitGroups => _writer.CommitGroups;
+    internal long CommitGroups => Writer.CommitGroups;
 
     /// <summary>Held by the writer while it commits a group; tests hold it to make appends queue up.</summary>
-    internal Lock WriteGate => _writer.Gate;
+    internal Lock WriteGate => Writer.Gate;
 
     internal int SegmentCount => _generations.Current.Segments.Length;
 
     internal IReadOnlyList<Segment> SegmentsSnapshot => _generations.Current.Segments;
 
     private bool Sync => _options.Durability == DurabilityMode.GroupCommit;
+
+    private GroupCommitWriter Writer => _writer ?? throw new InvalidOperationException(
+        $"{_model}/{_kindName} is followed read-only from files another server writes: it takes no appends and no invalidations");
 
     /// <summary>
     /// Copies the newest committed vector of each key into row i of <paramref name="destination"/>,
@@ -149,7 +179,7 @@ public sealed class VectorStore
     public ValueTask<int> AppendAsync(RowBatch batch, AppendMode mode, long expectedGeneration)
     {
         ArgumentNullException.ThrowIfNull(batch);
-        return batch.Count == 0 ? ValueTask.FromResult(0) : _writer.AppendAsync(batch, mode, expectedGeneration);
+        return batch.Count == 0 ? ValueTask.FromResult(0) : Writer.AppendAsync(batch, mode, expectedGeneration);
     }
 
     /// <summary>
@@ -163,29 +193,56 @@ public sealed class VectorStore
     /// thread after each checkpoint of the kind manifest (a segment sealed, or the periodic rewrite), so the owner
     /// can refresh the totals it records; the store never calls its owner otherwise.
     /// </summary>
-    internal static VectorStore Open(string model, VectorKind kind, string modelDirectory, NpyLayout layout, StorageOptions options, ILogger logger, Action checkpointed)
+    internal static VectorStore Open(
+        string model, VectorKind kind, string modelDirectory, NpyLayout layout, StorageOptions options, ILogger logger, Trash trash, Action checkpointed)
     {
+        string kindName = kind.Name();
+        KindManifest? published = KindManifest.TryRead(Path.Combine(modelDirectory, kindName, CacheManifest.FileName), out _);
         var recovered = KindFolderRecovery.Recover(modelDirectory, model, kind, layout, options, logger);
-        var store = new VectorStore(model, kind, modelDirectory, layout, options, logger, recovered, checkpointed);
-        lock (store._writer.Gate)
+        long rows = recovered.Segments.Sum(segment => (long)segment.Rows);
+        long generation = Math.Max(published?.Generation ?? 0, Trash.HighestTrashedGeneration(modelDirectory, kindName));
+        // The same generation only if followers can keep what they served from it: same layout, no committed row lost.
+        if (published is null || published.Dims != layout.Dims || published.DType != layout.DType || rows < published.Sequence)
         {
-            // Informative only: a full disk must not stop a cache from opening and serving what it holds.
-            store._writer.TryWriteKindManifest(store._generations.Current);
+            generation = NextGeneration(generation);
+        }
+
+        var store = new VectorStore(model, kind, modelDirectory, layout, options, logger, trash, recovered, generation, checkpointed);
+        lock (store.Writer.Gate)
+        {
+            // A full disk must not stop a cache from opening and serving what it holds.
+            store.Writer.TryWriteKindManifest(store._generations.Current, sync: false);
         }
 
         return store;
     }
 
+    /// <summary>A follower's store of one kind, empty until its first <see cref="Poll"/>; it writes nothing.</summary>
+    internal static VectorStore Follow(string model, VectorKind kind, string modelDirectory, NpyLayout layout, StorageOptions options, ILogger logger) =>
+        new(model, kind, modelDirectory, options, logger, new KindFollower(model, kind, modelDirectory, layout, options.SegmentRows, logger));
+
+    /// <summary>On a follower: brings the served rows up to what the writer published (see <see cref="KindFollower"/>).</summary>
+    internal void Poll() => _follower?.Poll();
+
     /// <summary>
-    /// Drops every row, optionally switching to a new vector layout. The kind folder is renamed aside in one
-    /// step and a fresh one created; readers see the old rows or none, never an error.
+    /// A generation above <paramref name="previous"/> and, being at least the clock's milliseconds, above any a deleted
+    /// and recreated folder of the same name had: a follower never takes a new folder's rows for its old ones.
+    /// </summary>
+    private static long NextGeneration(long previous) => Math.Max(previous + 1, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+
+    /// <summary>
+    /// Drops every row, optionally switching to a new vector layout. The new generation's folder is built aside with
+    /// its manifest, then the old folder is renamed aside and the new one into place: a reader that sees one
+    /// generation's manifest before and after opening a file knows the file is that generation's. Readers of this
+    /// process see the old rows or none, never an error; the old files are deleted after the retention.
     /// </summary>
     internal InvalidationResult Reset(NpyLayout? layout)
     {
         InvalidationResult result;
         long generation;
         string trash;
-        lock (_writer.Gate)
+        var writer = Writer;
+        lock (writer.Gate)
         {
             var old = _generations.Current;
             if (old.Disposed)
@@ -194,27 +251,34 @@ public sealed class VectorStore
             }
 
             result = new InvalidationResult(old.RowCount, old.ByteCount);
+            var fresh = StoreGeneration.Empty(NextGeneration(old.Number), layout ?? old.Layout, old.Addressing, disposed: false);
+            var staging = Trash.StagingPathFor(_modelDirectory, _kindName, fresh.Number);
+            if (Directory.Exists(staging))
+            {
+                Directory.Delete(staging, recursive: true);
+            }
+
+            Directory.CreateDirectory(staging);
+            KindManifest.Write(Path.Combine(staging, CacheManifest.FileName), Kind, fresh.Layout, fresh.Number, [], Sync);
             trash = Trash.PathFor(_modelDirectory, _kindName, old.Number);
             if (Directory.Exists(_directory))
             {
                 Directory.Move(_directory, trash);
             }
 
-            Directory.CreateDirectory(_directory);
+            Directory.Move(staging, _directory);
             if (Sync)
             {
                 NativeFile.SyncDirectory(_modelDirectory);
             }
 
-            var fresh = StoreGeneration.Empty(old.Number + 1, layout ?? old.Layout, old.Addressing, disposed: false);
             _generations.Replace(fresh); // waits for reads that entered the old generation
-            _writer.StartOver();
+            writer.StartOver();
             generation = fresh.Number;
-            _writer.TryWriteKindManifest(fresh);
         }
 
         // Outside the gate: appends to the new generation need not wait for a large folder to be deleted.
-        Trash.Delete(trash, _logger);
+        _trash!.DeleteLater(trash);
 
         StorageLog.CacheInvalidated(_logger, _model, _kindName, result.RowsRemoved, result.BytesRemoved, generation);
         return result;
@@ -223,6 +287,12 @@ public sealed class VectorStore
     /// <summary>Finishes queued appends, writes the manifest and releases files and mappings.</summary>
     internal void Shutdown()
     {
+        if (_writer is null)
+        {
+            _follower!.Shutdown();
+            return;
+        }
+
         _writer.Stop();
         lock (_writer.Gate)
         {
@@ -232,7 +302,7 @@ public sealed class VectorStore
                 return;
             }
 
-            _writer.TryWriteKindManifest(current);
+            _writer.TryWriteKindManifest(current, Sync);
             _generations.Replace(StoreGeneration.Empty(current.Number, current.Layout, current.Addressing, disposed: true));
         }
     }

@@ -18,8 +18,11 @@ internal sealed class TestArtifacts : IDisposable
 
     public CapturingLoggerFactory Logs { get; }
 
-    public ArtifactsRoot Open(int segmentRows = 65536, DurabilityMode durability = DurabilityMode.GroupCommit) =>
-        ArtifactsRoot.Open(Root, new StorageOptions { SegmentRows = segmentRows, Durability = durability }, Logs);
+    public ArtifactsRoot Open(int segmentRows = 65536, DurabilityMode durability = DurabilityMode.GroupCommit, int retentionSeconds = 60, int publishIntervalMs = 50) =>
+        ArtifactsRoot.Open(
+            Root,
+            new StorageOptions { SegmentRows = segmentRows, Durability = durability, InvalidatedRetentionSeconds = retentionSeconds, PublishIntervalMs = publishIntervalMs },
+            Logs);
 
     public string KindDirectory(string model, VectorKind kind) =>
         Path.Combine(Root, "embeddings", model, kind == VectorKind.Query ? "query" : "document");

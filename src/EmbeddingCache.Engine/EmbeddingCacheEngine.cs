@@ -39,16 +39,32 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         cachesOpened = new Lazy<Task>(() => Task.Run(OpenEveryCache));
     }
 
-    /// <summary>Opens the artifacts root (taking its writer lock) and returns an engine over it.</summary>
+    /// <summary>
+    /// Opens the artifacts root (taking its writer lock) and returns an engine over it; in follower mode
+    /// (<see cref="EngineOptions.Follow"/>) it opens the root read-only, without the lock, and follows its writer.
+    /// </summary>
     public static EmbeddingCacheEngine Open(EngineOptions options, ILoggerFactory loggerFactory)
     {
         if (options.Validate() is { } problem) throw new ArgumentException(problem, nameof(options));
-        var root = ArtifactsRoot.Open(Path.GetFullPath(options.ArtifactsDirectory), options.Storage, loggerFactory);
+        var directory = Path.GetFullPath(options.ArtifactsDirectory);
+        var root = options.Follow.Enabled
+            ? ArtifactsRoot.OpenFollower(directory, options.Storage, TimeSpan.FromMilliseconds(options.Follow.PollIntervalMs), loggerFactory)
+            : ArtifactsRoot.Open(directory, options.Storage, loggerFactory);
         return new EmbeddingCacheEngine(options, root, loggerFactory);
     }
 
     /// <summary>The artifacts root the engine serves.</summary>
     public string ArtifactsDirectory => root.RootDirectory;
+
+    /// <summary>True when the engine follows a root another server writes: it serves reads and refuses writes.</summary>
+    public bool IsFollower => root.IsFollower;
+
+    /// <summary>
+    /// The generation and sequence (committed rows of that generation) a model's kind is served at now, for the trailers
+    /// of a reply; null for a model no call has loaded.
+    /// </summary>
+    public (long Generation, long Sequence)? PositionOf(string model, VectorKind kind) =>
+        catalog.Loaded(model)?.Cache[kind].Position;
 
     /// <summary>True once every model in <see cref="EngineOptions.PreloadModels"/> is loaded and warmed.</summary>
     public bool Ready { get; private set; }
@@ -61,7 +77,8 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     public async Task LoadPreloadedModelsAsync(CancellationToken cancellationToken)
     {
         BeginOpeningCaches();
-        foreach (var name in options.PreloadModels)
+        // A follower loads no encoder, and its models appear as their writer publishes them.
+        foreach (var name in root.IsFollower ? [] : options.PreloadModels)
         {
             var model = await catalog.GetAsync(name, cancellationToken).ConfigureAwait(false);
             if (model.CanCompute)
@@ -155,6 +172,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         TimeSpan writeTime = default;
         if (misses.Count > 0 && !command.CacheOnly)
         {
+            ThrowIfFollower($"{misses.Count} of the texts are not cached and computing them writes them; send cache_only to get the hits alone");
             if (!model.CanCompute)
             {
                 CacheRequestException.Throw(CacheErrorKind.FailedPrecondition,
@@ -179,7 +197,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
             writeTime = Stopwatch.GetElapsedTime(writeStarted);
             samples.Record(model.Name, command.Kind, misses.Select(m => inputs[m]));
         }
-        else if (command.Ids.Count != 0)
+        else if (command.Ids.Count != 0 && !root.IsFollower) // a follower records no id: the writer does when it stores the row
         {
             long writeStarted = Stopwatch.GetTimestamp();
             await WriteBackAsync(model, store, generation, keys, command.Ids, _ => null).ConfigureAwait(false);
@@ -223,6 +241,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     public async Task<int> PutAsync(PutCommand command, CancellationToken cancellationToken)
     {
         ThrowIfStopping();
+        ThrowIfFollower("Put stores vectors");
         var rows = RequestValidation.Put(command, options);
 
         var model = await catalog.GetOrCreateStoreOnlyAsync(command.Model, command.Dims, command.DType, cancellationToken).ConfigureAwait(false);
@@ -290,6 +309,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
     public async Task<InvalidationResult> InvalidateAsync(string model, VectorKind? kind, CancellationToken cancellationToken)
     {
         ThrowIfStopping();
+        ThrowIfFollower("Invalidate drops vectors");
         var served = await catalog.GetAsync(model, cancellationToken).ConfigureAwait(false);
         var result = served.Cache.Invalidate(kind);
         // A researcher who swapped the model's files and invalidates expects the new files to be read.
@@ -314,7 +334,7 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
             models.Add(new ModelStatus(
                 name,
                 dims,
-                CanCompute: hasFolder && catalog.LoadError(name) is null,
+                CanCompute: hasFolder && !root.IsFollower && catalog.LoadError(name) is null,
                 loaded?.Fingerprint ?? cache?.Fingerprint ?? "",
                 cache?[VectorKind.Query].RowCount ?? 0,
                 cache?[VectorKind.Document].RowCount ?? 0,
@@ -495,6 +515,16 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
         }
     }
 
+    /// <summary>On a follower, refuses a write loudly, naming the writer, so that a misrouted write is never a silent second writer.</summary>
+    private void ThrowIfFollower(string write)
+    {
+        if (!root.IsFollower) return;
+        var writer = string.IsNullOrWhiteSpace(options.Follow.WriterAddress)
+            ? $"no writer address is configured ({EngineOptions.SettingName("Follow:WriterAddress")})"
+            : $"send writes to the writer at {options.Follow.WriterAddress}";
+        CacheRequestException.Throw(CacheErrorKind.FailedPrecondition, $"this server is a read-only follower of {root.RootDirectory}; {writer} ({write})");
+    }
+
     private void ThrowIfStopping()
     {
         if (stopping) CacheRequestException.Throw(CacheErrorKind.Unavailable, "the server is shutting down; retry on another server or after restart");
@@ -532,5 +562,5 @@ public sealed partial class EmbeddingCacheEngine : IAsyncDisposable
 
     /// <summary>The measure Score uses for a model: its folder's similarity_fn_name, cosine for a store-only cache.</summary>
     private SimilarityFunction SimilarityOf(string model) =>
-        catalog.Loaded(model)?.Definition?.Settings.Similarity ?? SimilarityFunction.Cosine;
+        catalog.Loaded(model)?.Settings?.Similarity ?? SimilarityFunction.Cosine;
 }

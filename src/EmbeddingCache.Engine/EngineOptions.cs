@@ -50,6 +50,9 @@ public sealed class EngineOptions
     /// <summary>ONNX Runtime and batcher settings.</summary>
     public EncoderOptions Encoder { get; set; } = new();
 
+    /// <summary>Follower mode: serve a root another server writes, read-only.</summary>
+    public FollowOptions Follow { get; set; } = new();
+
     /// <summary>Smallest reply limit allowed: health, ListModels and error replies must always fit.</summary>
     public const int MinSendMessageBytes = 4096;
 
@@ -60,7 +63,7 @@ public sealed class EngineOptions
     public static string SettingName(string property) => $"{Section}:{property}";
 
     /// <summary>
-    /// Every setting out of range, this class's and its <see cref="Storage"/> and <see cref="Encoder"/> settings',
+    /// Every setting out of range, this class's and its <see cref="Storage"/>, <see cref="Encoder"/> and <see cref="Follow"/> settings',
     /// each as "<c>EmbeddingCache:Setting is value; it must be …</c>", so that a person reading it knows which
     /// setting to change and to what. Empty when the options are usable.
     /// </summary>
@@ -69,7 +72,8 @@ public sealed class EngineOptions
         var own = OwnProblems();
         var storage = Storage.Problems().Select(problem => $"{nameof(Storage)}:{problem}");
         var encoder = Encoder.Problems().Select(problem => $"{nameof(Encoder)}:{problem}");
-        return own.Concat(storage).Concat(encoder).Select(SettingName);
+        var follow = Follow.Problems().Select(problem => $"{nameof(Follow)}:{problem}");
+        return own.Concat(storage).Concat(encoder).Concat(follow).Select(SettingName);
     }
 
     /// <summary>Null when the options are usable, otherwise the first of <see cref="Problems"/>.</summary>

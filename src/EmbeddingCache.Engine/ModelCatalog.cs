@@ -9,7 +9,8 @@ namespace EmbeddingCache.Engine;
 /// Every model the server knows: folders under models/, the built-ins (provisioned on first use) and
 /// store-only caches under embeddings/. A model is read once and served until its folder changes on disk;
 /// then the next request reads it again and, if its fingerprint changed, the old vectors are dropped
-/// before anything of the new model is served.
+/// before anything of the new model is served. On a follower it creates and provisions nothing and loads no encoder:
+/// it serves the caches the writer publishes, with the prefix rule of each model's folder (or built-in definition).
 /// </summary>
 internal sealed class ModelCatalog : IAsyncDisposable
 {
@@ -18,7 +19,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
     private readonly EngineOptions options;
     private readonly ILoggerFactory loggerFactory;
     private readonly ILogger logger;
-    private readonly FileSystemWatcher watcher;
+    private readonly FileSystemWatcher? watcher;
     private readonly CancellationTokenSource stopping = new();
     private readonly Task idleUnloader;
 
@@ -28,6 +29,8 @@ internal sealed class ModelCatalog : IAsyncDisposable
         this.options = options;
         this.loggerFactory = loggerFactory;
         logger = loggerFactory.CreateLogger("EmbeddingCache.Engine.ModelCatalog");
+        idleUnloader = UnloadIdleEncodersAsync(stopping.Token);
+        if (root.IsFollower) return; // reads a model's folder once; it never creates one
         Directory.CreateDirectory(root.ModelsDirectory);
         // Any change under models/<name>/ makes the next request for <name> read the folder again.
         watcher = new FileSystemWatcher(root.ModelsDirectory) { IncludeSubdirectories = true };
@@ -41,15 +44,16 @@ internal sealed class ModelCatalog : IAsyncDisposable
         };
         watcher.Error += (_, _) => MarkAllChanged();
         watcher.EnableRaisingEvents = true;
-        idleUnloader = UnloadIdleEncodersAsync(stopping.Token);
     }
 
     /// <summary>Names of every model folder, built-in model and cache, sorted.</summary>
     public IReadOnlyList<string> KnownNames()
     {
         var names = new SortedSet<string>(StringComparer.Ordinal);
-        names.UnionWith(BuiltInModels.Names);
+        // A follower serves caches only: a built-in model or a folder without one is nothing it can serve.
+        if (!root.IsFollower) names.UnionWith(BuiltInModels.Names);
         names.UnionWith(root.ListCaches());
+        if (root.IsFollower) return [.. names];
         foreach (var dir in Directory.EnumerateDirectories(root.ModelsDirectory))
         {
             var name = Path.GetFileName(dir);
@@ -124,6 +128,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
     private ServedModel Load(string name, ServedModel? current, StoreOnlyShape? storeOnly)
     {
         var folder = Path.Combine(root.ModelsDirectory, name);
+        if (root.IsFollower) return LoadFollowed(name, folder);
         if (BuiltInModels.IsBuiltIn(name) || Directory.Exists(folder))
         {
             return LoadFolder(name, folder, current);
@@ -204,6 +209,45 @@ internal sealed class ModelCatalog : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// A follower's model: the cache its writer publishes, and the prefix rule its texts are hashed with, from
+    /// models/&lt;name&gt; if the follower sees it, else from the built-in definition; none for a store-only cache.
+    /// </summary>
+    private ServedModel LoadFollowed(string name, string folder)
+    {
+        var cache = root.OpenCache(name);
+        if (cache is null)
+        {
+            CacheRequestException.Throw(CacheErrorKind.NotFound,
+                $"unknown model '{name}': this read-only follower of {root.RootDirectory} sees no cache embeddings/{name} (yet); " +
+                $"models it serves: {string.Join(", ", KnownNames())}");
+        }
+        ModelSettings? settings = null;
+        string? unknownTextRule = null;
+        if (Directory.Exists(folder))
+        {
+            try
+            {
+                settings = ModelDefinition.Load(folder).Settings;
+            }
+            catch (Exception e) when (e is ModelFolderException or IOException or UnauthorizedAccessException)
+            {
+                unknownTextRule = $"texts of model '{name}' cannot be looked up on this follower: models/{name} cannot be read ({e.Message}), " +
+                                  "so the prefix its texts are hashed with is unknown; look rows up by id";
+            }
+        }
+        else if (BuiltInModels.IsBuiltIn(name))
+        {
+            settings = BuiltInModels.SettingsOf(name);
+        }
+        else if (!cache!.StoreOnly)
+        {
+            unknownTextRule = $"texts of model '{name}' cannot be looked up on this follower: it has no folder models/{name}, so the prefix " +
+                              "its texts are hashed with is unknown; look rows up by id, or copy the model folder next to the cache";
+        }
+        return ServedModel.Followed(name, cache!, settings, unknownTextRule, options.Encoder, loggerFactory);
+    }
+
     private static CacheDescriptor Describe(ModelDefinition definition, int dims, VectorDType dtype) => new()
     {
         Dims = dims,
@@ -266,7 +310,7 @@ internal sealed class ModelCatalog : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        watcher.Dispose();
+        watcher?.Dispose();
         await stopping.CancelAsync().ConfigureAwait(false);
         await idleUnloader.ConfigureAwait(false);
         foreach (var slot in slots.Values)

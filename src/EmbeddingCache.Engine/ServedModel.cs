@@ -23,6 +23,9 @@ internal sealed class ServedModel : IAsyncDisposable
     private long hits;
     private long misses;
     private volatile bool retired;
+    // On a follower: the settings whose prefixes make its texts' tokenizer inputs, or why they are unknown.
+    private readonly ModelSettings? followedSettings;
+    private readonly string? unknownTextRule;
 
     public ServedModel(string name, ModelCache cache, ModelDefinition? definition, TextEncoder? loadedEncoder,
         EncoderOptions encoderOptions, ILoggerFactory loggerFactory)
@@ -35,10 +38,30 @@ internal sealed class ServedModel : IAsyncDisposable
         if (loadedEncoder is not null) batcher = new EncodingBatcher(loadedEncoder, encoderOptions, loggerFactory);
     }
 
+    /// <summary>
+    /// A model served by a follower: its cache and the settings its texts are prefixed by (null for a store-only cache,
+    /// whose texts have no prefix), or, with <paramref name="unknownTextRule"/>, why texts cannot be looked up. No encoder,
+    /// ever: a follower computes nothing.
+    /// </summary>
+    public static ServedModel Followed(string name, ModelCache cache, ModelSettings? settings, string? unknownTextRule,
+        EncoderOptions encoderOptions, ILoggerFactory loggerFactory) =>
+        new(name, cache, settings, unknownTextRule, encoderOptions, loggerFactory);
+
+    private ServedModel(string name, ModelCache cache, ModelSettings? settings, string? unknownTextRule,
+        EncoderOptions encoderOptions, ILoggerFactory loggerFactory)
+        : this(name, cache, definition: null, loadedEncoder: null, encoderOptions, loggerFactory)
+    {
+        followedSettings = settings;
+        this.unknownTextRule = unknownTextRule;
+    }
+
     public string Name { get; }
     public ModelCache Cache { get; }
     public ModelDefinition? Definition { get; }
     public bool CanCompute => Definition is not null;
+
+    /// <summary>The model's settings: its folder's, or on a follower the ones its prefixes were read from; null for store-only.</summary>
+    public ModelSettings? Settings => Definition?.Settings ?? followedSettings;
     public string Fingerprint => Definition?.Fingerprint ?? Cache.Fingerprint;
     public long Hits => Interlocked.Read(ref hits);
     public long Misses => Interlocked.Read(ref misses);
@@ -47,7 +70,17 @@ internal sealed class ServedModel : IAsyncDisposable
     public bool Retired => retired;
 
     /// <summary>The exact string fed to the tokenizer (and hashed into the content key) for a text of a kind.</summary>
-    public string TokenizerInput(VectorKind kind, string text) => TokenizerInputOf(Definition, kind, text);
+    /// <exception cref="CacheRequestException">A follower without the model's folder: its prefix rule is unknown.</exception>
+    public string TokenizerInput(VectorKind kind, string text)
+    {
+        if (unknownTextRule is not null) CacheRequestException.Throw(CacheErrorKind.FailedPrecondition, unknownTextRule);
+        if (followedSettings is { } settings)
+        {
+            string prefix = kind == VectorKind.Query ? settings.QueryPrefix : settings.DocumentPrefix;
+            return prefix.Length == 0 ? text : string.Concat(prefix, text);
+        }
+        return TokenizerInputOf(Definition, kind, text);
+    }
 
     /// <summary>The rule of <see cref="TokenizerInput"/>, for a model's definition (null for a store-only model).</summary>
     public static string TokenizerInputOf(ModelDefinition? definition, VectorKind kind, string text)

@@ -79,6 +79,16 @@ public sealed class VectorStore
     /// </summary>
     public long RowCount => _generations.Current.RowCount;
 
+    /// <summary>The generation and its sequence (committed rows), read from one state.</summary>
+    public (long Generation, long Sequence) Position
+    {
+        get
+        {
+            var generation = _generations.Current;
+            return (generation.Number, generation.RowCount);
+        }
+    }
+
     /// <summary>True for a follower's store: it serves what the writer published and refuses appends and resets.</summary>
     public bool IsFollower => _follower is not null;
 

@@ -54,6 +54,11 @@ public static class EmbcacheCommandLine
         };
         serve.Options.Add(new Option<string>("--urls") { Description = $"Where to listen (default {ServerHost.DefaultUrl}; loopback only unless you say otherwise)." });
         serve.Options.Add(new Option<string>("--artifacts") { Description = $"The artifacts root (default ./{CliOptions.DefaultArtifactsDirectory})." });
+        serve.Options.Add(new Option<bool>(ServerHost.FollowSwitch)
+        {
+            Description = "Serve the artifacts root read-only, following the server that writes it (same disk, or a synced copy): " +
+                          "no lock, no file written; writes are refused naming EmbeddingCache:Follow:WriterAddress.",
+        });
         serve.SetAction((parse, _) => ServerHost.RunAsync([.. parse.Tokens.Select(t => t.Value).Skip(1)]));
         return serve;
     }

@@ -16,10 +16,14 @@ public static partial class ServerHost
     /// <summary>A gRPC message travels behind a compressed flag and its 4-byte length.</summary>
     private const int GrpcMessagePrefixBytes = 5;
 
+    /// <summary>The flag that starts a read-only follower (<see cref="FollowOptions"/>).</summary>
+    public const string FollowSwitch = "--follow";
+
     /// <summary>Command-line switches that are shorter than their configuration keys.</summary>
     private static readonly Dictionary<string, string> SwitchMappings = new()
     {
         ["--artifacts"] = $"{ServerOptions.Section}:{nameof(EngineOptions.ArtifactsDirectory)}",
+        [FollowSwitch] = $"{ServerOptions.Section}:{nameof(EngineOptions.Follow)}:{nameof(FollowOptions.Enabled)}",
     };
 
     /// <summary>Runs the server until it is stopped (Ctrl+C, SIGTERM); returns the exit code.</summary>
@@ -84,6 +88,8 @@ public static partial class ServerHost
     /// <summary>Configures the host from appsettings.json, environment variables and the command line, in the ASP.NET Core way.</summary>
     public static WebApplication Build(string[] args)
     {
+        // ASP.NET Core's command line takes the token after a switch as its value: a bare flag must carry its own.
+        args = [.. args.Select(arg => arg == FollowSwitch ? $"{FollowSwitch}=true" : arg)];
         // appsettings.json ships beside the executable; relative paths (./artifacts) stay relative to where it runs.
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         builder.Configuration.AddCommandLine(args, SwitchMappings);

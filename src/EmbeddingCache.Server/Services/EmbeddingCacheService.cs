@@ -17,6 +17,7 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
         ReturnRowsAfterReply(context, result);
         CacheMetrics.Answered(command.Model, command.Kind, result);
         AddTimings(context, result.Timings);
+        AddPosition(context, command.Model, command.Kind);
         return ToResponse(result);
     }
 
@@ -53,9 +54,16 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
         IAsyncStreamReader<EmbedRequest> requestStream, IServerStreamWriter<EmbedResponse> responseStream, ServerCallContext context)
     {
         var inFlight = new Queue<Task<LookupResult>>();
+        // The trailers tell where the stream's last model was served, for each kind the stream asked it for.
+        string? model = null;
+        var kinds = new HashSet<VectorKind>();
         while (await requestStream.MoveNext(context.CancellationToken).ConfigureAwait(false))
         {
-            inFlight.Enqueue(EmbedOneAsync(requestStream.Current, context));
+            var request = requestStream.Current;
+            if (request.Model != model) kinds.Clear();
+            model = request.Model;
+            if (request.Kind is Kind.Query or Kind.Document) kinds.Add(request.Kind == Kind.Query ? VectorKind.Query : VectorKind.Document);
+            inFlight.Enqueue(EmbedOneAsync(request, context));
             if (inFlight.Count >= EmbeddingCacheEngine.StreamWindow)
             {
                 await WriteAsync(responseStream, await inFlight.Dequeue().ConfigureAwait(false)).ConfigureAwait(false);
@@ -65,6 +73,7 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
         {
             await WriteAsync(responseStream, await inFlight.Dequeue().ConfigureAwait(false)).ConfigureAwait(false);
         }
+        if (model is not null) AddPosition(context, model, [.. kinds]);
     }
 
     /// <summary>Writing serialises the reply, so its pooled rows can go back to the pool right after.</summary>
@@ -99,6 +108,7 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
         AddSources(response.QuerySources, result.QuerySources);
         AddSources(response.DocumentSources, result.DocumentSources);
         AddTop(response, result.Top);
+        AddPosition(context, request.Model, BothKinds);
         return response;
     }
 
@@ -125,6 +135,7 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
         AddSources(response.QuerySources, result.QuerySources);
         AddSources(response.CandidateSources, result.CandidateSources);
         AddTop(response, result.Top);
+        AddPosition(context, request.Model, BothKinds);
         return response;
     }
 
@@ -152,6 +163,7 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
         ReturnRowsAfterReply(context, result);
         CacheMetrics.Answered(command.Model, command.Kind, result);
         AddTimings(context, result.Timings);
+        AddPosition(context, command.Model, command.Kind);
         int missing = result.CountOf(Engine.RowSource.Missing);
         var response = new GetResponse
         {
@@ -166,12 +178,14 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
     public override async Task<PutResponse> Put(PutRequest request, ServerCallContext context)
     {
         var vectors = request.Vectors ?? throw Invalid("vectors", "vectors is missing: send count, dims, dtype and the packed data");
+        var kind = RequiredKind(request.Kind);
         int stored = await engine.PutAsync(
-            new PutCommand(request.Model, RequiredKind(request.Kind), request.Ids, request.Texts,
+            new PutCommand(request.Model, kind, request.Ids, request.Texts,
                 (int)Math.Min(vectors.Count, int.MaxValue), (int)Math.Min(vectors.Dims, int.MaxValue),
                 ToStorage(vectors.Dtype, "vectors.dtype"), vectors.Data.Memory),
             context.CancellationToken).ConfigureAwait(false);
         CacheMetrics.Stored(request.Model, stored);
+        AddPosition(context, request.Model, kind);
         return new PutResponse { Stored = (uint)stored };
     }
 
@@ -179,6 +193,7 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
     {
         VectorKind? kind = request.Kind == Kind.Unspecified ? null : RequiredKind(request.Kind);
         var result = await engine.InvalidateAsync(request.Model, kind, context.CancellationToken).ConfigureAwait(false);
+        AddPosition(context, request.Model, kind is { } one ? [one] : BothKinds);
         return new InvalidateResponse { RowsRemoved = (ulong)result.RowsRemoved, BytesRemoved = (ulong)result.BytesRemoved };
     }
 
@@ -243,6 +258,28 @@ internal sealed class EmbeddingCacheService(EmbeddingCacheEngine engine) : Wire.
     {
         target.Capacity = sources.Length;
         foreach (var source in sources) target.Add((Wire.RowSource)source);
+    }
+
+    private static readonly VectorKind[] BothKinds = [VectorKind.Query, VectorKind.Document];
+
+    /// <summary>
+    /// The generation and sequence the reply was served at, per kind touched, in trailing metadata
+    /// (<c>embcache-generation: query=2,document=5</c>): a client behind a proxy sees which state a follower served and
+    /// how far it lags its writer. Names with hyphens, never underscores, which nginx drops.
+    /// </summary>
+    private void AddPosition(ServerCallContext context, string model, params ReadOnlySpan<VectorKind> kinds)
+    {
+        var generations = new List<string>(2);
+        var sequences = new List<string>(2);
+        foreach (var kind in kinds)
+        {
+            if (engine.PositionOf(model, kind) is not { } position) continue;
+            generations.Add(FormattableString.Invariant($"{kind.Name()}={position.Generation}"));
+            sequences.Add(FormattableString.Invariant($"{kind.Name()}={position.Sequence}"));
+        }
+        if (generations.Count == 0) return;
+        context.ResponseTrailers.Add("embcache-generation", string.Join(',', generations));
+        context.ResponseTrailers.Add("embcache-sequence", string.Join(',', sequences));
     }
 
     /// <summary>Where the time went, in trailing metadata: a researcher sees why a call was slow.</summary>

@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using EmbeddingCache.FunctionalTests.Infrastructure;
 using EmbeddingCache.Protocol.V1;
+using Google.Protobuf;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Xunit.Abstractions;
@@ -11,16 +13,21 @@ namespace EmbeddingCache.FunctionalTests;
 
 /// <summary>
 /// The repository's nginx file (src/EmbeddingCache.Server/deploy/nginx-embcache.conf) in front of real servers, all on
-/// 127.0.0.1: writes reach the model's writer by the embcache-model header every client sends, reads go to the
-/// readers and are retried on another when one is killed, and a 77 MB Put passes.
+/// 127.0.0.1: a writer and two followers of its root. Writes reach the model's writer by the embcache-model header every
+/// client sends, reads go to the followers (byte-identical, within the staleness bound, retried on the other follower
+/// when one is killed), a write sent straight to a follower is refused, and a 77 MB Put passes.
 /// </summary>
 public sealed class FollowerRoutingTests(ITestOutputHelper output) : ServerTest(output)
 {
     private const string GpuCorpus = "gpu-corpus"; // the model the file routes to its own writer
     private const string StoreOnly = "routed-store";
     private const int Dims = 8;
+    // The followers' stated staleness bound (FORMAT.md): PublishIntervalMs (50) + PollIntervalMs (100), plus one poll.
+    private const int BoundMs = 150;
+    // One poll, and this test's own look (a Get to each follower every few ms), on a 2-core machine shared with other
+    // builds and test runs, where a ready thread can wait hundreds of milliseconds for a core.
+    private const int MarginMs = 850;
     private readonly List<NginxProcess> proxies = [];
-    private readonly List<TempDirectory> readerRoots = [];
 
     [Fact]
     public async Task Every_client_sends_the_model_header_and_nginx_sends_each_models_writes_to_its_writer()
@@ -74,74 +81,237 @@ public sealed class FollowerRoutingTests(ITestOutputHelper output) : ServerTest(
             calls.Select(c => c.Method).Distinct().Order(StringComparer.Ordinal));
     }
 
+
     [Fact]
-    public async Task A_put_of_77_MB_through_nginx_reaches_the_writer_and_reads_back_whole()
+    public async Task Reads_through_nginx_under_load_are_byte_identical_and_puts_reach_both_followers_within_the_bound()
     {
-        const int rows = 50_000;
-        var writer = await StartServerAsync();
-        var nginx = await StartNginxAsync(writer, writer, writer, writer);
-        using var channel = Channel(nginx);
-        var client = new CacheClient(channel);
-        var ids = Enumerable.Range(0, rows).Select(i => $"big-{i}").ToArray();
-        var request = new PutRequest { Model = StoreOnly, Kind = Kind.Document, Ids = { ids }, Vectors = Wire.Pack(Wire.RandomRows(new Random(77), rows, 384), 384) };
-        Assert.True(request.CalculateSize() > 77_000_000);
+        var cluster = await StartClusterAsync();
+        using var client = new RoutingClient(cluster.Nginx.Address);
+        var ids = Enumerable.Range(0, 64).Select(i => $"base-{i}").ToArray();
+        var rows = Wire.RandomRows(new Random(3), ids.Length, Dims);
+        await client.PutAsync(StoreOnly, rows, Dims, ids: ids);
+        await DelaysUntilServedAsync(cluster, StoreOnly, ids, rows);
+        // Score from cached vectors on the followers: the writer's own scores of the same vectors, bit for bit.
+        string[] queries = ["what do followers serve?", "how stale can a read be?"];
+        await client.EmbedAsync(Wire.MiniLM, queries, Kind.Query);
+        var documentIds = Enumerable.Range(0, 16).Select(i => $"doc-{i}").ToArray();
+        await client.PutAsync(Wire.MiniLM, Wire.RandomRows(new Random(4), documentIds.Length, 384), 384, ids: documentIds);
+        var expectedScores = (await cluster.Writer.Client.ScoreAsync(new ScoreRequest { Model = Wire.MiniLM, Queries = { queries }, DocumentIds = { documentIds } })).Scores;
+        await Testing.Wait.UntilAsync(async () => await AllFollowersAsync(cluster, async follower =>
+            (await follower.Client.ScoreAsync(new ScoreRequest { Model = Wire.MiniLM, Queries = { queries }, DocumentIds = { documentIds } })).Scores.Equals(expectedScores)),
+            "both followers to score the cached queries and documents");
 
-        var reply = await client.PutAsync(request, headers: new Metadata { { "embcache-model", StoreOnly } });
-
-        Assert.Equal((uint)rows, reply.Stored);
-        Assert.Equal((ulong)rows, (await RowsAsync(writer, StoreOnly))?.DocumentRows);
-        var back = await client.GetAsync(new GetRequest { Model = StoreOnly, Kind = Kind.Document, Ids = { ids } });
-        Assert.Equal((uint)rows, back.FoundCount);
-        Assert.True(request.Vectors.Data.Span.SequenceEqual(back.Vectors.Data.Span));
-        Assert.Empty(writer.ErrorLines());
+        var delays = new List<double>();
+        await using (var load = ReadLoad.Start(
+            [.. Enumerable.Range(0, 3).Select(seed => GetLoop(client, StoreOnly, ids, rows, seed)), ScoreLoop(client, queries, documentIds, expectedScores)]))
+        {
+            await load.UntilAsync(reads: 100);
+            for (int put = 0; put < 20; put++)
+            {
+                var newIds = Enumerable.Range(0, 4).Select(i => $"new-{put}-{i}").ToArray();
+                var newRows = Wire.RandomRows(new Random(100 + put), newIds.Length, Dims);
+                await client.PutAsync(StoreOnly, newRows, Dims, ids: newIds);
+                delays.AddRange(await DelaysUntilServedAsync(cluster, StoreOnly, newIds, newRows));
+            }
+            Output.WriteLine($"reads through nginx during the puts: {load.Reads}, failures: {load.Failures.Count}");
+            Assert.Empty(load.Failures);
+        }
+        delays.Sort();
+        Output.WriteLine($"Put acknowledged -> served by a follower ({delays.Count} observations, 20 puts x 2 followers): " +
+            $"p50 {delays[delays.Count / 2]:0} ms, max {delays[^1]:0} ms; bound {BoundMs} ms + one poll");
+        Assert.True(delays[^1] <= BoundMs + MarginMs, $"a follower served a Put {delays[^1]:0} ms after its acknowledgement");
+        Assert.Equal((ulong)(ids.Length + 80), (await RowsAsync(cluster.Writer, StoreOnly))?.DocumentRows);
     }
 
     [Fact]
-    public async Task A_reader_killed_under_read_load_fails_no_read_and_a_killed_writer_fails_writes_loudly()
+    public async Task A_follower_killed_under_read_load_fails_no_read_and_with_the_writer_killed_followers_serve_what_was_committed()
     {
-        const int rowCount = 64;
-        var writer = await StartServerAsync();
-        var (first, second) = await StartReadersAsync();
-        var ids = Enumerable.Range(0, rowCount).Select(i => $"r{i}").ToArray();
-        var rows = Wire.RandomRows(new Random(5), rowCount, Dims);
-        foreach (var reader in new[] { first, second })
-        {
-            await reader.Client.PutAsync(new PutRequest { Model = StoreOnly, Kind = Kind.Document, Ids = { ids }, Vectors = Wire.Pack(rows, Dims) });
-        }
-        var nginx = await StartNginxAsync(writer, writer, first, second);
-        using var client = new RoutingClient(nginx.Address);
+        var cluster = await StartClusterAsync();
+        using var client = new RoutingClient(cluster.Nginx.Address);
+        var ids = Enumerable.Range(0, 64).Select(i => $"r{i}").ToArray();
+        var rows = Wire.RandomRows(new Random(5), ids.Length, Dims);
+        await client.PutAsync(StoreOnly, rows, Dims, ids: ids);
+        await DelaysUntilServedAsync(cluster, StoreOnly, ids, rows);
 
-        await using (var load = ReadLoad.Start(client, StoreOnly, ids, rows, readers: 4))
+        await using (var load = ReadLoad.Start([.. Enumerable.Range(0, 4).Select(seed => GetLoop(client, StoreOnly, ids, rows, seed))]))
         {
             await load.UntilAsync(reads: 200);
-            await second.KillAsync();
+            await cluster.Second.KillAsync();
             long atKill = load.Reads;
             await load.UntilAsync(reads: atKill + 500);
-            Output.WriteLine($"reads: {load.Reads} ({load.Reads - atKill} after the reader's kill), failures: {load.Failures.Count}");
+            Output.WriteLine($"reads: {load.Reads} ({load.Reads - atKill} after the follower's SIGKILL), failures: {load.Failures.Count}");
 
-            await writer.KillAsync();
+            await cluster.Writer.KillAsync();
             var refused = await Assert.ThrowsAsync<RpcException>(() => client.PutAsync(StoreOnly, rows, Dims, ids: ids));
             Output.WriteLine($"Put with the writer killed: {refused.StatusCode}: {refused.Status.Detail}");
             Assert.Equal(StatusCode.Unavailable, refused.StatusCode);
             Assert.Contains("the writer of the model did not answer", refused.Status.Detail, StringComparison.Ordinal);
             long atWriterKill = load.Reads;
-            await load.UntilAsync(reads: atWriterKill + 200);
+            await load.UntilAsync(reads: atWriterKill + 300);
+            Output.WriteLine($"reads: {load.Reads - atWriterKill} after the writer's SIGKILL, failures: {load.Failures.Count}");
             Assert.Empty(load.Failures);
         }
-        // The kill was felt: nginx tried the dead reader and went on to the other (one line, both upstreams), or failed
-        // a read in flight on it, which the client sent again.
-        var disturbed = nginx.AccessLines().Where(c => c.Method == "Get" && (c.Upstream.Contains(',', StringComparison.Ordinal) || c.GrpcStatus != "0")).ToList();
+        var served = await cluster.First.Client.GetAsync(new GetRequest { Model = StoreOnly, Kind = Kind.Document, Ids = { ids } });
+        Assert.Equal(Wire.Pack(rows, Dims).Data, served.Vectors.Data);
+        // The kill was felt: nginx tried the dead follower and went on to the other (one line, both upstreams), or failed
+        // a read in flight on it (UNAVAILABLE, headers only), which the client sent again.
+        var disturbed = cluster.Nginx.AccessLines().Where(c => c.Method == "Get" && (c.Upstream.Contains(',', StringComparison.Ordinal) || c.GrpcStatus != "0")).ToList();
         foreach (var call in disturbed) Output.WriteLine($"{call.Method} upstream={call.Upstream} http={call.HttpStatus} grpc={call.GrpcStatus}");
         Assert.NotEmpty(disturbed);
     }
 
-    /// <summary>Two servers that serve reads: standalone ones on roots of their own, each given the rows it serves.</summary>
-    private async Task<(ServerProcess First, ServerProcess Second)> StartReadersAsync()
+    [Fact]
+    public async Task After_an_invalidate_through_nginx_no_follower_serves_an_old_row_within_the_bound_and_readers_see_no_error()
     {
-        var roots = new[] { new TempDirectory(), new TempDirectory() };
-        readerRoots.AddRange(roots);
-        return (await StartServerOnAsync(roots[0].Path), await StartServerOnAsync(roots[1].Path));
+        var cluster = await StartClusterAsync("--EmbeddingCache:Storage:InvalidatedRetentionSeconds=1");
+        using var client = new RoutingClient(cluster.Nginx.Address);
+        var ids = Enumerable.Range(0, 64).Select(i => $"old-{i}").ToArray();
+        var rows = Wire.RandomRows(new Random(6), ids.Length, Dims);
+        await client.PutAsync(StoreOnly, rows, Dims, ids: ids);
+        await DelaysUntilServedAsync(cluster, StoreOnly, ids, rows);
+        string modelFolder = Path.Combine(Artifacts.Path, "embeddings", StoreOnly);
+
+        await using (var load = ReadLoad.Start([.. Enumerable.Range(0, 4).Select(seed => GetLoop(client, StoreOnly, ids, rows, seed, missingAllowed: true))]))
+        {
+            await load.UntilAsync(reads: 100);
+            var invalidated = Stopwatch.StartNew();
+            await client.InvalidateAsync(StoreOnly);
+            var delays = await Task.WhenAll(cluster.Followers.Select(async follower =>
+            {
+                await Testing.Wait.UntilAsync(async () =>
+                    (await follower.Client.GetAsync(new GetRequest { Model = StoreOnly, Kind = Kind.Document, Ids = { ids } })).FoundCount == 0,
+                    "a follower to serve no invalidated row");
+                return invalidated.Elapsed.TotalMilliseconds;
+            }));
+            Output.WriteLine($"Invalidate acknowledged -> no old row on the followers: {string.Join(", ", delays.Select(d => $"{d:0} ms"))}");
+            Assert.All(delays, delay => Assert.True(delay <= BoundMs + MarginMs, $"a follower served old rows {delay:0} ms after the Invalidate"));
+            // The old generation's files are deleted after the retention while the followers keep answering reads.
+            await Testing.Wait.UntilAsync(() => !Directory.EnumerateDirectories(modelFolder, ".trash-*").Any(), "the invalidated generation's files to be deleted");
+            long atDeletion = load.Reads;
+            await load.UntilAsync(reads: atDeletion + 200);
+            Output.WriteLine($"reads through nginx: {load.Reads}, failures: {load.Failures.Count}");
+            Assert.Empty(load.Failures);
+        }
     }
+
+    [Fact]
+    public async Task A_write_sent_to_a_follower_is_refused_naming_the_writer_and_a_77_MB_put_through_nginx_reaches_the_writer()
+    {
+        const int rows = 50_000;
+        var cluster = await StartClusterAsync();
+        var straight = await Assert.ThrowsAsync<RpcException>(() => cluster.First.Client.PutAsync(new PutRequest
+        {
+            Model = StoreOnly,
+            Kind = Kind.Document,
+            Ids = { "misrouted" },
+            Vectors = Wire.Pack(Wire.RandomRows(new Random(8), 1, Dims), Dims),
+        }).ResponseAsync);
+        Output.WriteLine($"Put straight to a follower: {straight.StatusCode}: {straight.Status.Detail}");
+        Assert.Equal(StatusCode.FailedPrecondition, straight.StatusCode);
+        Assert.StartsWith("this server is a read-only follower", straight.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains(cluster.Writer.Address, straight.Status.Detail, StringComparison.Ordinal);
+
+        using var channel = Channel(cluster.Nginx);
+        var client = new CacheClient(channel);
+        var ids = Enumerable.Range(0, rows).Select(i => $"big-{i}").ToArray();
+        var request = new PutRequest { Model = StoreOnly, Kind = Kind.Document, Ids = { ids }, Vectors = Wire.Pack(Wire.RandomRows(new Random(77), rows, 384), 384) };
+        Assert.True(request.CalculateSize() > 77_000_000);
+        var routed = new Metadata { { "embcache-model", StoreOnly } };
+
+        var reply = await client.PutAsync(request, headers: routed);
+
+        Assert.Equal((uint)rows, reply.Stored);
+        Assert.Equal((ulong)rows, (await RowsAsync(cluster.Writer, StoreOnly))?.DocumentRows);
+        // Read back through nginx, from a follower once it has caught up: the same 77 MB.
+        GetResponse? back = null;
+        await Testing.Wait.UntilAsync(async () =>
+        {
+            back = await client.GetAsync(new GetRequest { Model = StoreOnly, Kind = Kind.Document, Ids = { ids } }, headers: routed);
+            return back.FoundCount == rows;
+        }, "the 77 MB Put to be served through nginx");
+        Assert.True(request.Vectors.Data.Span.SequenceEqual(back!.Vectors.Data.Span));
+        Assert.All(cluster.Nginx.AccessLines().Where(c => c.Method == "Get"), call => Assert.DoesNotContain(Port(cluster.Writer), call.Upstream, StringComparison.Ordinal));
+        Assert.Empty(cluster.Writer.ErrorLines());
+    }
+
+    /// <summary>A writer on the test's root, two followers of it and nginx in front.</summary>
+    private async Task<Cluster> StartClusterAsync(params string[] writerArgs)
+    {
+        var writer = await StartServerAsync(writerArgs);
+        string[] follow = ["--follow", $"--EmbeddingCache:Follow:WriterAddress={writer.Address}"];
+        var first = await StartServerAsync(follow);
+        var second = await StartServerAsync(follow);
+        return new Cluster(writer, first, second, await StartNginxAsync(writer, writer, first, second));
+    }
+
+    /// <summary>
+    /// Milliseconds from now (just after a Put's acknowledgement) until each follower, asked directly, serves
+    /// <paramref name="rows"/> under <paramref name="ids"/> byte for byte.
+    /// </summary>
+    private static async Task<double[]> DelaysUntilServedAsync(Cluster cluster, string model, string[] ids, float[] rows)
+    {
+        var acknowledged = Stopwatch.StartNew();
+        var expected = Wire.Pack(rows, Dims).Data;
+        return await Task.WhenAll(cluster.Followers.Select(async follower =>
+        {
+            while (true)
+            {
+                try
+                {
+                    var got = await follower.Client.GetAsync(new GetRequest { Model = model, Kind = Kind.Document, Ids = { ids } });
+                    if (got.FoundCount == ids.Length)
+                    {
+                        Assert.Equal(expected, got.Vectors.Data);
+                        return acknowledged.Elapsed.TotalMilliseconds;
+                    }
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
+                {
+                    // A model the follower has not seen yet.
+                }
+                if (acknowledged.Elapsed > Testing.Wait.DefaultTimeout) throw new TimeoutException($"a follower did not serve {ids[0]}.. within {Testing.Wait.DefaultTimeout}");
+                await Task.Delay(2);
+            }
+        }));
+    }
+
+    private static async Task<bool> AllFollowersAsync(Cluster cluster, Func<ServerProcess, Task<bool>> condition)
+    {
+        foreach (var follower in cluster.Followers)
+        {
+            if (!await condition(follower)) return false;
+        }
+        return true;
+    }
+
+    /// <summary>Gets of 8 random rows, each checked byte for byte (a zero or torn row differs); missing rows allowed when asked.</summary>
+    private static Func<CancellationToken, Task<string?>> GetLoop(RoutingClient client, string model, string[] ids, float[] rows, int seed, bool missingAllowed = false)
+    {
+        var random = new Random(seed);
+        return async cancel =>
+        {
+            int start = random.Next(ids.Length - 8);
+            var got = await client.GetByIdsAsync(model, ids[start..(start + 8)], cancellationToken: cancel);
+            for (int i = 0; i < 8; i++)
+            {
+                bool missing = got.Sources[i] == RowSource.Missing;
+                if (missing && missingAllowed)
+                {
+                    if (got.Vectors.Row(i).ContainsAnyExcept(0f)) return $"row {start + i} is missing but not zero";
+                    continue;
+                }
+                if (!got.Vectors.Row(i).SequenceEqual(rows.AsSpan((start + i) * Dims, Dims))) return $"row {start + i} differs from what was put ({got.Sources[i]})";
+            }
+            return null;
+        };
+    }
+
+    private static Func<CancellationToken, Task<string?>> ScoreLoop(RoutingClient client, string[] queries, string[] documentIds, ByteString expected) =>
+        async cancel =>
+        {
+            var scored = await client.ScoreAsync(Wire.MiniLM, queries, documentIds, cancellationToken: cancel);
+            return scored.Scores.Equals(expected) ? null : "Score through nginx differs from the writer's";
+        };
 
     private async Task<NginxProcess> StartNginxAsync(ServerProcess writer, ServerProcess gpuWriter, ServerProcess follower1, ServerProcess follower2)
     {
@@ -194,43 +364,41 @@ public sealed class FollowerRoutingTests(ITestOutputHelper output) : ServerTest(
             await nginx.DisposeAsync();
         }
         await base.DisposeAsync();
-        foreach (var root in readerRoots) root.Dispose();
     }
 
-    /// <summary>Readers looping Get through nginx, each reply checked byte for byte against the rows put.</summary>
+    private sealed record Cluster(ServerProcess Writer, ServerProcess First, ServerProcess Second, NginxProcess Nginx)
+    {
+        public ServerProcess[] Followers => [First, Second];
+    }
+
+    /// <summary>Readers looping through nginx, one task each; a read returns what was wrong with its reply, or null.</summary>
     private sealed class ReadLoad : IAsyncDisposable
     {
         private readonly CancellationTokenSource stop = new();
         private readonly Task[] loops;
         private long reads;
 
-        private ReadLoad(RoutingClient client, string model, string[] ids, float[] rows, int readers)
+        private ReadLoad(Func<CancellationToken, Task<string?>>[] readers)
         {
-            loops = [.. Enumerable.Range(0, readers).Select(seed => Task.Run(() => LoopAsync(client, model, ids, rows, seed)))];
+            loops = [.. readers.Select(read => Task.Run(() => LoopAsync(read)))];
         }
 
         public long Reads => Interlocked.Read(ref reads);
 
         public ConcurrentQueue<string> Failures { get; } = new();
 
-        public static ReadLoad Start(RoutingClient client, string model, string[] ids, float[] rows, int readers) => new(client, model, ids, rows, readers);
+        public static ReadLoad Start(Func<CancellationToken, Task<string?>>[] readers) => new(readers);
 
         public Task UntilAsync(long reads) =>
             Testing.Wait.UntilAsync(() => Reads >= reads || loops.Any(l => l.IsCompleted), $"{reads} reads through nginx");
 
-        private async Task LoopAsync(RoutingClient client, string model, string[] ids, float[] rows, int seed)
+        private async Task LoopAsync(Func<CancellationToken, Task<string?>> read)
         {
-            var random = new Random(seed);
             while (!stop.IsCancellationRequested)
             {
-                int start = random.Next(ids.Length - 8);
                 try
                 {
-                    var got = await client.GetByIdsAsync(model, ids[start..(start + 8)], cancellationToken: stop.Token);
-                    if (!got.Vectors.Floats.SequenceEqual(rows.AsSpan(start * Dims, 8 * Dims)))
-                    {
-                        Failures.Enqueue($"rows {start}..{start + 8} differ from what was put");
-                    }
+                    if (await read(stop.Token) is { } wrong) Failures.Enqueue(wrong);
                 }
                 catch (RpcException e) when (!stop.IsCancellationRequested)
                 {

@@ -234,6 +234,19 @@ public sealed class FollowerRoutingTests(ITestOutputHelper output) : ServerTest(
         Assert.Empty(cluster.Writer.ErrorLines());
     }
 
+    [Fact]
+    public void The_readme_shows_lines_of_the_tested_nginx_file_only()
+    {
+        var readme = File.ReadAllLines(Path.Combine(SourceTree.Root, "README.md"));
+        int marker = Array.FindIndex(readme, line => line.StartsWith("<!-- readme-test: nginx", StringComparison.Ordinal));
+        Assert.True(marker >= 0 && readme[marker + 1] == "```nginx", "README's nginx block is missing its readme-test marker");
+        var shown = readme.Skip(marker + 2).TakeWhile(line => line != "```").Select(line => line.Trim()).Where(line => line.Length > 0).ToList();
+        var file = File.ReadAllLines(NginxProcess.ConfigurationFile).Select(line => line.Trim()).ToHashSet();
+
+        Assert.NotEmpty(shown);
+        Assert.All(shown, line => Assert.Contains(line, file));
+    }
+
     /// <summary>A writer on the test's root, two followers of it and nginx in front.</summary>
     private async Task<Cluster> StartClusterAsync(params string[] writerArgs)
     {

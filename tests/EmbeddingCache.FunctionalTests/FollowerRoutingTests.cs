@@ -46,9 +46,14 @@ public sealed class FollowerRoutingTests(ITestOutputHelper output) : ServerTest(
         // The generated client, as the embcache verbs use it, carries the header too.
         await client.Rpc.PutAsync(new PutRequest { Model = GpuCorpus, Kind = Kind.Document, Ids = { "g3" }, Vectors = Wire.Pack(rows[..Dims], Dims) });
 
+        // The server ignores the header: a call whose header names another model is served by its message's model.
+        await writer.Client.PutAsync(
+            new PutRequest { Model = StoreOnly, Kind = Kind.Document, Ids = { "s3" }, Vectors = Wire.Pack(rows[..Dims], Dims) },
+            headers: new Metadata { { "embcache-model", GpuCorpus } });
+
         Assert.Equal(4ul, (await RowsAsync(gpuWriter, GpuCorpus))?.DocumentRows);
         Assert.Null(await RowsAsync(writer, GpuCorpus));
-        Assert.Equal(3ul, (await RowsAsync(writer, StoreOnly))?.DocumentRows);
+        Assert.Equal(4ul, (await RowsAsync(writer, StoreOnly))?.DocumentRows);
         Assert.Null(await RowsAsync(gpuWriter, StoreOnly));
 
         // The embcache verbs through nginx: warm streams (EmbedStream), invalidate, models.

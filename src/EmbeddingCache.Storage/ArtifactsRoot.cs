@@ -270,8 +270,9 @@ public sealed class ArtifactsRoot : IDisposable
                     _reportedProblems.Remove(name);
                 }
             }
-            catch (Exception exception) when (exception is IOException or UnauthorizedAccessException or InvalidDataException)
+            catch (Exception exception) when (exception is not OutOfMemoryException)
             {
+                // Whatever the files hold, the poller must live on: a follower that stopped polling would serve stale rows forever.
                 lock (_sync)
                 {
                     if (_reportedProblems.Add(name))

@@ -11,6 +11,10 @@ namespace EmbeddingCache.Storage;
 /// </summary>
 internal sealed class FollowedSegment : Segment, IDisposable
 {
+    // A chunk holds thousands of records (an id is at most a few KiB of UTF-8); a chunk's records are indexed before the next is read.
+    private const int ChunkBytes = 4 << 20;
+    private const int ChunkRecords = 65536;
+
     private readonly SafeFileHandle _npy;
     private readonly FileIdentity? _identity;
     private SafeFileHandle? _sidecar;
@@ -108,40 +112,59 @@ internal sealed class FollowedSegment : Segment, IDisposable
             return null; // created an instant before its sidecar, or copied before it: no record is complete yet
         }
 
-        int available = checked((int)Math.Max(0, RandomAccess.GetLength(_sidecar) - _sidecarBytes));
-        byte[] content = ArrayPool<byte>.Shared.Rent(available);
-        ContentKey?[] keys = ArrayPool<ContentKey?>.Shared.Rent(limit - rows);
-        ContentKey?[] idKeys = ArrayPool<ContentKey?>.Shared.Rent(limit - rows);
+        long sidecarLength = RandomAccess.GetLength(_sidecar);
+        byte[] content = ArrayPool<byte>.Shared.Rent((int)Math.Min(ChunkBytes, Math.Max(0, sidecarLength - _sidecarBytes)));
+        ContentKey?[] keys = ArrayPool<ContentKey?>.Shared.Rent(Math.Min(limit - rows, ChunkRecords));
+        ContentKey?[] idKeys = ArrayPool<ContentKey?>.Shared.Rent(keys.Length);
         try
         {
-            int read = RandomAccess.Read(_sidecar, content.AsSpan(0, available), _sidecarBytes);
-            KeySidecar.Stop stop = KeySidecar.Read(content.AsSpan(0, read), limit - rows, keys, idKeys, out int records, out long consumed);
-            RowAddressing addressing = generation.Addressing;
-            for (int r = 0; r < records; r++)
+            // In chunks: the first poll of a large segment reads its whole sidecar, later ones only what was appended.
+            while (rows < limit && _sidecarBytes < sidecarLength)
             {
-                uint location = addressing.Pack(slot, rows + r);
-                if (keys[r] is { } key)
+                int chunk = (int)Math.Min(content.Length, sidecarLength - _sidecarBytes);
+                int read = RandomAccess.Read(_sidecar, content.AsSpan(0, chunk), _sidecarBytes);
+                int wanted = Math.Min(limit - rows, keys.Length);
+                KeySidecar.Stop stop = KeySidecar.Read(content.AsSpan(0, read), wanted, keys, idKeys, out int records, out long consumed);
+                Index(generation, slot, rows, keys, idKeys, records);
+                rows += records;
+                Volatile.Write(ref _sidecarBytes, _sidecarBytes + consumed);
+                Volatile.Write(ref _rows, rows);
+                if (stop == KeySidecar.Stop.Invalid && records < wanted)
                 {
-                    generation.Keys.Set(key, location);
+                    return $"{SidecarName(Number)}: record {rows} is not a [key, id] record";
                 }
 
-                if (idKeys[r] is { } idKey)
+                if (records == 0)
                 {
-                    generation.Ids.Set(idKey, location);
+                    break; // a record still being written (a torn tail): the next poll reads it whole
                 }
             }
 
-            Volatile.Write(ref _sidecarBytes, _sidecarBytes + consumed);
-            Volatile.Write(ref _rows, rows + records);
-            return stop == KeySidecar.Stop.Invalid && records < limit - rows
-                ? $"{SidecarName(Number)}: record {rows + records} is not a [key, id] record"
-                : null;
+            return null;
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(content);
             ArrayPool<ContentKey?>.Shared.Return(keys);
             ArrayPool<ContentKey?>.Shared.Return(idKeys);
+        }
+    }
+
+    private static void Index(StoreGeneration generation, int slot, int firstRow, ContentKey?[] keys, ContentKey?[] idKeys, int records)
+    {
+        RowAddressing addressing = generation.Addressing;
+        for (int r = 0; r < records; r++)
+        {
+            uint location = addressing.Pack(slot, firstRow + r);
+            if (keys[r] is { } key)
+            {
+                generation.Keys.Set(key, location);
+            }
+
+            if (idKeys[r] is { } idKey)
+            {
+                generation.Ids.Set(idKey, location);
+            }
         }
     }
 

@@ -142,6 +142,58 @@ public sealed class FollowerTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task A_sidecar_larger_than_one_read_chunk_is_indexed_whole()
+    {
+        // 150,000 rows in one segment: more records than one chunk of the follower's sidecar reads takes, and more bytes.
+        const int Count = 150_000;
+        using ArtifactsRoot writer = _artifacts.Open(segmentRows: 200_000, publishIntervalMs: 0);
+        VectorStore written = writer.CreateOrOpenCache("mini", Rows.Descriptor(Dims))[VectorKind.Document];
+        var batch = new RowBatch(Dims, Count);
+        for (int n = 0; n < Count; n++)
+        {
+            batch.Add(Rows.Key(n), $"a-rather-long-document-id-{n}", Rows.Vector(n, Dims));
+        }
+
+        await written.AppendAsync(batch, AppendMode.Overwrite, -1);
+        using ArtifactsRoot follower = OpenFollower();
+        VectorStore followed = follower.OpenCache("mini")![VectorKind.Document];
+
+        Assert.Equal(Count, followed.RowCount);
+        Assert.Equal(Count, followed.IdCount);
+        Assert.True(new FileInfo(Path.Combine(_artifacts.KindDirectory("mini", VectorKind.Document), "000000.keys.msgpack")).Length > 4 << 20);
+        foreach (int n in new[] { 0, 65_535, 65_536, 100_000, Count - 1 })
+        {
+            Assert.Equal(Rows.Vector(n, Dims), Rows.One(followed, n));
+        }
+    }
+
+    [Fact]
+    public async Task A_changed_cache_manifest_shows_as_new_generations_of_both_kinds()
+    {
+        using ArtifactsRoot writer = _artifacts.Open(publishIntervalMs: 0);
+        ModelCache written = writer.CreateOrOpenCache("mini", Rows.Descriptor(Dims));
+        await written[VectorKind.Query].AppendAsync(Rows.Batch(Dims, [1]), AppendMode.Overwrite, -1);
+        await written[VectorKind.Document].AppendAsync(Rows.Batch(Dims, [2]), AppendMode.Overwrite, -1);
+        using ArtifactsRoot follower = OpenFollower();
+        ModelCache cache = follower.OpenCache("mini")!;
+        long query = cache[VectorKind.Query].Generation;
+        long document = cache[VectorKind.Document].Generation;
+
+        // Another model, of another width, takes the folder over: the writer resets both kinds, then rewrites the manifest.
+        writer.CreateOrOpenCache("mini", Rows.Descriptor(2 * Dims, fingerprint: "fp-2"));
+        await written[VectorKind.Document].AppendAsync(Rows.Batch(2 * Dims, [3]), AppendMode.Overwrite, -1);
+        cache.Poll();
+
+        Assert.Equal("fp-2", cache.Fingerprint);
+        Assert.Equal(2 * Dims, cache.Dims);
+        Assert.NotEqual(query, cache[VectorKind.Query].Generation);
+        Assert.NotEqual(document, cache[VectorKind.Document].Generation);
+        Assert.Equal(0, cache[VectorKind.Query].RowCount);
+        Assert.Null(Rows.One(cache[VectorKind.Document], 2));
+        Assert.Equal(Rows.Vector(3, 2 * Dims), Rows.One(cache[VectorKind.Document], 3));
+    }
+
+    [Fact]
     public async Task A_new_model_appears_on_a_poll_and_the_follower_refuses_writes()
     {
         using ArtifactsRoot writer = _artifacts.Open(publishIntervalMs: 0);

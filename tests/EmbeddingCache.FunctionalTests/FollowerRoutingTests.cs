@@ -139,6 +139,12 @@ public sealed class FollowerRoutingTests(ITestOutputHelper output) : ServerTest(
         await client.PutAsync(StoreOnly, rows, Dims, ids: ids);
         await DelaysUntilServedAsync(cluster, StoreOnly, ids, rows);
 
+        // The Python client reads through the kills too, in its own process.
+        using var signals = new TempDirectory();
+        string ready = Path.Combine(signals.Path, "ready"), stop = Path.Combine(signals.Path, "stop");
+        var pythonReads = RunPythonAsync("routed_reads.py", cluster.Nginx.HostAndPort, StoreOnly, string.Join(',', ids[..16]), ready, stop);
+        await Testing.Wait.UntilAsync(() => File.Exists(ready) || pythonReads.IsCompleted, "the Python reader's first reads");
+
         await using (var load = ReadLoad.Start([.. Enumerable.Range(0, 4).Select(seed => GetLoop(client, StoreOnly, ids, rows, seed))]))
         {
             await load.UntilAsync(reads: 200);
@@ -157,11 +163,16 @@ public sealed class FollowerRoutingTests(ITestOutputHelper output) : ServerTest(
             Output.WriteLine($"reads: {load.Reads - atWriterKill} after the writer's SIGKILL, failures: {load.Failures.Count}");
             Assert.Empty(load.Failures);
         }
+        await File.WriteAllTextAsync(stop, "");
+        Output.WriteLine(await pythonReads);
         var served = await cluster.First.Client.GetAsync(new GetRequest { Model = StoreOnly, Kind = Kind.Document, Ids = { ids } });
         Assert.Equal(Wire.Pack(rows, Dims).Data, served.Vectors.Data);
         // The kill was felt: nginx tried the dead follower and went on to the other (one line, both upstreams), or failed
-        // a read in flight on it (UNAVAILABLE, headers only), which the client sent again.
-        var disturbed = cluster.Nginx.AccessLines().Where(c => c.Method == "Get" && (c.Upstream.Contains(',', StringComparison.Ordinal) || c.GrpcStatus != "0")).ToList();
+        // a read in flight on it (UNAVAILABLE in a headers-only 204), which the client sent again.
+        string killed = Port(cluster.Second);
+        var disturbed = cluster.Nginx.AccessLines()
+            .Where(c => c.Method == "Get" && c.Upstream.Contains(killed, StringComparison.Ordinal) && (c.Upstream.Contains(',', StringComparison.Ordinal) || c.HttpStatus == "204"))
+            .ToList();
         foreach (var call in disturbed) Output.WriteLine($"{call.Method} upstream={call.Upstream} http={call.HttpStatus} grpc={call.GrpcStatus}");
         Assert.NotEmpty(disturbed);
     }

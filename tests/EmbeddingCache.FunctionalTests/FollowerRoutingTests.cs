@@ -252,6 +252,34 @@ public sealed class FollowerRoutingTests(ITestOutputHelper output) : ServerTest(
     }
 
     [Fact]
+    public async Task With_every_server_down_the_clients_retry_reads_and_send_a_write_once_each_failing_unavailable()
+    {
+        // Ports nothing listens on: nginx answers every call itself, one access line per attempt a client makes.
+        var nginx = await NginxProcess.StartAsync(new Dictionary<string, string>
+        {
+            ["DEFAULT_WRITER"] = $"127.0.0.1:{LoopbackPort.Free()}",
+            ["GPU_CORPUS_WRITER"] = $"127.0.0.1:{LoopbackPort.Free()}",
+            ["FOLLOWER_1"] = $"127.0.0.1:{LoopbackPort.Free()}",
+            ["FOLLOWER_2"] = $"127.0.0.1:{LoopbackPort.Free()}",
+        });
+        proxies.Add(nginx);
+        using var client = new RoutingClient(nginx.Address);
+
+        var read = await Assert.ThrowsAsync<RpcException>(() => client.GetByIdsAsync("net-read", ["a"]));
+        var write = await Assert.ThrowsAsync<RpcException>(() => client.PutAsync("net-write", new float[4], 4, ids: ["a"]));
+        Output.WriteLine(await RunPythonAsync("routed_unavailable.py", nginx.HostAndPort));
+
+        Assert.Equal(StatusCode.Unavailable, read.StatusCode);
+        Assert.StartsWith("nginx: no follower answered the read", read.Status.Detail, StringComparison.Ordinal);
+        Assert.Equal(StatusCode.Unavailable, write.StatusCode);
+        Assert.StartsWith("nginx: the writer of the model did not answer", write.Status.Detail, StringComparison.Ordinal);
+        var calls = await CallsSeenAsync(nginx, minimum: 4 + 1 + 4 + 1 + 4);
+        var attempts = calls.GroupBy(c => c.Model).ToDictionary(g => g.Key, g => g.Count());
+        Output.WriteLine(string.Join(", ", attempts.Select(a => $"{a.Key}: {a.Value}")));
+        Assert.Equal(new Dictionary<string, int> { ["net-read"] = 4, ["net-write"] = 1, ["py-read"] = 4, ["py-write"] = 1, ["py-async-read"] = 4 }, attempts);
+    }
+
+    [Fact]
     public void The_readme_shows_lines_of_the_tested_nginx_file_only()
     {
         var readme = File.ReadAllLines(Path.Combine(SourceTree.Root, "README.md"));

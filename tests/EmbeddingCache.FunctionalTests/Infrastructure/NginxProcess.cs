@@ -101,6 +101,7 @@ public sealed partial class NginxProcess : IAsyncDisposable
             UseShellExecute = false,
         };
         foreach (var arg in new[] { "-p", prefix.Path + "/", "-c", "nginx.conf", "-g", "daemon off;" }) start.ArgumentList.Add(arg);
+        process?.Dispose(); // an attempt that found its port taken, and exited
         process = Process.Start(start)!;
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) output.Enqueue(e.Data); };
         process.ErrorDataReceived += (_, e) => { if (e.Data is not null) output.Enqueue(e.Data); };
@@ -108,7 +109,7 @@ public sealed partial class NginxProcess : IAsyncDisposable
         process.BeginErrorReadLine();
         try
         {
-            await Wait.UntilAsync(() => !process.HasExited && Accepts(port), $"nginx to accept on 127.0.0.1:{port}", StartTimeout);
+            await Wait.UntilAsync(() => Accepts(port), $"nginx to accept on 127.0.0.1:{port}", StartTimeout);
         }
         catch (TimeoutException) when (process.HasExited)
         {

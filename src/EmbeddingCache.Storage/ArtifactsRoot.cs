@@ -84,6 +84,11 @@ public sealed class ArtifactsRoot : IDisposable
             Directory.CreateDirectory(artifacts.ModelsDirectory);
             Directory.CreateDirectory(artifacts.EmbeddingsDirectory);
             Directory.CreateDirectory(artifacts.LogsDirectory);
+            if (copy.Durability == DurabilityMode.GroupCommit)
+            {
+                NativeFile.SyncDirectory(root); // the folders' names, or a power cut loses every cache made under them
+            }
+
             StorageLog.ArtifactsOpened(logger, root, Environment.ProcessId);
             return artifacts;
         }

@@ -28,7 +28,7 @@ internal sealed class GenerationGuard(StoreGeneration first)
 
     /// <summary>
     /// Publishes <paramref name="next"/>, waits for the reads that entered the old generation, then releases the
-    /// old one's files and mappings. Called by the holder of the kind's write gate only.
+    /// old one's files and mappings. Called by the holder of the kind's write gate only (on a follower, by its poller).
     /// </summary>
     public void Replace(StoreGeneration next)
     {

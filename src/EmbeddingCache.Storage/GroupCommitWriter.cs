@@ -126,11 +126,12 @@ internal sealed class GroupCommitWriter
     /// </summary>
     public void TryWriteKindManifest(StoreGeneration generation, bool sync)
     {
+        // Also on failure: a full disk is retried at the next commit, at most every interval, not by a loop of warnings.
+        _lastPublish = Environment.TickCount64;
+        _unpublished = false;
         try
         {
             KindManifest.Write(Path.Combine(_directory, CacheManifest.FileName), _kind, generation.Layout, generation.Number, generation.Segments, sync);
-            _lastPublish = Environment.TickCount64;
-            _unpublished = false;
             if (sync)
             {
                 _lastManifestWrite = _lastPublish;

@@ -220,8 +220,9 @@ public sealed class VectorStore
         var store = new VectorStore(model, kind, modelDirectory, layout, options, logger, trash, recovered, generation, checkpointed);
         lock (store.Writer.Gate)
         {
-            // A full disk must not stop a cache from opening and serving what it holds.
-            store.Writer.TryWriteKindManifest(store._generations.Current, sync: false);
+            // Durable: the generation chosen here must survive a power cut. A full disk must not stop a cache from
+            // opening and serving what it holds.
+            store.Writer.TryWriteKindManifest(store._generations.Current, store.Sync);
         }
 
         return store;

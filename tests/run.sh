@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(python3 python3-numpy python3-msgpack python3-grpcio python3-protobuf python3-tqdm python3-venv python3-onnx fuse3 python3-pyfuse3)
+packages=(python3 python3-numpy python3-msgpack python3-grpcio python3-protobuf python3-tqdm python3-venv python3-onnx fuse3 python3-pyfuse3 nginx)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -17,7 +17,17 @@ if ((${#missing[@]})); then
   sudo=""
   [[ $(id -u) == 0 ]] || sudo=sudo
   $sudo apt-get update -qq
+  # Debian's nginx starts its default site (every address, port 80) on install; the routing tests run their own nginx
+  # on 127.0.0.1, so no service may start: a policy-rc.d that denies it (101), unless the machine already has one.
+  policy=/usr/sbin/policy-rc.d
+  placed_policy=""
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && placed_policy=yes
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  [[ -z $placed_policy ]] || $sudo rm -f "$policy"
+  # A machine's own policy may have let it start: stop it, so nothing listens on port 80.
+  if [[ " ${missing[*]} " == *" nginx "* && -s /run/nginx.pid ]]; then $sudo kill "$(cat /run/nginx.pid)"; fi
 fi
 
 # The openai npm package at the version of the committed lock file, into tests/openai/node_modules (git-ignored).

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using EmbeddingCache.Protocol.V1;
 using Google.Protobuf;
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using Grpc.Net.Client;
 using Rpc = EmbeddingCache.Protocol.V1.EmbeddingCache;
 
@@ -10,25 +11,41 @@ namespace EmbeddingCache.Client;
 /// <summary>
 /// A connection to an EmbeddingCache server. Vectors come back as <see cref="VectorRows"/>: spans over the
 /// reply's own bytes, with no per-float copy. Errors surface as <see cref="RpcException"/> carrying the
-/// server's status and message.
+/// server's status and message. Every call that names a model sends it as the <see cref="ModelHeader"/> request header
+/// too (calls made through <see cref="Rpc"/> included), for a proxy to route on.
 /// </summary>
 public sealed class EmbeddingCacheClient : IDisposable
 {
     private readonly GrpcChannel? ownedChannel;
     private readonly Rpc.EmbeddingCacheClient rpc;
 
-    /// <summary>Connects to <paramref name="address"/>, e.g. "http://127.0.0.1:50051", with no message size limits.</summary>
+    /// <summary>
+    /// Connects to <paramref name="address"/>, e.g. "http://127.0.0.1:50051", with no message size limits; reads failing
+    /// UNAVAILABLE are retried (<see cref="ReadRetry"/>).
+    /// </summary>
     public EmbeddingCacheClient(string address)
     {
-        ownedChannel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { MaxReceiveMessageSize = null, MaxSendMessageSize = null });
-        rpc = new Rpc.EmbeddingCacheClient(ownedChannel);
+        ownedChannel = GrpcChannel.ForAddress(address, new GrpcChannelOptions
+        {
+            MaxReceiveMessageSize = null,
+            MaxSendMessageSize = null,
+            ServiceConfig = ReadRetry.ServiceConfig(),
+        });
+        rpc = new Rpc.EmbeddingCacheClient(ownedChannel.Intercept(new ModelHeaderInterceptor()));
     }
 
     /// <summary>Uses a channel the caller owns (and disposes).</summary>
-    public EmbeddingCacheClient(ChannelBase channel) => rpc = new Rpc.EmbeddingCacheClient(channel);
+    public EmbeddingCacheClient(ChannelBase channel) => rpc = new Rpc.EmbeddingCacheClient(channel.Intercept(new ModelHeaderInterceptor()));
 
-    /// <summary>The generated client, for the fields these methods do not expose.</summary>
+    /// <summary>
+    /// The generated client, for the fields these methods do not expose. Its unary calls carry <see cref="ModelHeader"/>;
+    /// a stream's model is known only from its messages, so open EmbedStream with <see cref="EmbedStream"/>.
+    /// </summary>
     public Rpc.EmbeddingCacheClient Rpc => rpc;
+
+    /// <summary>An EmbedStream call whose requests all name <paramref name="model"/> (sent as <see cref="ModelHeader"/> up front).</summary>
+    public AsyncDuplexStreamingCall<EmbedRequest, EmbedResponse> EmbedStream(string model, CancellationToken cancellationToken = default) =>
+        rpc.EmbedStream(ModelHeader.Add(null, model), cancellationToken: cancellationToken);
 
     /// <summary>One vector per text in input order: cached rows served, the rest computed and cached.</summary>
     public async Task<EmbedResult> EmbedAsync(

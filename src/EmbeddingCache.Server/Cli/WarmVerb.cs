@@ -96,7 +96,7 @@ internal static class WarmVerb
     private static async Task<WarmCounts> WarmThroughServerAsync(string address, WarmRequest request, WarmProgress progress, CancellationToken cancel)
     {
         using var client = new Client.EmbeddingCacheClient(address);
-        using var call = client.Rpc.EmbedStream(cancellationToken: cancel);
+        using var call = client.EmbedStream(request.Model, cancel);
         var sender = Task.Run(async () =>
         {
             await foreach (var (ids, texts) in request.Batches(cancel))

@@ -1,6 +1,7 @@
 """The gRPC client of an EmbeddingCache server."""
 import collections
 import dataclasses
+import json
 import math
 import os
 from typing import Dict, Optional
@@ -25,13 +26,26 @@ _SOURCE_NAMES = np.array(
 )
 _MISSING = _ROW_SOURCE["ROW_SOURCE_MISSING"]
 
+# Reads (Get, Score, ListModels) failing UNAVAILABLE are sent again, never writes: behind nginx, a read in flight on a
+# follower that dies fails so (nginx cannot resend a gRPC request it has streamed on) and the next attempt reaches
+# another follower; a Put or Invalidate sent twice would be a second write.
+_READ_RETRY = json.dumps({"methodConfig": [{
+    "name": [{"service": "embeddingcache.v1.EmbeddingCache", "method": m} for m in ("Get", "Score", "ListModels")],
+    "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "1s", "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"]},
+}]})
 # A 10,000 x 384 float32 reply is 15 MB, over grpc's 4 MB default: lift the limits both ways.
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),
     ("grpc.max_send_message_length", -1),
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", _READ_RETRY),
 ]
 _TIMING_PREFIX = "embcache-"
 _TIMING_SUFFIX = "-us"
+# The model a call names, sent as request metadata too, so that a proxy (nginx's gRPC module) routes on it without
+# parsing protobuf. Hyphenated: nginx drops header names with underscores. The server serves the request's own field.
+_MODEL_HEADER = "embcache-model"
 
 
 class EmbeddingCacheError(Exception):
@@ -427,6 +441,16 @@ def _address(address):
     return address.rstrip("/"), False
 
 
+def _carries(model):
+    """Whether ``model`` can travel as a header value (printable ASCII); a name that cannot is refused by the server."""
+    return isinstance(model, str) and model != "" and all(" " <= c <= "~" for c in model)
+
+
+def _model_of(request):
+    """The model a request names, or None (ListModels)."""
+    return request.model if "model" in request.DESCRIPTOR.fields_by_name else None
+
+
 class _Methods:
     """The methods of both clients. Each builds its request and reads its reply with the module's functions;
     ``_unary`` and ``_stream`` make the call, returning the result (Client) or an awaitable of it (AsyncClient).
@@ -435,7 +459,13 @@ class _Methods:
     def __init__(self, address, api_key, timeout):
         self.address, self._secure = _address(address)
         self.timeout = timeout
-        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+    def _metadata_for(self, model):
+        """The call's request metadata: the api key and, when the call names one, the model for a proxy to route on."""
+        if model is None or not _carries(model):
+            return self._metadata or None
+        return self._metadata + ((_MODEL_HEADER, model),)
 
     def _bind(self, channel):
         self._channel = channel
@@ -466,7 +496,7 @@ class _Methods:
         Returns one (n, dims) array in input order. ``progress``, if given, is called with the row count of
         each batch as it arrives.
         """
-        return self._stream(_stream_requests(model, texts, kind, ids, dtype, batch_size),
+        return self._stream(model, _stream_requests(model, texts, kind, ids, dtype, batch_size),
                             lambda parts: _stream_result(parts, dtype), progress)
 
     def score(self, model, queries, document_ids=None, document_texts=None, top_k=0):
@@ -552,15 +582,15 @@ class Client(_Methods):
 
     def _unary(self, name, request, parse):
         try:
-            response, call = self._calls[name].with_call(request, timeout=self.timeout, metadata=self._metadata)
+            response, call = self._calls[name].with_call(request, timeout=self.timeout, metadata=self._metadata_for(_model_of(request)))
         except grpc.RpcError as e:
             raise _error_from(e) from None
         return parse(response, call.trailing_metadata())
 
-    def _stream(self, requests, parse, progress):
+    def _stream(self, model, requests, parse, progress):
         parts = []
         try:
-            for response in self._embed_stream(requests, timeout=self.timeout, metadata=self._metadata):
+            for response in self._embed_stream(requests, timeout=self.timeout, metadata=self._metadata_for(model)):
                 _add_part(parts, response, progress)
         except grpc.RpcError as e:
             raise _error_from(e) from None
@@ -594,17 +624,17 @@ class AsyncClient(_Methods):
 
     async def _unary(self, name, request, parse):
         try:
-            call = self._calls[name](request, timeout=self.timeout, metadata=self._metadata)
+            call = self._calls[name](request, timeout=self.timeout, metadata=self._metadata_for(_model_of(request)))
             response = await call
             metadata = await call.trailing_metadata()
         except grpc.RpcError as e:
             raise _error_from(e) from None
         return parse(response, metadata)
 
-    async def _stream(self, requests, parse, progress):
+    async def _stream(self, model, requests, parse, progress):
         parts = []
         try:
-            async for response in self._embed_stream(requests, timeout=self.timeout, metadata=self._metadata):
+            async for response in self._embed_stream(requests, timeout=self.timeout, metadata=self._metadata_for(model)):
                 _add_part(parts, response, progress)
         except grpc.RpcError as e:
             raise _error_from(e) from None

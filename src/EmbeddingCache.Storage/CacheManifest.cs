@@ -180,18 +180,8 @@ internal sealed class CacheManifest
             ["source_fingerprint"] = Fingerprint,
             ["rows"] = new JsonObject { [VectorKindNames.Query] = queryRows, [VectorKindNames.Document] = documentRows },
         };
-        var copy = new CacheManifest
-        {
-            ModelName = ModelName,
-            Dims = Dims,
-            DType = DType,
-            Fingerprint = Fingerprint,
-            StoreOnly = StoreOnly,
-            BaseModel = BaseModel,
-            HuggingFaceUrl = HuggingFaceUrl,
-            CreatedAt = CreatedAt,
-            _original = json,
-        };
+        var copy = (CacheManifest)MemberwiseClone();
+        copy._original = json;
         copy.Write(path, queryRows, documentRows, bytes, Number(json, "segment_rows") ?? new StorageOptions().SegmentRows, sync: true);
     }
 
